@@ -1,0 +1,192 @@
+"""Batched greedy and beam search over any model with ``start`` / ``step`` / ``state.select``.
+
+The contract (see docs/architecture.md): ``model.start(src) -> state`` runs the encoder once;
+``model.step(tokens, state) -> (log_probs, state)`` advances every hypothesis by one token using
+the cache inside ``state``; ``state.select(indices)`` keeps, drops or duplicates hypotheses.
+Nothing here knows whether the model is a Transformer, an RNN or anything later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # output ids, without bos and eos
+    log_prob: float  # sum of token log-probs, eos included when the hypothesis finished
+    score: float  # log_prob / length_penalty(len): what beams are ranked by
+    finished: bool = True
+
+
+def length_penalty(length: int, alpha: float, kind: str = "gnmt") -> float:
+    """Divisor of a hypothesis' log-prob; ``length`` counts output tokens including eos.
+
+    ``gnmt``: ((5 + length) / 6) ** alpha (Wu et al., 2016); ``plain``: length ** alpha.
+    alpha = 0 ranks by raw log-prob, which favours short outputs.
+    """
+    if alpha == 0.0:
+        return 1.0
+    if kind == "gnmt":
+        return ((5.0 + length) / 6.0) ** alpha
+    if kind == "plain":
+        return float(length) ** alpha
+    raise ValueError(f"unknown length penalty {kind!r}; use 'gnmt' or 'plain'")
+
+
+def default_max_length(src: Tensor, model_max: int, a: float = 2.0, b: int = 10) -> int:
+    """Outputs may be up to ``a * longest source + b`` tokens, within what the model can embed."""
+    src_len = int(src.ne(0).sum(1).max()) if src.numel() else 0
+    return max(1, min(model_max - 1, int(a * src_len) + b))
+
+
+def restrict(log_probs: Tensor, model, last: bool) -> Tensor:
+    """Never emit padding or bos; at the last allowed step only eos may follow.
+
+    Masking (not renormalising) keeps every chosen token's score its true log-prob.
+    """
+    if last:
+        forced = torch.full_like(log_probs, float("-inf"))
+        forced[:, model.eos_id] = log_probs[:, model.eos_id]
+        return forced
+    log_probs = log_probs.clone()
+    log_probs[:, [model.pad_id, model.bos_id]] = float("-inf")
+    return log_probs
+
+
+@torch.inference_mode()
+def greedy_search(model, src: Tensor, max_length: int | None = None) -> list[Hypothesis]:
+    """Pick the most likely token at every step, for the whole batch at once.
+
+    ``max_length`` bounds the output including eos, so every hypothesis finishes.
+    """
+    max_length = max_length or default_max_length(src, model.config.max_len)
+    batch = src.shape[0]
+    state = model.start(src)
+    tokens = torch.full((batch,), model.bos_id, dtype=torch.long, device=src.device)
+    out = torch.zeros(batch, max_length, dtype=torch.long, device=src.device)
+    log_prob = torch.zeros(batch, device=src.device)
+    done = torch.zeros(batch, dtype=torch.bool, device=src.device)
+    lengths = torch.full((batch,), max_length, dtype=torch.long, device=src.device)
+    for t in range(max_length):
+        log_probs, state = model.step(tokens, state)
+        log_probs = restrict(log_probs, model, last=t == max_length - 1)
+        best_lp, tokens = log_probs.max(dim=-1)
+        log_prob += torch.where(done, torch.zeros_like(best_lp), best_lp)
+        out[:, t] = tokens
+        newly = tokens.eq(model.eos_id) & ~done
+        lengths[newly] = t
+        done |= newly
+        if bool(done.all()):
+            break
+    result = []
+    for i in range(batch):
+        n = int(lengths[i])
+        result.append(Hypothesis(out[i, :n].tolist(), float(log_prob[i]), float(log_prob[i]),
+                                 finished=bool(done[i])))
+    return result
+
+
+@torch.inference_mode()
+def beam_search(
+    model,
+    src: Tensor,
+    beam: int = 5,
+    max_length: int | None = None,
+    alpha: float = 0.0,
+    penalty: str = "gnmt",
+    nbest: int = 1,
+    early_stopping: bool = False,
+) -> list[list[Hypothesis]]:
+    """Keep the ``beam`` best prefixes per sentence; return the ``nbest`` best finished ones.
+
+    Canonical stopping (default): a sentence is done when it has ``beam`` finished hypotheses
+    and no live prefix can still beat the worst of them. Log-probs only fall as tokens are
+    added, so a live prefix's best reachable score is its log-prob over the largest length
+    penalty it could still get (or over its current one when alpha = 0). With
+    ``early_stopping`` it stops as soon as ``beam`` hypotheses have finished (faster, fairseq's
+    default).
+    """
+    if beam < 1 or nbest < 1 or nbest > beam:
+        raise ValueError(f"need 1 <= nbest ({nbest}) <= beam ({beam})")
+    max_length = max_length or default_max_length(src, model.config.max_len)
+    batch, device = src.shape[0], src.device
+    state = model.start(src)
+    state = state.select(torch.arange(batch, device=device).repeat_interleave(beam))
+    tokens = torch.full((batch * beam,), model.bos_id, dtype=torch.long, device=device)
+    # Only the first copy of each sentence is live at step 0, or the beam would fill with twins.
+    scores = torch.full((batch, beam), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    history = torch.zeros(batch, beam, 0, dtype=torch.long, device=device)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    done = [False] * batch
+    offsets = (torch.arange(batch, device=device) * beam).unsqueeze(1)
+
+    for t in range(max_length):
+        log_probs, state = model.step(tokens, state)
+        log_probs = restrict(log_probs, model, last=t == max_length - 1)
+        vocab = log_probs.shape[-1]
+        cand = (scores.unsqueeze(-1) + log_probs.view(batch, beam, vocab)).view(batch, -1)
+        top_scores, top_ids = cand.topk(2 * beam, dim=1)  # (batch, 2*beam), sorted
+        top_beam, top_tok = top_ids // vocab, top_ids % vocab
+        is_eos = top_tok.eq(model.eos_id) & torch.isfinite(top_scores)
+
+        # Finished hypotheses: eos among the top `beam` candidates (fairseq/HF rule).
+        eos_rows, eos_cols = torch.nonzero(is_eos[:, :beam], as_tuple=True)
+        if eos_rows.numel():
+            hist = history[eos_rows, top_beam[eos_rows, eos_cols]].tolist()
+            lps = top_scores[eos_rows, eos_cols].tolist()
+            for row, toks, lp in zip(eos_rows.tolist(), hist, lps):
+                if not done[row]:
+                    score = lp / length_penalty(len(toks) + 1, alpha, penalty)
+                    finished[row].append(Hypothesis(toks, lp, score))
+
+        # Next live beams: the best `beam` candidates that are not eos.
+        live = ~is_eos & torch.isfinite(top_scores)
+        rank = torch.cumsum(live.long(), dim=1) - 1
+        keep = live & rank.lt(beam)
+        # Order kept candidates first (stable) so the first `beam` columns are the new beams.
+        order = torch.sort((~keep).long(), dim=1, stable=True).indices[:, :beam]
+        new_scores = top_scores.gather(1, order)
+        new_scores = torch.where(keep.gather(1, order), new_scores,
+                                 torch.full_like(new_scores, float("-inf")))
+        src_beam = top_beam.gather(1, order)
+        new_tok = top_tok.gather(1, order)
+
+        for row in range(batch):
+            if done[row]:
+                continue
+            hyps = finished[row]
+            if len(hyps) >= beam:
+                if early_stopping:
+                    done[row] = True
+                    continue
+                worst = sorted(h.score for h in hyps)[-beam]
+                best_live = float(new_scores[row, 0])
+                bound_len = max_length if alpha > 0 else t + 1
+                if best_live == float("-inf") or (
+                        best_live / length_penalty(bound_len, alpha, penalty) <= worst):
+                    done[row] = True
+            elif not torch.isfinite(new_scores[row, 0]):
+                done[row] = True
+        if all(done):
+            break
+        # Finished sentences keep decoding garbage in their slots; mask them out of ranking.
+        done_t = torch.tensor(done, device=device).unsqueeze(1)
+        scores = torch.where(done_t, torch.full_like(new_scores, float("-inf")), new_scores)
+        flat = (offsets + src_beam).view(-1)
+        state = state.select(flat)
+        history = torch.cat([history.view(batch * beam, -1).index_select(0, flat)
+                             .view(batch, beam, -1), new_tok.unsqueeze(-1)], dim=2)
+        tokens = new_tok.view(-1)
+
+    results = []
+    for row in range(batch):
+        hyps = sorted(finished[row], key=lambda h: h.score, reverse=True)
+        if not hyps:  # nothing reached eos (cannot happen: the last step forces eos)
+            hyps = [Hypothesis([], float("-inf"), float("-inf"), finished=False)]
+        results.append(hyps[:nbest])
+    return results

@@ -1,0 +1,242 @@
+"""The encoder-decoder Transformer (Vaswani et al., 2017), as a thin composition of ``nn/``.
+
+Training calls ``model(batch)`` (teacher forcing: every target position predicted in parallel
+under a causal mask). Decoding calls ``start(src)`` once, which runs the encoder and projects its
+output into each layer's cross-attention cache, then ``step(tokens, state)`` once per output
+token; the decoder never re-runs over the prefix, its self-attention keys/values are cached.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqformer.config import from_dict, to_dict
+from seqformer.errors import CheckpointError, ConfigError
+from seqformer.nn.layers import Decoder, Encoder, LayerCache
+from seqformer.nn.positional import make_positional
+
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Seq2SeqConfig:
+    """Shape of the model; the vocab sizes come from the tokenizers, the rest from the recipe."""
+
+    src_vocab_size: int = 0
+    tgt_vocab_size: int = 0
+    d_model: int = 256
+    heads: int = 4
+    layers: int = 3
+    encoder_layers: int | None = None  # default: ``layers``
+    decoder_layers: int | None = None  # default: ``layers``
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation: str = "relu"
+    norm_first: bool = True
+    positional: str = "sinusoidal"
+    max_len: int = 256
+    share_embeddings: bool = False
+    tie_output: bool = True
+    scale_embedding: bool = True
+    label_smoothing: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.d_model <= 0 or self.heads <= 0 or self.d_model % self.heads:
+            raise ConfigError(f"model.d_model={self.d_model} must be a positive multiple of "
+                              f"model.heads={self.heads}")
+        for name in ("layers", "ffn_dim", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.attention_dropout < 1.0:
+            raise ConfigError("model.dropout and model.attention_dropout must be in [0, 1)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError("model.label_smoothing must be in [0, 1)")
+        if self.activation not in ("relu", "gelu"):
+            raise ConfigError(f"model.activation={self.activation!r}; use 'relu' or 'gelu'")
+        if self.positional not in ("sinusoidal", "learned"):
+            raise ConfigError(f"model.positional={self.positional!r}; use 'sinusoidal' or "
+                              "'learned'")
+        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise ConfigError("model.share_embeddings needs one shared vocabulary; set "
+                              "tokenizer.shared: true or model.share_embeddings: false")
+
+    @property
+    def n_encoder_layers(self) -> int:
+        return self.encoder_layers or self.layers
+
+    @property
+    def n_decoder_layers(self) -> int:
+        return self.decoder_layers or self.layers
+
+
+@dataclass
+class Seq2SeqOutput:
+    loss: Tensor  # label-smoothed mean over target tokens: what the optimizer sees
+    nll: Tensor  # plain mean negative log-likelihood: what perplexity is made of
+    logits: Tensor  # (batch, tgt, vocab)
+    n_tokens: int
+
+
+@dataclass
+class DecoderState:
+    """Everything decoding carries between steps; ``select`` reorders it for beam search."""
+
+    memory: Tensor  # (batch, src, dim)
+    memory_padding_mask: Tensor | None  # (batch, src), True at padding
+    caches: list[LayerCache]
+    step: int = 0
+    extras: dict = field(default_factory=dict)
+
+    def select(self, indices: Tensor) -> DecoderState:
+        mask = self.memory_padding_mask
+        return DecoderState(
+            self.memory.index_select(0, indices),
+            None if mask is None else mask.index_select(0, indices),
+            [c.select(indices) for c in self.caches],
+            self.step,
+            self.extras,
+        )
+
+
+class Seq2Seq(nn.Module):
+    """Embeddings -> encoder stack -> decoder stack -> linear output (softmax in the loss)."""
+
+    pad_id, bos_id, eos_id = PAD_ID, BOS_ID, EOS_ID
+
+    def __init__(self, config: Seq2SeqConfig) -> None:
+        super().__init__()
+        if config.src_vocab_size <= 4 or config.tgt_vocab_size <= 4:
+            raise ConfigError("Seq2SeqConfig needs src_vocab_size and tgt_vocab_size from the "
+                              "tokenizers (both > 4)")
+        self.config = c = config
+        self.src_embed = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=PAD_ID)
+        self.tgt_embed = (self.src_embed if c.share_embeddings
+                          else nn.Embedding(c.tgt_vocab_size, c.d_model, padding_idx=PAD_ID))
+        self.src_pos = make_positional(c.positional, c.d_model, c.max_len)
+        self.tgt_pos = make_positional(c.positional, c.d_model, c.max_len)
+        self.embed_dropout = nn.Dropout(c.dropout)
+        args = (c.d_model, c.heads, c.ffn_dim, c.dropout, c.attention_dropout, c.activation,
+                c.norm_first)
+        self.encoder = Encoder(c.n_encoder_layers, *args)
+        self.decoder = Decoder(c.n_decoder_layers, *args)
+        self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
+        self._init_weights()
+        if c.tie_output:
+            self.output.weight = self.tgt_embed.weight
+        self.embed_scale = math.sqrt(c.d_model) if c.scale_embedding else 1.0
+
+    def _init_weights(self) -> None:
+        """Xavier for matrices (as in the reference Transformer), N(0, d^-1/2) for embeddings so
+        that after the sqrt(d) scale tokens and positions have comparable magnitude."""
+        for name, p in self.named_parameters():
+            if p.dim() > 1 and "embed" not in name and "pos" not in name:
+                nn.init.xavier_uniform_(p)
+        for emb in {self.src_embed, self.tgt_embed}:
+            nn.init.normal_(emb.weight, std=self.config.d_model ** -0.5)
+            with torch.no_grad():
+                emb.weight[PAD_ID].zero_()
+
+    # -- shared pieces ------------------------------------------------------------------------
+    def _embed(self, tokens: Tensor, embed: nn.Embedding, pos: nn.Module,
+               offset: int = 0) -> Tensor:
+        length = tokens.shape[1]
+        if offset + length > self.config.max_len:
+            raise ValueError(f"sequence of length {offset + length} exceeds model.max_len="
+                             f"{self.config.max_len}")
+        x = embed(tokens) * self.embed_scale + pos(length, offset)
+        return self.embed_dropout(x)
+
+    def encode(self, src: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None, list]:
+        """Run the encoder over ``src`` (batch, src_len) -> memory, padding mask, weights."""
+        padding = src.eq(PAD_ID)
+        mask = padding if bool(padding.any()) else None  # unpadded batches take the fused path
+        memory, weights = self.encoder(self._embed(src, self.src_embed, self.src_pos), mask,
+                                       need_weights)
+        return memory, mask, weights
+
+    def decode(self, tgt_in: Tensor, memory: Tensor, memory_padding_mask: Tensor | None,
+               need_weights: bool = False) -> tuple[Tensor, list]:
+        """Teacher-forced decoder pass -> logits (batch, tgt_len, vocab) and attention weights."""
+        x = self._embed(tgt_in, self.tgt_embed, self.tgt_pos)
+        x, weights = self.decoder(x, memory, memory_padding_mask, need_weights=need_weights)
+        return self.output(x), weights
+
+    def forward(self, batch) -> Seq2SeqOutput:
+        memory, mask, _ = self.encode(batch.src)
+        logits, _ = self.decode(batch.tgt_in, memory, mask)
+        flat_logits = logits.reshape(-1, logits.shape[-1]).float()
+        target = batch.tgt_out.reshape(-1)
+        loss = F.cross_entropy(flat_logits, target, ignore_index=PAD_ID,
+                               label_smoothing=self.config.label_smoothing)
+        nll = (loss.detach() if self.config.label_smoothing == 0.0 else
+               F.cross_entropy(flat_logits.detach(), target, ignore_index=PAD_ID))
+        return Seq2SeqOutput(loss, nll, logits, int(target.ne(PAD_ID).sum()))
+
+    # -- incremental decoding -------------------------------------------------------------------
+    def start(self, src: Tensor) -> DecoderState:
+        memory, mask, _ = self.encode(src)
+        caches = [LayerCache() for _ in self.decoder.layers]
+        return DecoderState(memory, mask, caches)
+
+    def step(self, tokens: Tensor, state: DecoderState,
+             need_weights: bool = False) -> tuple[Tensor, DecoderState]:
+        """Feed one token per hypothesis (batch,) -> log-probs (batch, vocab) of the next one."""
+        x = self._embed(tokens.view(-1, 1), self.tgt_embed, self.tgt_pos, offset=state.step)
+        x, weights = self.decoder(x, state.memory, state.memory_padding_mask, state.caches,
+                                  need_weights)
+        if need_weights:
+            state.extras["weights"] = weights
+        state.step += 1
+        logits = self.output(x[:, -1]).float()
+        return logits.log_softmax(dim=-1), state
+
+    # -- persistence -----------------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (atomically) into ``directory``."""
+        from seqformer.training.checkpoint import atomic_write_text, save_weights
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"family": "seq2seq", **to_dict(self.config)}
+        atomic_write_text(directory / "config.json", json.dumps(config, indent=2) + "\n")
+        save_weights(self, directory / "model.safetensors")
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str = "cpu") -> Seq2Seq:
+        from seqformer.training.checkpoint import load_weights
+
+        config = read_model_config(directory)
+        if config.pop("family", "seq2seq") != "seq2seq":
+            raise CheckpointError(f"{directory}: not an encoder-decoder model")
+        model = cls(from_dict(Seq2SeqConfig, config, f"{directory}/config.json"))
+        load_weights(model, Path(directory) / "model.safetensors")
+        return model.to(map_location).eval()
+
+
+def read_model_config(directory: str | Path) -> dict:
+    path = Path(directory) / "config.json"
+    if not Path(directory).is_dir():
+        raise CheckpointError(f"{directory}: no such model directory; pass a run directory "
+                              "written by 'seqformer train'")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; {directory} is not a seqformer model "
+                              "directory") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc}); the model directory is "
+                              "corrupt, re-train or restore it") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return config

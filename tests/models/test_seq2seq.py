@@ -1,0 +1,56 @@
+"""The encoder-decoder model: cached decoding equals teacher forcing, masks and ties hold."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from seqformer.errors import ConfigError
+from seqformer.models.seq2seq import Seq2Seq, Seq2SeqConfig
+
+
+def tiny(**overrides) -> Seq2Seq:
+    torch.manual_seed(0)
+    base = dict(src_vocab_size=11, tgt_vocab_size=13, d_model=16, heads=2, layers=2, ffn_dim=32,
+                dropout=0.0, max_len=32)
+    base.update(overrides)
+    return Seq2Seq(Seq2SeqConfig(**base)).eval()
+
+
+def padded_src() -> torch.Tensor:
+    return torch.tensor([[5, 6, 7, 8, 9], [4, 5, 6, 0, 0], [10, 4, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
+def test_cached_steps_equal_teacher_forcing(norm_first: bool, positional: str) -> None:
+    model = tiny(norm_first=norm_first, positional=positional)
+    src = padded_src()
+    tgt_in = torch.tensor([[1, 5, 6, 7], [1, 8, 9, 4], [1, 4, 4, 4]])
+    memory, mask, _ = model.encode(src)
+    full, _ = model.decode(tgt_in, memory, mask)
+    state = model.start(src)
+    for t in range(tgt_in.shape[1]):
+        log_probs, state = model.step(tgt_in[:, t], state)
+        torch.testing.assert_close(log_probs, full[:, t].log_softmax(-1), atol=1e-5, rtol=1e-5)
+
+
+def test_padding_does_not_change_encoding() -> None:
+    model = tiny()
+    alone, _, _ = model.encode(torch.tensor([[4, 5, 6]]))
+    batched, _, _ = model.encode(padded_src())
+    torch.testing.assert_close(batched[1, :3], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_tied_and_shared_embeddings() -> None:
+    model = tiny(src_vocab_size=13, share_embeddings=True, tie_output=True)
+    assert model.output.weight is model.tgt_embed.weight is model.src_embed.weight
+    untied = tiny(tie_output=False)
+    assert untied.output.weight is not untied.tgt_embed.weight
+    with pytest.raises(ConfigError, match="share_embeddings"):
+        tiny(share_embeddings=True)
+
+
+def test_bad_config_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="heads"):
+        Seq2SeqConfig(src_vocab_size=10, tgt_vocab_size=10, d_model=10, heads=3)
