@@ -1,0 +1,168 @@
+"""``seqformer train | transduce | evaluate | recipes``: a thin layer over the Python API.
+
+Every error a user can cause is a :class:`~seqformer.errors.UserError`; it is printed on one
+line as ``seqformer: error: ...`` and the process exits with code 2. Anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from seqformer.errors import DataError, UserError
+
+EXAMPLES = 5
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from seqformer.recipe import load_recipe
+    from seqformer.tasks.transduction import Transducer, load_splits, train
+
+    recipe = load_recipe(args.recipe, args.set)
+    out = Path(args.out or f"runs/{recipe.name}")
+    summary = train(recipe, out, resume=args.resume)
+    if summary.get("interrupted"):
+        print(f"interrupted at step {summary.get('step')}; resume with: seqformer train "
+              f"{args.recipe} --out {out} --resume", file=sys.stderr)
+        return 130
+    splits, _ = load_splits(recipe)
+    test = splits["test"]
+    if test:
+        transducer = Transducer.load(out, _device(recipe.train.device))
+        metrics, lines = transducer.evaluate(test, progress=True)
+        (out / "test.hyp.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print(format_metrics(metrics, f"test ({int(metrics['n'])} sources)"))
+        shown = [p.source for p in test[:EXAMPLES]]
+        if recipe.data.corpus == "cmudict" and "through" not in shown:
+            shown = ["through"] + shown[: EXAMPLES - 1]
+        for t in transducer.transduce(shown):
+            print(f"  {t.source} -> {t.texts[0]}")
+        print(f"hypotheses written to {out / 'test.hyp.tsv'}")
+    print(f"model saved in {out}")
+    return 0
+
+
+def format_metrics(metrics: dict[str, float], title: str) -> str:
+    parts = [f"{k.upper()} {v:.2f}" for k, v in metrics.items() if k != "n"]
+    return f"{title}: " + "  ".join(parts)
+
+
+def read_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    if args.text:
+        return list(args.text), [f"argument {i + 1}" for i in range(len(args.text))]
+    if args.input:
+        from seqformer.data.corpus import read_lines_numbered
+
+        rows = read_lines_numbered(args.input)
+        return [t for _, t in rows], [f"{args.input}:{n}" for n, _ in rows]
+    if sys.stdin.isatty():
+        raise DataError("no input: give TEXT arguments, --input FILE, or pipe lines on stdin")
+    rows = [(n, line.rstrip("\r\n")) for n, line in enumerate(sys.stdin, 1)]
+    rows = [(n, t) for n, t in rows if t.strip()]
+    if not rows:
+        raise DataError("<stdin>: empty input; pipe at least one non-empty line")
+    return [t for _, t in rows], [f"<stdin>:{n}" for n, _ in rows]
+
+
+def cmd_transduce(args: argparse.Namespace) -> int:
+    from seqformer.tasks.transduction import Transducer
+
+    transducer = Transducer.load(args.model, _device(args.device))
+    sources, where = read_inputs(args)
+    outs = transducer.transduce(sources, beam=args.beam, alpha=args.alpha, nbest=args.nbest,
+                                max_length=args.max_length, where=where,
+                                progress=len(sources) > 100)
+    for out in outs:
+        if args.nbest and args.nbest > 1:
+            for text, hyp in zip(out.texts, out.hypotheses):
+                print(f"{out.source}\t{text}\t{hyp.score:.4f}")
+        else:
+            print(out.texts[0] if not args.show_source else f"{out.source}\t{out.texts[0]}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from seqformer.tasks.transduction import Transducer, read_pairs
+
+    transducer = Transducer.load(args.model, _device(args.device))
+    pairs = read_pairs(args.data)
+    metrics, lines = transducer.evaluate(pairs, beam=args.beam, alpha=args.alpha,
+                                         progress=True)
+    print(format_metrics(metrics, f"{' '.join(args.data)} ({int(metrics['n'])} sources)"))
+    out = Path(args.out) if args.out else Path(args.model) / "eval.hyp.tsv"
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"hypotheses written to {out}")
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from seqformer.recipe import bundled_recipes
+
+    for name in bundled_recipes():
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqformer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a recipe")
+    p.add_argument("recipe", help="recipe YAML file or bundled recipe name (see 'recipes')")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set model.layers=4")
+    p.add_argument("--out", help="run directory (default runs/<recipe name>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--demo", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_train)
+
+    decode_args = argparse.ArgumentParser(add_help=False)
+    decode_args.add_argument("--model", required=True, help="run directory from 'train'")
+    decode_args.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy)")
+    decode_args.add_argument("--alpha", type=float, default=None, help="length penalty alpha")
+    decode_args.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+
+    p = sub.add_parser("transduce", parents=[decode_args], help="map input text to output text")
+    p.add_argument("text", nargs="*", help="inputs (default: lines of --input or stdin)")
+    p.add_argument("--input", help="file with one input per line")
+    p.add_argument("--nbest", type=int, default=None, help="print the N best with scores")
+    p.add_argument("--max-length", type=int, default=None, help="maximum output tokens")
+    p.add_argument("--show-source", action="store_true", help="print source<TAB>output")
+    p.set_defaults(func=cmd_transduce)
+
+    p = sub.add_parser("evaluate", parents=[decode_args], help="score a model on a test set")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="TSV file, or source and target files")
+    p.add_argument("--out", help="where to write hypotheses (default MODEL/eval.hyp.tsv)")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("recipes", help="list bundled recipes")
+    p.set_defaults(func=cmd_recipes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"seqformer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seqformer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Corpus BLEU and chrF, delegated to sacrebleu.
+
+We never reimplement BLEU: scores are only comparable across papers when tokenisation,
+smoothing and brevity penalty match the reference implementation exactly, so these wrappers
+only adapt the data layout. seqformer keeps references *per sentence* (the natural shape when
+a test example carries its own references), while sacrebleu wants reference *streams* (one
+list per reference "slot", each as long as the corpus); `_ref_streams` transposes one into
+the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sacrebleu
+
+References = Sequence[str] | Sequence[Sequence[str]]
+
+
+def _ref_streams(hypotheses: Sequence[str], references: References) -> list[list[str | None]]:
+    """Transpose per-sentence references into sacrebleu's reference streams.
+
+    Sentences with fewer references than the maximum are padded with ``None``, which sacrebleu
+    documents as "no reference in this slot" (it drops them per segment), so a varying number
+    of references per sentence scores exactly as if each sentence had only its own.
+    """
+    if not hypotheses:
+        raise ValueError("cannot score an empty corpus: got no hypotheses")
+    if len(hypotheses) != len(references):
+        raise ValueError(
+            f"got {len(hypotheses)} hypotheses but {len(references)} reference entries; "
+            "pass one entry (a string or a list of strings) per hypothesis"
+        )
+    per_sentence = [[r] if isinstance(r, str) else list(r) for r in references]
+    for i, refs in enumerate(per_sentence):
+        if not refs:
+            raise ValueError(f"hypothesis {i} has no reference")
+    width = max(len(refs) for refs in per_sentence)
+    return [
+        [refs[k] if k < len(refs) else None for refs in per_sentence] for k in range(width)
+    ]
+
+
+def bleu(hypotheses: Sequence[str], references: References) -> float:
+    """Corpus BLEU (sacrebleu defaults: 13a tokenisation, exp smoothing), 0-100.
+
+    ``references[i]`` is either the single reference of ``hypotheses[i]`` or a list of all
+    its references.
+    """
+    streams = _ref_streams(hypotheses, references)
+    return float(sacrebleu.corpus_bleu(list(hypotheses), streams).score)
+
+
+def chrf(hypotheses: Sequence[str], references: References) -> float:
+    """Corpus chrF (sacrebleu defaults: character 6-grams, beta 2), 0-100.
+
+    Reported next to BLEU because it is far less noisy on small test sets and on
+    morphologically rich targets such as Spanish.
+    """
+    streams = _ref_streams(hypotheses, references)
+    return float(sacrebleu.corpus_chrf(list(hypotheses), streams).score)

@@ -1,0 +1,160 @@
+"""Recipes: one YAML file per task and model size, mapped one-to-one onto frozen dataclasses.
+
+Sections: ``data`` (:class:`DataConfig`), ``tokenizer`` (:class:`TokenizerConfig`), ``model``
+(:class:`~seqformer.models.seq2seq.Seq2SeqConfig`, vocab sizes filled in from the tokenizers),
+``train`` (:class:`~seqformer.training.trainer.TrainConfig`) and ``decode``
+(:class:`DecodeConfig`). Bundled recipes live in ``seqformer/recipes/`` and are found by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from seqformer.config import (
+    from_dict,
+    load_yaml,
+    parse_override,
+    set_path,
+    to_dict,
+    unknown_field_error,
+)
+from seqformer.errors import ConfigError
+from seqformer.models.seq2seq import Seq2SeqConfig
+from seqformer.training.trainer import TrainConfig
+
+CORPORA = ("files", "cmudict", "bible")
+TOKENIZER_KINDS = ("char", "word", "bpe")
+METRICS = ("valid_loss", "valid_nll", "per", "wer", "bleu", "chrf", "exact")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where examples come from and how they are batched.
+
+    ``corpus: files`` reads ``train``/``valid``/``test``, each either one TSV file
+    (``source<TAB>target``) or two aligned files ``[source_file, target_file]``. A missing
+    ``valid`` is carved out of ``train`` by a hash of the source (``valid_percent``).
+    """
+
+    corpus: str = "files"
+    train: list[str] | None = None
+    valid: list[str] | None = None
+    test: list[str] | None = None
+    valid_percent: float = 5.0
+    max_examples: int | None = None  # cap on training examples (deterministic subset)
+    max_source_len: int = 128  # tokens; longer training pairs are dropped and counted
+    max_target_len: int = 128
+    batch_tokens: int = 4096  # padded tokens per batch (source or target, whichever is longer)
+    valid_decode: int = 300  # validation examples decoded for the metric at each evaluation
+    source_module: str = "engWEB2015eb"  # corpus: bible
+    target_module: str = "spaRV1909eb"
+
+    def __post_init__(self) -> None:
+        if self.corpus not in CORPORA:
+            raise ConfigError(f"data.corpus={self.corpus!r}; use one of {', '.join(CORPORA)}")
+        if self.corpus == "files" and not self.train:
+            raise ConfigError("data.train is required with data.corpus: files (a TSV file or "
+                              "[source_file, target_file])")
+        for name in ("train", "valid", "test"):
+            paths = getattr(self, name)
+            if paths is not None and len(paths) not in (1, 2):
+                raise ConfigError(f"data.{name}: give one TSV file or two aligned files")
+        if self.batch_tokens <= 0:
+            raise ConfigError("data.batch_tokens must be positive")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    source: str = "char"
+    target: str = "char"
+    shared: bool = False  # one vocabulary for both sides (needed for model.share_embeddings)
+    vocab_size: int = 8000  # bpe only
+    min_frequency: int = 1
+
+    def __post_init__(self) -> None:
+        for side in ("source", "target"):
+            if getattr(self, side) not in TOKENIZER_KINDS:
+                raise ConfigError(f"tokenizer.{side}={getattr(self, side)!r}; use one of "
+                                  f"{', '.join(TOKENIZER_KINDS)}")
+        if self.shared and self.source != self.target:
+            raise ConfigError("tokenizer.shared needs tokenizer.source == tokenizer.target")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    beam: int = 1
+    alpha: float = 0.0  # length penalty exponent
+    penalty: str = "gnmt"
+    nbest: int = 1
+    max_length: int | None = None
+    batch_tokens: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.beam < 1 or not 1 <= self.nbest <= self.beam:
+            raise ConfigError("decode: need beam >= 1 and 1 <= nbest <= beam")
+        if self.penalty not in ("gnmt", "plain"):
+            raise ConfigError(f"decode.penalty={self.penalty!r}; use 'gnmt' or 'plain'")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = "run"
+    task: str = "transduction"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        if self.task != "transduction":
+            raise ConfigError(f"task={self.task!r}; this version supports 'transduction'")
+        valid = {f.name for f in dataclasses.fields(Seq2SeqConfig)} - {"src_vocab_size",
+                                                                       "tgt_vocab_size"}
+        for key in self.model:
+            if key not in valid:
+                raise unknown_field_error(key, sorted(valid), "model")
+        if self.train.metric not in METRICS:
+            raise ConfigError(f"train.metric={self.train.metric!r}; use one of "
+                              f"{', '.join(METRICS)}")
+
+    def model_config(self, src_vocab_size: int, tgt_vocab_size: int) -> Seq2SeqConfig:
+        data = {**self.model, "src_vocab_size": src_vocab_size, "tgt_vocab_size": tgt_vocab_size}
+        return from_dict(Seq2SeqConfig, data, "model")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def bundled_recipes() -> list[str]:
+    root = resources.files("seqformer") / "recipes"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    """A path to a YAML file, or the name of a bundled recipe (``g2p-cmudict-quick``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    stem = path.name[:-5] if path.name.endswith((".yaml", ".yml")) else path.name
+    candidate = resources.files("seqformer") / "recipes" / f"{stem}.yaml"
+    if candidate.is_file():
+        return Path(str(candidate))
+    raise ConfigError(f"{name_or_path}: no such recipe file or bundled recipe; bundled: "
+                      f"{', '.join(bundled_recipes())}")
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    path = resolve_recipe_path(name_or_path)
+    tree = load_yaml(path)
+    for text in overrides or []:
+        set_path(tree, *parse_override(text))
+    return recipe_from_dict(tree, str(path))
+
+
+def recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Recipe:
+    return from_dict(Recipe, tree, where)

@@ -1,0 +1,317 @@
+"""Sequence transduction: source text in, target text out (G2P, translation, your TSV).
+
+The task owns everything the trainer must not know: reading the corpus, training and saving
+the tokenizers, dropping over-long pairs, batching, the validation metric and the run
+directory layout. :class:`Transducer` is the inference side: load a run directory, turn text
+into hypotheses, score them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from seqformer.data.batching import BatchStream, collate_pairs, token_budget_batches
+from seqformer.data.corpus import Pair, read_aligned, read_tsv
+from seqformer.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from seqformer.decoding.search import Hypothesis, beam_search, greedy_search
+from seqformer.errors import CheckpointError, DataError
+from seqformer.metrics import bleu, chrf, error_rates
+from seqformer.models.seq2seq import Seq2Seq
+from seqformer.recipe import DecodeConfig, Recipe, recipe_from_dict
+from seqformer.training.checkpoint import atomic_write_text
+from seqformer.training.trainer import Trainer
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- data -----------------------------------------------------------------------------------------
+def read_pairs(paths: list[str]) -> list[Pair]:
+    return read_tsv(paths[0]) if len(paths) == 1 else read_aligned(paths[0], paths[1])
+
+
+def _hash_percent(text: str) -> float:
+    return int(hashlib.sha1(text.encode("utf-8")).hexdigest()[:8], 16) % 10000 / 100.0
+
+
+def load_splits(recipe: Recipe) -> tuple[dict[str, list[Pair]], str]:
+    """The recipe's train/valid/test pairs and a fingerprint of the split, stored with the model
+    so results from different runs can be compared on equal terms."""
+    data = recipe.data
+    if data.corpus == "cmudict":
+        from seqformer.data.g2p import load_cmudict_splits
+
+        splits = load_cmudict_splits()
+    elif data.corpus == "bible":
+        from seqformer.data.bible import bible_pairs, split_pairs
+
+        triples, stats = bible_pairs(data.source_module, data.target_module)
+        log(f"bible: {stats['aligned']} aligned verses, {stats['dropped_empty']} dropped "
+            "(empty on one side)")
+        parts = split_pairs([key for key, _, _ in triples])
+        splits = {name: [Pair(triples[i][1], triples[i][2], where=triples[i][0])
+                         for i in parts[name]] for name in ("train", "valid", "test")}
+    else:
+        train = read_pairs(data.train)
+        if data.valid:
+            valid = read_pairs(data.valid)
+        else:  # hold out a deterministic slice of train, by source, so no source is in both
+            valid = [p for p in train if _hash_percent(p.source) < data.valid_percent]
+            train = [p for p in train if _hash_percent(p.source) >= data.valid_percent]
+            if not valid or not train:
+                raise DataError(f"{data.train[0]}: too few examples to hold out "
+                                f"{data.valid_percent}% for validation; give data.valid")
+        splits = {"train": train, "valid": valid,
+                  "test": read_pairs(data.test) if data.test else []}
+    if data.max_examples:
+        splits["train"] = sorted(splits["train"], key=lambda p: _hash_percent(p.source + p.target)
+                                 )[: data.max_examples]
+    digest = hashlib.sha256()
+    for name in ("train", "valid", "test"):
+        for p in splits[name]:
+            digest.update(f"{name}\t{p.source}\t{p.target}\n".encode())
+    return splits, digest.hexdigest()[:16]
+
+
+def build_tokenizers(recipe: Recipe, train: list[Pair]) -> tuple[Tokenizer, Tokenizer]:
+    tok = recipe.tokenizer
+    if tok.shared:
+        texts = [p.source for p in train] + [p.target for p in train]
+        shared = train_tokenizer(tok.source, texts, tok.vocab_size, tok.min_frequency)
+        return shared, shared
+    src = train_tokenizer(tok.source, (p.source for p in train), tok.vocab_size,
+                          tok.min_frequency)
+    tgt = train_tokenizer(tok.target, (p.target for p in train), tok.vocab_size,
+                          tok.min_frequency)
+    return src, tgt
+
+
+def encode_pairs(pairs: list[Pair], src_tok: Tokenizer, tgt_tok: Tokenizer, max_src: int,
+                 max_tgt: int, name: str) -> tuple[list[list[int]], list[list[int]], list[int]]:
+    """Token ids of the pairs that fit; over-long pairs are dropped and reported, never silently."""
+    src_ids, tgt_ids, kept = [], [], []
+    for i, p in enumerate(pairs):
+        s, t = src_tok.encode(p.source), tgt_tok.encode(p.target)
+        if 0 < len(s) <= max_src and 0 < len(t) <= max_tgt:
+            src_ids.append(s)
+            tgt_ids.append(t)
+            kept.append(i)
+    dropped = len(pairs) - len(kept)
+    if dropped:
+        log(f"{name}: dropped {dropped} of {len(pairs)} pairs longer than "
+            f"{max_src}/{max_tgt} tokens (data.max_source_len / data.max_target_len)")
+    if not kept:
+        raise DataError(f"{name}: no usable pairs; check the data or raise "
+                        "data.max_source_len / data.max_target_len")
+    return src_ids, tgt_ids, kept
+
+
+# -- metrics --------------------------------------------------------------------------------------
+def score(hypotheses: list[str], references: list[tuple[str, ...]]) -> dict[str, float]:
+    """Every metric the task reports; cheap enough to compute them all each time."""
+    rates = error_rates(hypotheses, references)
+    return {"per": rates["per"], "wer": rates["wer"], "exact": 100.0 - rates["wer"],
+            "bleu": bleu(hypotheses, [list(r) for r in references]),
+            "chrf": chrf(hypotheses, [list(r) for r in references])}
+
+
+# -- the inference side ---------------------------------------------------------------------------
+@dataclass
+class Transduction:
+    source: str
+    hypotheses: list[Hypothesis]
+    texts: list[str]
+
+
+class Transducer:
+    """A trained model with its tokenizers: text in, text out."""
+
+    def __init__(self, model: Seq2Seq, src_tok: Tokenizer, tgt_tok: Tokenizer,
+                 decode: DecodeConfig | None = None) -> None:
+        self.model, self.src_tok, self.tgt_tok = model, src_tok, tgt_tok
+        self.decode = decode or DecodeConfig()
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "cpu") -> Transducer:
+        run_dir = Path(run_dir)
+        model = Seq2Seq.load(run_dir, map_location=device)
+        src_tok = load_tokenizer(run_dir / "tokenizer" / "source")
+        tgt_tok = load_tokenizer(run_dir / "tokenizer" / "target")
+        if (src_tok.vocab_size, tgt_tok.vocab_size) != (model.config.src_vocab_size,
+                                                        model.config.tgt_vocab_size):
+            raise CheckpointError(f"{run_dir}: tokenizer vocabularies do not match the model "
+                                  "(a tokenizer was replaced?); re-train or restore the run")
+        decode = DecodeConfig()
+        recipe_path = run_dir / "recipe.yaml"
+        if recipe_path.is_file():
+            decode = recipe_from_dict(yaml.safe_load(recipe_path.read_text()), str(recipe_path)
+                                      ).decode
+        return cls(model, src_tok, tgt_tok, decode)
+
+    def encode_sources(self, sources: Sequence[str], where: Sequence[str] | None = None
+                       ) -> list[list[int]]:
+        ids, unknown = [], 0
+        limit = self.model.config.max_len
+        too_long = []
+        for i, text in enumerate(sources):
+            if not text.strip():
+                raise DataError(f"{where[i] if where else f'input {i + 1}'}: empty input; "
+                                "remove the blank line")
+            row = self.src_tok.encode(text)
+            unknown += sum(1 for t in row if t == self.src_tok.unk_id)
+            if len(row) > limit:
+                too_long.append(where[i] if where else f"input {i + 1}")
+            ids.append(row)
+        if too_long:
+            shown = ", ".join(too_long[:5]) + (" ..." if len(too_long) > 5 else "")
+            raise DataError(f"{len(too_long)} input(s) longer than the model's maximum of {limit}"
+                            f" tokens ({shown}); split them into shorter pieces")
+        if unknown:
+            log(f"warning: {unknown} source symbol(s) unknown to the tokenizer were mapped "
+                "to <unk>")
+        return ids
+
+    def transduce(self, sources: Sequence[str], beam: int | None = None,
+                  alpha: float | None = None, nbest: int | None = None,
+                  max_length: int | None = None, where: Sequence[str] | None = None,
+                  progress: bool = False) -> list[Transduction]:
+        """Decode ``sources`` in length-bucketed batches; results come back in input order."""
+        beam = beam or self.decode.beam
+        alpha = self.decode.alpha if alpha is None else alpha
+        nbest = nbest or self.decode.nbest
+        max_length = max_length or self.decode.max_length
+        ids = self.encode_sources(sources, where)
+        # Beam search holds batch x beam hypotheses: budget the batch by that product.
+        budget = max(1, self.decode.batch_tokens // beam)
+        batches = token_budget_batches([len(r) for r in ids], budget, shuffle=False, seed=0)
+        results: list[Transduction | None] = [None] * len(ids)
+        self.model.eval()
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(ids), desc="decoding", unit="sent", file=sys.stderr)
+        for indices in batches:
+            batch = collate_pairs([ids[i] for i in indices], None, indices).to(self.device)
+            if beam == 1 and nbest == 1:
+                hyps = [[h] for h in greedy_search(self.model, batch.src, max_length)]
+            else:
+                hyps = beam_search(self.model, batch.src, beam, max_length, alpha,
+                                   self.decode.penalty, nbest)
+            for i, h in zip(indices, hyps):
+                results[i] = Transduction(sources[i], h, [self.tgt_tok.decode(x.tokens)
+                                                          for x in h])
+            if bar:
+                bar.update(len(indices))
+        if bar:
+            bar.close()
+        return results  # type: ignore[return-value]
+
+    def evaluate(self, pairs: list[Pair], **decode_args) -> tuple[dict[str, float], list[str]]:
+        """Metrics of the 1-best outputs against every acceptable reference of each source."""
+        grouped: dict[str, list[str]] = {}
+        for p in pairs:  # the same source with several targets = several references
+            refs = grouped.setdefault(p.source, [])
+            refs.extend(r for r in p.references if r not in refs)
+        sources = list(grouped)
+        outs = self.transduce(sources, **decode_args)
+        hyps = [o.texts[0] for o in outs]
+        metrics = score(hyps, [tuple(grouped[s]) for s in sources])
+        metrics["n"] = float(len(sources))
+        return metrics, [f"{s}\t{h}" for s, h in zip(sources, hyps)]
+
+
+# -- training -------------------------------------------------------------------------------------
+def validation_loss(model: Seq2Seq, src_ids, tgt_ids, batch_tokens: int) -> dict[str, float]:
+    device = next(model.parameters()).device
+    total_loss = total_nll = tokens = 0.0
+    with torch.inference_mode():
+        lengths = [max(len(s), len(t) + 1) for s, t in zip(src_ids, tgt_ids)]
+        for idx in token_budget_batches(lengths, batch_tokens, shuffle=False, seed=0):
+            batch = collate_pairs([src_ids[i] for i in idx], [tgt_ids[i] for i in idx], idx)
+            out = model(batch.to(device))
+            total_loss += float(out.loss) * out.n_tokens
+            total_nll += float(out.nll) * out.n_tokens
+            tokens += out.n_tokens
+    return {"valid_loss": total_loss / tokens, "valid_nll": total_nll / tokens}
+
+
+def train(recipe: Recipe, out_dir: str | Path, resume: bool = False) -> dict:
+    """Train ``recipe`` into ``out_dir``; returns the trainer summary plus test metrics."""
+    out = Path(out_dir)
+    t0 = time.time()
+    if resume and not (out / "recipe.yaml").is_file():
+        raise CheckpointError(f"{out}: nothing to resume (no recipe.yaml); drop --resume")
+    splits, fingerprint = load_splits(recipe)
+    log(f"data: {len(splits['train'])} train / {len(splits['valid'])} valid / "
+        f"{len(splits['test'])} test pairs (split {fingerprint}), read in {time.time() - t0:.1f}s")
+    if resume:
+        src_tok = load_tokenizer(out / "tokenizer" / "source")
+        tgt_tok = load_tokenizer(out / "tokenizer" / "target")
+    else:
+        src_tok, tgt_tok = build_tokenizers(recipe, splits["train"])
+    d = recipe.data
+    src_ids, tgt_ids, _ = encode_pairs(splits["train"], src_tok, tgt_tok, d.max_source_len,
+                                       d.max_target_len, "train")
+    v_src, v_tgt, v_kept = encode_pairs(splits["valid"], src_tok, tgt_tok, d.max_source_len,
+                                        d.max_target_len, "valid")
+    config = recipe.model_config(src_tok.vocab_size, tgt_tok.vocab_size)
+    needed = max(d.max_source_len, d.max_target_len + 2)
+    if config.max_len < needed:
+        from dataclasses import replace
+
+        config = replace(config, max_len=needed)
+    torch.manual_seed(recipe.train.seed)
+    model = Seq2Seq(config)
+    log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, vocab {src_tok.vocab_size} -> "
+        f"{tgt_tok.vocab_size}, {config.n_encoder_layers}+{config.n_decoder_layers} layers, "
+        f"d_model {config.d_model}")
+
+    def save_run(directory: Path) -> None:
+        # Everything a later `transduce`/`evaluate` needs next to the weights.
+        directory.mkdir(parents=True, exist_ok=True)
+        src_tok.save(directory / "tokenizer" / "source")
+        tgt_tok.save(directory / "tokenizer" / "target")
+        resolved = recipe.to_dict()
+        resolved["fingerprints"] = {"split": fingerprint, "source_tokenizer": src_tok.fingerprint,
+                                    "target_tokenizer": tgt_tok.fingerprint}
+        atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(resolved, sort_keys=False))
+        from seqformer.config import to_dict
+
+        atomic_write_text(directory / "config.json", json.dumps(
+            {"family": "seq2seq", **to_dict(config)}, indent=2) + "\n")
+
+    save_run(out)
+    valid_pairs = [splits["valid"][i] for i in v_kept][: d.valid_decode]
+
+    def validate(m: torch.nn.Module) -> dict[str, float]:
+        was_training = m.training
+        m.eval()
+        metrics = validation_loss(m, v_src, v_tgt, d.batch_tokens)
+        if recipe.train.metric not in ("valid_loss", "valid_nll") and valid_pairs:
+            transducer = Transducer(m, src_tok, tgt_tok, DecodeConfig(batch_tokens=d.batch_tokens))
+            decoded, _ = transducer.evaluate(valid_pairs)
+            metrics.update({k: v for k, v in decoded.items() if k != "n"})
+        m.train(was_training)
+        return metrics
+
+    stream = BatchStream(src_ids, tgt_ids, d.batch_tokens, recipe.train.seed)
+    trainer = Trainer(model, recipe.train, stream, out, validate=validate, on_save=save_run)
+    summary = trainer.train(resume=resume)
+    return summary
+
+
+def evaluate_run(run_dir: str | Path, pairs: list[Pair], device: str = "cpu", **decode_args
+                 ) -> tuple[dict[str, float], list[str]]:
+    return Transducer.load(run_dir, device).evaluate(pairs, **decode_args)

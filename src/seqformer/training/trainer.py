@@ -1,0 +1,545 @@
+"""The training loop: AdamW, a warmup schedule, evaluation, checkpoints and exact resume.
+
+One loop serves every model in seqformer. It knows nothing about batches or losses beyond a
+small contract, so translation, language modelling and classification share the same logging,
+checkpointing and resume logic -- the parts that are easy to get subtly wrong.
+
+Contracts
+---------
+``train_stream``: an iterable that yields batches forever and has ``state_dict()`` /
+``load_state_dict(dict)`` (JSON-serialisable) and an ``epoch`` attribute. ``state_dict()`` must
+describe the position of the *next* batch to be yielded, so a resumed stream continues exactly
+where the checkpoint was taken. Each batch has ``.to(device)`` (returning a batch) and an int
+``n_tgt_tokens`` used for tokens/s.
+
+``model(batch)`` returns an object with ``.loss`` (scalar mean loss over tokens, already label
+smoothed) and optionally ``.nll`` (reported, not optimised).
+
+Run directory
+-------------
+``run_dir/model.safetensors``: best weights by ``config.metric`` (or the final weights when
+there is no ``validate``); ``on_save(run_dir)`` is called after each write so the caller can put
+config and tokenizers next to it. ``run_dir/last/``: the latest complete state for ``--resume``
+(``model.safetensors`` + ``trainer_state.{safetensors,json}``). ``run_dir/log.jsonl``: one JSON
+object per line, appended to across resumes:
+
+- training records, every ``log_every`` steps and at the last step:
+  ``{"step", "epoch", "loss", "nll", "lr", "grad_norm", "tokens_per_s", "elapsed"}`` where
+  ``loss``/``nll`` are means over the steps since the previous record (``nll`` is null if the
+  model gives none), ``lr`` is the rate used by this step's update, ``grad_norm`` is this step's
+  global gradient norm *before* clipping, ``tokens_per_s`` counts target tokens over the same
+  window (evaluation and saving excluded) and ``elapsed`` is seconds since the run began,
+  summed over resumes;
+- evaluation records: ``{"step", "epoch", "valid": {metric: value, ...}, "elapsed"}``.
+
+Tell the two apart by the presence of ``"valid"``. On resume, records past the checkpoint's
+step (written after it, then lost with the crash) are dropped, so steps never repeat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from seqformer.errors import CheckpointError, ConfigError
+from seqformer.training.checkpoint import (
+    WEIGHTS_NAME,
+    atomic_write_text,
+    commit_directory,
+    committed_directory,
+    load_training_state,
+    load_weights,
+    preserved_rng,
+    save_training_state,
+    save_weights,
+)
+from seqformer.training.schedules import SCHEDULES, make_scheduler
+
+LOG_NAME = "log.jsonl"
+LAST_DIR = "last"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. Defaults follow Vaswani et al. (2017) base model.
+
+    ``weight_decay`` is applied only to parameters with ``dim >= 2`` (weight matrices and
+    embeddings), not to biases or LayerNorm gains: decaying those towards 0 only fights the
+    normalisation and hurts (nanoGPT's rule, after Loshchilov & Hutter's AdamW).
+    ``max_minutes`` is a budget for one call of :meth:`Trainer.train` -- it is meant to end a
+    job before a cluster's time limit kills it, and a resumed job gets a fresh budget.
+    ``save_every=0`` saves ``last/`` at each evaluation and at the end.
+    """
+
+    max_steps: int = 10000
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-9
+    schedule: str = "noam"
+    warmup_steps: int = 4000
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+    accumulate: int = 1
+    eval_every: int = 500
+    save_every: int = 500
+    log_every: int = 50
+    patience: int = 0
+    metric: str = "valid_loss"
+    metric_mode: str = "min"
+    seed: int = 1
+    device: str = "auto"
+    amp: str = "auto"
+    compile: bool = False
+    max_minutes: float = 0.0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        # Recipes come from YAML, where a pair is a list; freeze it into the declared tuple.
+        if isinstance(self.betas, list):
+            object.__setattr__(self, "betas", tuple(self.betas))
+
+        def bad(field: str, requirement: str) -> ConfigError:
+            value = getattr(self, field)
+            return ConfigError(f"train.{field} must be {requirement}, got {value!r}")
+
+        def is_int(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value: object) -> bool:
+            return isinstance(value, int | float) and not isinstance(value, bool)
+
+        for field in ("max_steps", "accumulate", "eval_every", "log_every"):
+            if not is_int(getattr(self, field)) or getattr(self, field) < 1:
+                raise bad(field, "an integer >= 1")
+        for field in ("warmup_steps", "save_every", "patience", "seed"):
+            if not is_int(getattr(self, field)) or getattr(self, field) < 0:
+                raise bad(field, "an integer >= 0")
+        for field in ("lr", "eps"):
+            if not is_number(getattr(self, field)) or not getattr(self, field) > 0:
+                raise bad(field, "a number > 0")
+        for field in ("weight_decay", "grad_clip", "max_minutes"):
+            value = getattr(self, field)
+            if not is_number(value) or not 0 <= value < math.inf:
+                raise bad(field, "a finite number >= 0 (0 turns it off)")
+        if not is_number(self.min_lr_ratio) or not 0 <= self.min_lr_ratio <= 1:
+            raise bad("min_lr_ratio", "a number in [0, 1]")
+        betas_ok = (
+            isinstance(self.betas, tuple)
+            and len(self.betas) == 2
+            and all(is_number(b) and 0 <= b < 1 for b in self.betas)
+        )
+        if not betas_ok:
+            raise bad("betas", "a pair of numbers in [0, 1), e.g. [0.9, 0.98]")
+        if self.schedule not in SCHEDULES:
+            raise bad("schedule", "one of " + ", ".join(SCHEDULES))
+        if self.schedule in ("noam", "inverse_sqrt") and self.warmup_steps < 1:
+            raise bad("warmup_steps", f">= 1 for schedule {self.schedule!r}")
+        if not isinstance(self.metric, str) or not self.metric:
+            raise bad("metric", "the name of a key returned by the validate function")
+        if self.metric_mode not in ("min", "max"):
+            raise bad("metric_mode", "'min' or 'max'")
+        if self.amp not in ("auto", "bf16", "none"):
+            raise bad("amp", "'auto', 'bf16' or 'none'")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError):
+                raise bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        for field in ("compile", "progress"):
+            if not isinstance(getattr(self, field), bool):
+                raise bad(field, "true or false")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG a run may use, so a CPU run is reproducible from its config alone."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds all CUDA devices
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"train.device is {name!r} but no CUDA GPU is available; "
+            f"set train.device to 'auto' or 'cpu'"
+        )
+    return device
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast on GPUs that support it: same range as fp32, so no loss scaling needed."""
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (see :class:`TrainConfig`).
+
+    Both groups always exist, even if empty, so the optimizer state layout depends only on
+    the model and a checkpoint always fits the optimizer rebuilt for resuming.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+
+
+def _say(message: str) -> None:
+    """Print a line without tearing the progress bar."""
+    tqdm.write(message, file=sys.stderr)
+
+
+class Trainer:
+    """Train ``model`` on ``train_stream``; see the module docstring for the contracts."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        train_stream: Iterable[Any],
+        run_dir: str | Path,
+        validate: Callable[[nn.Module], dict[str, float]] | None = None,
+        on_save: Callable[[Path], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.train_stream = train_stream
+        self.run_dir = Path(run_dir)
+        self.validate = validate
+        self.on_save = on_save
+        self.device = resolve_device(config.device)
+        self.amp_dtype = resolve_amp(config.amp, self.device)
+        # self.model stays the plain module: its state_dict keys are the ones we save, and
+        # validation runs on it (variable eval shapes would make a compiled model recompile).
+        self.model = model.to(self.device)
+        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = make_scheduler(
+            self.optimizer,
+            config.schedule,
+            config.warmup_steps,
+            config.max_steps,
+            min_lr_ratio=config.min_lr_ratio,
+        )
+        # Progress, all of it saved in last/ and restored by resume.
+        self.step = 0
+        self.best: float | None = None
+        self.bad_evals = 0  # evaluations since the last improvement
+        self.elapsed_before = 0.0  # seconds spent in earlier train() calls of this run
+        self.saved_step: int | None = None  # step held by last/, for the Ctrl-C message
+        self._started = 0.0
+
+    # ---------------------------------------------------------------------------------------
+    # The loop
+    # ---------------------------------------------------------------------------------------
+
+    def train(self, resume: bool = False) -> dict[str, Any]:
+        """Train until ``max_steps``, early stopping, the time budget or Ctrl-C.
+
+        Returns a summary ``{"step", "stop_reason", "interrupted", "metric", "best",
+        "elapsed", "tokens_per_s", "run_dir"}`` and prints it as one line. ``stop_reason`` is
+        one of ``"max_steps"``, ``"early_stopping"``, ``"time_budget"``, ``"interrupted"``.
+        Ctrl-C does not propagate: the loop stops without saving (``last/`` keeps the previous
+        complete checkpoint), prints how to resume and returns with ``interrupted=True``, so the
+        caller can still report and exit with its own code.
+        """
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._resume()
+        else:
+            self._refuse_to_overwrite_a_run()
+            seed_everything(cfg.seed)
+        batches = iter(self.train_stream)
+        stop_reason: str | None = None
+        if cfg.patience and self.bad_evals >= cfg.patience:
+            stop_reason = "early_stopping"  # resumed a run that had already stopped
+
+        self._started = time.perf_counter()
+        budget_s = cfg.max_minutes * 60.0
+        run_tokens = 0
+        # Window since the last training record: sums stay on the device to avoid GPU syncs.
+        window_loss = torch.zeros((), device=self.device)
+        window_nll: torch.Tensor | None = None
+        window_steps, window_tokens = 0, 0
+        window_start, window_paused = time.perf_counter(), 0.0
+
+        self.model.train()
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            unit="step",
+            file=sys.stderr,
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+        )
+        log = open(self.run_dir / LOG_NAME, "a", encoding="utf-8")
+        try:
+            while stop_reason is None and self.step < cfg.max_steps:
+                # ---- one update from `accumulate` micro-batches --------------------------
+                lr = self.optimizer.param_groups[0]["lr"]
+                for _ in range(cfg.accumulate):
+                    batch = next(batches).to(self.device)
+                    with self._autocast():
+                        out = self.forward(batch)
+                    (out.loss / cfg.accumulate).backward()
+                    window_loss += out.loss.detach().float() / cfg.accumulate
+                    nll = getattr(out, "nll", None)
+                    if nll is not None:
+                        nll = nll.detach().float() / cfg.accumulate
+                        window_nll = nll if window_nll is None else window_nll + nll
+                    window_tokens += int(batch.n_tgt_tokens)
+                grad_norm = self._clip_gradients()
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                window_steps += 1
+                bar.update(1)
+
+                # ---- log, evaluate, checkpoint, stop ------------------------------------
+                out_of_time = budget_s > 0 and time.perf_counter() - self._started >= budget_s
+                finished = self.step >= cfg.max_steps or out_of_time
+                if self.step % cfg.log_every == 0 or finished:
+                    seconds = time.perf_counter() - window_start - window_paused
+                    record = {
+                        "step": self.step,
+                        "epoch": getattr(self.train_stream, "epoch", None),
+                        "loss": (window_loss / window_steps).item(),
+                        "nll": None if window_nll is None else (window_nll / window_steps).item(),
+                        "lr": lr,
+                        "grad_norm": grad_norm.item(),
+                        "tokens_per_s": window_tokens / max(seconds, 1e-9),
+                        "elapsed": self._elapsed(),
+                    }
+                    self._check_finite(record["loss"])
+                    self._write(log, record)
+                    bar.set_postfix(
+                        loss=f"{record['loss']:.3f}",
+                        lr=f"{lr:.2e}",
+                        tok_s=f"{record['tokens_per_s']:,.0f}",
+                        refresh=False,
+                    )
+                    run_tokens += window_tokens
+                    window_loss.zero_()
+                    window_nll = None
+                    window_steps, window_tokens = 0, 0
+                    window_start, window_paused = time.perf_counter(), 0.0
+
+                pause_start = time.perf_counter()
+                evaluated = False
+                if self.validate is not None and (self.step % cfg.eval_every == 0 or finished):
+                    evaluated = True
+                    if not self._evaluate(log) and cfg.patience and self.bad_evals >= cfg.patience:
+                        stop_reason = "early_stopping"
+                if stop_reason is None and finished:
+                    stop_reason = "max_steps" if self.step >= cfg.max_steps else "time_budget"
+                periodic = self.step % cfg.save_every == 0 if cfg.save_every else evaluated
+                if stop_reason is not None or periodic:
+                    self._save_last()
+                window_paused += time.perf_counter() - pause_start
+        except KeyboardInterrupt:
+            stop_reason = "interrupted"
+            if self.saved_step is None:
+                _say(f"interrupted at step {self.step}; nothing was saved yet, start again")
+            else:
+                _say(
+                    f"interrupted at step {self.step}; {self.run_dir / LAST_DIR} holds step "
+                    f"{self.saved_step} -- continue from there with --resume"
+                )
+        finally:
+            bar.close()
+            log.close()
+
+        if stop_reason is None:
+            stop_reason = "max_steps"  # resumed a run that had already reached max_steps
+        if self.validate is None and stop_reason != "interrupted":
+            self._save_best()
+        return self._summary(stop_reason, run_tokens + window_tokens)
+
+    # ---------------------------------------------------------------------------------------
+    # Pieces of the loop
+    # ---------------------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _clip_gradients(self) -> torch.Tensor:
+        """Clip to ``grad_clip`` and return the norm *before* clipping (what the log shows)."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        if self.config.grad_clip > 0:
+            return torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        return torch.nn.utils.get_total_norm(grads)
+
+    def _evaluate(self, log: TextIO) -> bool:
+        """Run ``validate``; on improvement save the best weights. Returns whether it improved.
+
+        Runs under ``no_grad``, the training autocast, and ``preserved_rng`` so that
+        evaluating never changes the training trajectory (see ``preserved_rng``).
+        """
+        self.model.eval()
+        with preserved_rng(), torch.no_grad(), self._autocast():
+            metrics = {name: float(value) for name, value in self.validate(self.model).items()}
+        self.model.train()
+        if self.config.metric not in metrics:
+            raise ConfigError(
+                f"train.metric is {self.config.metric!r} but validation returned only "
+                f"{sorted(metrics)}; set train.metric to one of these"
+            )
+        value = metrics[self.config.metric]
+        improved = math.isfinite(value) and (
+            self.best is None
+            or (value < self.best if self.config.metric_mode == "min" else value > self.best)
+        )
+        if improved:
+            self.best, self.bad_evals = value, 0
+            self._save_best()
+        else:
+            self.bad_evals += 1
+        self._write(
+            log,
+            {
+                "step": self.step,
+                "epoch": getattr(self.train_stream, "epoch", None),
+                "valid": metrics,
+                "elapsed": self._elapsed(),
+            },
+        )
+        shown = " ".join(f"{name} {value:.4g}" for name, value in metrics.items())
+        _say(f"step {self.step} | {shown}" + (" | best" if improved else ""))
+        return improved
+
+    def _save_best(self) -> None:
+        save_weights(self.model, self.run_dir / WEIGHTS_NAME)
+        if self.on_save is not None:
+            self.on_save(self.run_dir)
+
+    def _save_last(self) -> None:
+        """Write the resumable state into a scratch directory, then swap it in as last/.
+
+        The three files belong together; writing them in place would leave a mix of old and
+        new files if Ctrl-C or a crash came between two of them.
+        """
+        scratch = self.run_dir / f"{LAST_DIR}.partial"
+        shutil.rmtree(scratch, ignore_errors=True)
+        save_weights(self.model, scratch / WEIGHTS_NAME)
+        extra = {
+            "stream": self.train_stream.state_dict(),
+            "best": self.best,
+            "bad_evals": self.bad_evals,
+            "elapsed": self._elapsed(),
+            "metric": self.config.metric,
+            "config": dataclasses.asdict(self.config),
+        }
+        save_training_state(scratch, self.optimizer, self.scheduler, self.step, extra)
+        commit_directory(scratch, self.run_dir / LAST_DIR)
+        self.saved_step = self.step
+
+    def _resume(self) -> None:
+        """Restore weights, optimizer, scheduler, RNGs, stream position and progress counters.
+
+        The config is taken from the caller, not the checkpoint, so a run can be extended
+        (larger ``max_steps``) or given a new time budget; with an unchanged config the
+        continued run is bit-identical on CPU to one that was never stopped.
+        """
+        last = committed_directory(self.run_dir / LAST_DIR)
+        if last is None:
+            raise CheckpointError(
+                f"{self.run_dir / LAST_DIR}: nothing to resume in {self.run_dir}; "
+                f"drop --resume to start a new run"
+            )
+        load_weights(self.model, last / WEIGHTS_NAME)
+        self.step, extra = load_training_state(last, self.optimizer, self.scheduler)
+        with preserved_rng():  # a stream may draw random numbers to rebuild its shuffle
+            self.train_stream.load_state_dict(extra["stream"])
+        self.best = extra["best"]
+        self.bad_evals = extra["bad_evals"]
+        self.elapsed_before = extra["elapsed"]
+        self.saved_step = self.step
+        self._truncate_log(self.step)
+        _say(f"resuming {self.run_dir} from step {self.step}")
+
+    def _refuse_to_overwrite_a_run(self) -> None:
+        log = self.run_dir / LOG_NAME
+        has_log = log.is_file() and log.stat().st_size > 0
+        if committed_directory(self.run_dir / LAST_DIR) is not None or has_log:
+            raise CheckpointError(
+                f"{self.run_dir} already holds a training run; pass --resume to continue it, "
+                f"or choose a new output directory"
+            )
+
+    def _truncate_log(self, step: int) -> None:
+        """Drop log records written after the checkpoint we resume from (and torn lines)."""
+        path = self.run_dir / LOG_NAME
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue
+        atomic_write_text(path, "".join(kept))
+
+    def _check_finite(self, loss: float) -> None:
+        if not math.isfinite(loss):
+            raise ConfigError(
+                f"training diverged at step {self.step} (loss {loss}); lower train.lr or set "
+                f"train.grad_clip, then start again or --resume from {self.run_dir / LAST_DIR}"
+            )
+
+    def _elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self._started
+
+    @staticmethod
+    def _write(log: TextIO, record: dict[str, Any]) -> None:
+        log.write(json.dumps(record) + "\n")
+        log.flush()  # the log is read while training runs, and must survive a crash
+
+    def _summary(self, stop_reason: str, tokens: int) -> dict[str, Any]:
+        seconds = time.perf_counter() - self._started
+        summary = {
+            "step": self.step,
+            "stop_reason": stop_reason,
+            "interrupted": stop_reason == "interrupted",
+            "metric": self.config.metric if self.validate is not None else None,
+            "best": self.best,
+            "elapsed": self._elapsed(),
+            "tokens_per_s": tokens / max(seconds, 1e-9),
+            "run_dir": str(self.run_dir),
+        }
+        best = "" if self.best is None else f" | best {self.config.metric} {self.best:.4g}"
+        _say(
+            f"step {self.step} ({stop_reason}){best} | {summary['elapsed'] / 60:.1f} min | "
+            f"{summary['tokens_per_s']:,.0f} tok/s | {self.run_dir}"
+        )
+        return summary
