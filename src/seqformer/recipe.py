@@ -109,6 +109,8 @@ class Recipe:
     model: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    # Written by `train` into the run's recipe.yaml: split and tokenizer fingerprints.
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task != "transduction":

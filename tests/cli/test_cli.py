@@ -1,0 +1,131 @@
+"""The command line end to end on a tiny recipe, and every bad input a user can give it."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from seqformer.cli import main
+
+ALPHABET = "abcdefgh"
+
+
+def write_reverse_tsv(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        word = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(2, 6)))
+        lines.append(f"{word}\t{' '.join(reversed(word))}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    write_reverse_tsv(root / "train.tsv", 600, 1)
+    write_reverse_tsv(root / "test.tsv", 40, 2)
+    recipe = root / "tiny.yaml"
+    recipe.write_text(f"""
+name: tiny
+data: {{corpus: files, train: {root / 'train.tsv'}, test: {root / 'test.tsv'}, batch_tokens: 400,
+        valid_decode: 20}}
+tokenizer: {{source: char, target: word}}
+model: {{d_model: 32, heads: 2, layers: 1, ffn_dim: 64, dropout: 0.0, max_len: 16}}
+train: {{max_steps: 40, lr: 0.003, warmup_steps: 10, eval_every: 20, save_every: 20,
+         metric: wer, progress: false, device: cpu}}
+""")
+    run = root / "run"
+    assert main(["train", str(recipe), "--out", str(run)]) == 0
+    return run, root
+
+
+def test_train_writes_a_complete_run_directory(trained) -> None:
+    run, _ = trained
+    for name in ("config.json", "recipe.yaml", "model.safetensors", "log.jsonl",
+                 "tokenizer/source/tokenizer.json", "tokenizer/target/tokenizer.json",
+                 "test.hyp.tsv"):
+        assert (run / name).is_file(), name
+    assert "fingerprints" in (run / "recipe.yaml").read_text()
+
+
+def test_transduce_and_evaluate(trained, capsys) -> None:
+    run, root = trained
+    capsys.readouterr()
+    assert main(["transduce", "--model", str(run), "abc", "hgfe"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(set(line.split()) <= set(ALPHABET) for line in lines)
+    assert main(["transduce", "--model", str(run), "--beam", "3", "--nbest", "2", "abc"]) == 0
+    nbest = capsys.readouterr().out.strip().splitlines()
+    assert len(nbest) == 2 and all(line.startswith("abc\t") for line in nbest)
+    assert main(["evaluate", "--model", str(run), "--data", str(root / "test.tsv")]) == 0
+    out = capsys.readouterr().out
+    assert "PER" in out and "WER" in out and "BLEU" in out
+    hyps = (run / "eval.hyp.tsv").read_text().strip().splitlines()
+    assert len(hyps) == len({line.split("\t")[0] for line in
+                             (root / "test.tsv").read_text().splitlines()})
+
+
+def test_unknown_characters_are_counted(trained, capsys) -> None:
+    run, _ = trained
+    assert main(["transduce", "--model", str(run), "abz"]) == 0
+    assert "1 source symbol(s) unknown" in capsys.readouterr().err
+
+
+def error_of(args: list[str], capsys) -> str:
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("seqformer: error: ") and "\n" not in err, err
+    return err
+
+
+def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys) -> None:
+    run, root = trained
+    assert "no such recipe" in error_of(["train", str(tmp_path / "nope.yaml")], capsys)
+
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(f"data: {{train: {root / 'train.tsv'}, batch_token: 10}}\n")
+    assert "did you mean 'batch_tokens'" in error_of(["train", str(typo)], capsys)
+    assert "did you mean 'layers'" in error_of(
+        ["train", str(typo), "--set", "data.batch_tokens=5", "--set", "model.layer=4"], capsys)
+
+    bad_tsv = tmp_path / "bad.tsv"
+    bad_tsv.write_text("ab\tb a\nno tab here\n")
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text(f"data: {{train: {bad_tsv}}}\n")
+    assert f"{bad_tsv}:2" in error_of(["train", str(recipe), "--out", str(tmp_path / "r")],
+                                      capsys)
+
+    assert "not a seqformer model" in error_of(["transduce", "--model", str(tmp_path), "ab"],
+                                               capsys)
+    assert "no such model directory" in error_of(
+        ["transduce", "--model", str(tmp_path / "missing"), "ab"], capsys)
+    assert "longer than the model's maximum" in error_of(
+        ["transduce", "--model", str(run), "a" * 40], capsys)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    assert "empty" in error_of(["transduce", "--model", str(run), "--input", str(empty)], capsys)
+    assert "nothing to resume" in error_of(
+        ["train", str(recipe), "--out", str(tmp_path / "fresh"), "--resume"], capsys)
+    assert "not found" in error_of(
+        ["evaluate", "--model", str(run), "--data", str(tmp_path / "none.tsv")], capsys)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(trained, tmp_path, capsys) -> None:
+    run, _ = trained
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "recipe.yaml"):
+        (broken / name).write_bytes((run / name).read_bytes())
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    assert "model.safetensors" in error_of(["transduce", "--model", str(broken), "ab"], capsys)
+
+
+def test_console_script_runs() -> None:
+    out = subprocess.run([sys.executable, "-m", "seqformer.cli", "recipes"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "g2p-cmudict-quick" in out and "bible-en-es" in out
