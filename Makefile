@@ -24,7 +24,7 @@ install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
 demo: install
-	$(BIN)/seqformer train g2p-cmudict-quick --out runs/g2p-quick --demo
+	$(BIN)/seqformer train g2p-cmudict-quick --out runs/g2p-quick
 
 test: install-dev
 	$(BIN)/ruff check src tests benchmarks

@@ -63,7 +63,9 @@ def read_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     if args.input:
         from seqformer.data.corpus import read_lines_numbered
 
-        rows = read_lines_numbered(args.input)
+        rows = [(n, t) for n, t in read_lines_numbered(args.input) if t.strip()]
+        if not rows:
+            raise DataError(f"{args.input}: empty input; give at least one non-empty line")
         return [t for _, t in rows], [f"{args.input}:{n}" for n, _ in rows]
     if sys.stdin.isatty():
         raise DataError("no input: give TEXT arguments, --input FILE, or pipe lines on stdin")
@@ -123,7 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a recipe field, e.g. --set model.layers=4")
     p.add_argument("--out", help="run directory (default runs/<recipe name>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.add_argument("--demo", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
 
     decode_args = argparse.ArgumentParser(add_help=False)

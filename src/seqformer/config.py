@@ -26,14 +26,14 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
+def _coerce(value: Any, annotation: Any, where: str, path: str = "") -> Any:
     """Turn YAML/CLI values into the annotated type (e.g. "4" -> 4 for ``--set``)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
-        return _coerce(value, args[0], where)
+        return _coerce(value, args[0], where, path)
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.strip("()[] ").split(",") if v.strip()]
@@ -45,7 +45,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         (inner,) = typing.get_args(annotation) or (Any,)
         return [_coerce(v, inner, where) for v in value]
     if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
-        return from_dict(annotation, value, where)
+        return from_dict(annotation, value, where, f"{path}.")
     try:
         if annotation is bool:
             if isinstance(value, str):
@@ -65,24 +65,31 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return str(value)
     except (TypeError, ValueError):
         name = getattr(annotation, "__name__", str(annotation))
-        raise ConfigError(f"{where}: expected {name}, got {value!r}") from None
+        raise ConfigError(f"{where}: {path} expects {name}, got {value!r}") from None
     return value
 
 
-def unknown_field_error(name: str, valid: list[str], where: str) -> ConfigError:
+def unknown_field_error(name: str, valid: list[str], where: str, path: str = "") -> ConfigError:
     close = difflib.get_close_matches(name, valid, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else f"valid fields: {', '.join(sorted(valid))}"
-    return ConfigError(f"{where}: unknown field '{name}'; {hint}")
+    hint = (f"did you mean '{path}{close[0]}'?" if close
+            else f"valid fields: {', '.join(sorted(valid))}")
+    return ConfigError(f"{where}: unknown field '{path}{name}'; {hint}")
 
 
-def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
-    """Build ``cls`` from a mapping, rejecting unknown keys with a nearest-name suggestion."""
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config",
+              path: str = "") -> T:
+    """Build ``cls`` from a mapping, rejecting unknown keys with a nearest-name suggestion.
+
+    ``where`` names the source (a file) and ``path`` the section (``"data."``) for messages.
+    """
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{where}: {path.rstrip('.') or 'config'} must be a mapping")
     data = dict(data or {})
     types_ = _field_types(cls)
     for key in data:
         if key not in types_:
-            raise unknown_field_error(key, list(types_), where)
-    kwargs = {k: _coerce(v, types_[k], f"{where}.{k}") for k, v in data.items()}
+            raise unknown_field_error(key, list(types_), where, path)
+    kwargs = {k: _coerce(v, types_[k], where, f"{path}{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a required field is missing

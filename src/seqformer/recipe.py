@@ -115,18 +115,13 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.task != "transduction":
             raise ConfigError(f"task={self.task!r}; this version supports 'transduction'")
-        valid = {f.name for f in dataclasses.fields(Seq2SeqConfig)} - {"src_vocab_size",
-                                                                       "tgt_vocab_size"}
-        for key in self.model:
-            if key not in valid:
-                raise unknown_field_error(key, sorted(valid), "model")
         if self.train.metric not in METRICS:
             raise ConfigError(f"train.metric={self.train.metric!r}; use one of "
                               f"{', '.join(METRICS)}")
 
     def model_config(self, src_vocab_size: int, tgt_vocab_size: int) -> Seq2SeqConfig:
         data = {**self.model, "src_vocab_size": src_vocab_size, "tgt_vocab_size": tgt_vocab_size}
-        return from_dict(Seq2SeqConfig, data, "model")
+        return from_dict(Seq2SeqConfig, data, "recipe", "model.")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -159,4 +154,20 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
 
 
 def recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Recipe:
-    return from_dict(Recipe, tree, where)
+    """Build and fully validate a recipe, so a bad field fails before any data is read."""
+    model = tree.get("model") or {}
+    if not isinstance(model, dict):
+        raise ConfigError(f"{where}: model must be a mapping of fields")
+    valid = {f.name for f in dataclasses.fields(Seq2SeqConfig)} - {"src_vocab_size",
+                                                                   "tgt_vocab_size"}
+    for key in model:
+        if key not in valid:
+            raise unknown_field_error(key, sorted(valid), where, "model.")
+    try:
+        recipe = from_dict(Recipe, tree, where)
+        recipe.model_config(100, 100)  # value checks need only placeholder vocab sizes
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}"
+                          ) from None
+    return recipe

@@ -89,9 +89,14 @@ def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys) -> None:
 
     typo = tmp_path / "typo.yaml"
     typo.write_text(f"data: {{train: {root / 'train.tsv'}, batch_token: 10}}\n")
-    assert "did you mean 'batch_tokens'" in error_of(["train", str(typo)], capsys)
-    assert "did you mean 'layers'" in error_of(
-        ["train", str(typo), "--set", "data.batch_tokens=5", "--set", "model.layer=4"], capsys)
+    assert "unknown field 'data.batch_token'; did you mean 'data.batch_tokens'" in error_of(
+        ["train", str(typo)], capsys)
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(f"data: {{train: {root / 'train.tsv'}}}\n")
+    assert "did you mean 'model.layers'" in error_of(
+        ["train", str(plain), "--set", "model.layer=4"], capsys)
+    assert "train.max_steps expects int" in error_of(
+        ["train", str(plain), "--set", "train.max_steps=many"], capsys)
 
     bad_tsv = tmp_path / "bad.tsv"
     bad_tsv.write_text("ab\tb a\nno tab here\n")

@@ -262,16 +262,14 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False) -> dict:
     else:
         src_tok, tgt_tok = build_tokenizers(recipe, splits["train"])
     d = recipe.data
-    src_ids, tgt_ids, _ = encode_pairs(splits["train"], src_tok, tgt_tok, d.max_source_len,
-                                       d.max_target_len, "train")
-    v_src, v_tgt, v_kept = encode_pairs(splits["valid"], src_tok, tgt_tok, d.max_source_len,
-                                        d.max_target_len, "valid")
     config = recipe.model_config(src_tok.vocab_size, tgt_tok.vocab_size)
-    needed = max(d.max_source_len, d.max_target_len + 2)
-    if config.max_len < needed:
-        from dataclasses import replace
-
-        config = replace(config, max_len=needed)
+    # The model embeds at most max_len positions; the decoder also needs room for bos/eos.
+    max_src = min(d.max_source_len, config.max_len)
+    max_tgt = min(d.max_target_len, config.max_len - 1)
+    src_ids, tgt_ids, _ = encode_pairs(splits["train"], src_tok, tgt_tok, max_src, max_tgt,
+                                       "train")
+    v_src, v_tgt, v_kept = encode_pairs(splits["valid"], src_tok, tgt_tok, max_src, max_tgt,
+                                        "valid")
     torch.manual_seed(recipe.train.seed)
     model = Seq2Seq(config)
     log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, vocab {src_tok.vocab_size} -> "
