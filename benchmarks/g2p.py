@@ -40,11 +40,12 @@ def main() -> None:
 
     recipe = load_recipe(args.recipe, args.set)
     start = time.time()
-    summary = train(recipe, args.out)
+    splits = load_splits(recipe)
+    summary = train(recipe, args.out, splits=splits)
     train_minutes = (time.time() - start) / 60
     device = "cuda" if torch.cuda.is_available() else "cpu"
     transducer = Transducer.load(args.out, device)
-    test = load_splits(recipe)[0]["test"]
+    test = splits[0]["test"]
     result = {"recipe": args.recipe, "overrides": args.set, "hardware": hardware(),
               "torch": torch.__version__, "steps": summary.get("step"),
               "stop": summary.get("stop_reason"), "train_minutes": round(train_minutes, 2),

@@ -30,13 +30,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.set)
     out = Path(args.out or f"runs/{recipe.name}")
-    summary = train(recipe, out, resume=args.resume)
+    splits = load_splits(recipe)
+    summary = train(recipe, out, resume=args.resume, splits=splits)
     if summary.get("interrupted"):
         print(f"interrupted at step {summary.get('step')}; resume with: seqformer train "
               f"{args.recipe} --out {out} --resume", file=sys.stderr)
         return 130
-    splits, _ = load_splits(recipe)
-    test = splits["test"]
+    test = splits[0]["test"]
     if test:
         transducer = Transducer.load(out, _device(recipe.train.device))
         metrics, lines = transducer.evaluate(test, progress=True)

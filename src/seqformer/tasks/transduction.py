@@ -247,13 +247,17 @@ def validation_loss(model: Seq2Seq, src_ids, tgt_ids, batch_tokens: int) -> dict
     return {"valid_loss": total_loss / tokens, "valid_nll": total_nll / tokens}
 
 
-def train(recipe: Recipe, out_dir: str | Path, resume: bool = False) -> dict:
-    """Train ``recipe`` into ``out_dir``; returns the trainer summary plus test metrics."""
+def train(recipe: Recipe, out_dir: str | Path, resume: bool = False,
+          splits: tuple[dict[str, list[Pair]], str] | None = None) -> dict:
+    """Train ``recipe`` into ``out_dir`` and return the trainer's summary.
+
+    ``splits`` (from :func:`load_splits`) lets a caller that also evaluates read the corpus once.
+    """
     out = Path(out_dir)
     t0 = time.time()
     if resume and not (out / "recipe.yaml").is_file():
         raise CheckpointError(f"{out}: nothing to resume (no recipe.yaml); drop --resume")
-    splits, fingerprint = load_splits(recipe)
+    splits, fingerprint = splits or load_splits(recipe)
     log(f"data: {len(splits['train'])} train / {len(splits['valid'])} valid / "
         f"{len(splits['test'])} test pairs (split {fingerprint}), read in {time.time() - t0:.1f}s")
     if resume:
