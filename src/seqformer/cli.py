@@ -26,10 +26,12 @@ def _device(name: str) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from seqformer.recipe import load_recipe
-    from seqformer.tasks.transduction import Transducer, load_splits, train
+    from seqformer.tasks.transduction import Transducer, check_resumable, load_splits, train
 
     recipe = load_recipe(args.recipe, args.set)
     out = Path(args.out or f"runs/{recipe.name}")
+    if args.resume:
+        check_resumable(out)  # before the corpus is read: a typo here should fail fast
     splits = load_splits(recipe)
     summary = train(recipe, out, resume=args.resume, splits=splits)
     if summary.get("interrupted"):

@@ -54,3 +54,18 @@ def test_tied_and_shared_embeddings() -> None:
 def test_bad_config_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="heads"):
         Seq2SeqConfig(src_vocab_size=10, tgt_vocab_size=10, d_model=10, heads=3)
+
+
+def test_same_seed_same_model_whatever_the_allocation_history() -> None:
+    """Initialisation must not depend on object addresses (e.g. iterating over a set)."""
+    def build(junk: int) -> list[torch.Tensor]:
+        keep = [bytearray(64) for _ in range(junk)]  # shifts where the modules are allocated
+        torch.manual_seed(3)
+        model = Seq2Seq(Seq2SeqConfig(src_vocab_size=9, tgt_vocab_size=11, d_model=8, heads=2,
+                                      layers=1, ffn_dim=8))
+        del keep
+        return [p.detach().clone() for p in model.parameters()]
+
+    reference = build(0)
+    for junk in (1, 3, 17, 101, 1001):
+        assert all(torch.equal(a, b) for a, b in zip(reference, build(junk)))

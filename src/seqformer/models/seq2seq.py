@@ -139,7 +139,11 @@ class Seq2Seq(nn.Module):
         for name, p in self.named_parameters():
             if p.dim() > 1 and "embed" not in name and "pos" not in name:
                 nn.init.xavier_uniform_(p)
-        for emb in {self.src_embed, self.tgt_embed}:
+        # A list, not a set: set order follows object addresses, and the init order decides
+        # which random numbers each embedding gets (same seed must give the same model).
+        embeddings = [self.src_embed] + ([] if self.tgt_embed is self.src_embed
+                                         else [self.tgt_embed])
+        for emb in embeddings:
             nn.init.normal_(emb.weight, std=self.config.d_model ** -0.5)
             with torch.no_grad():
                 emb.weight[PAD_ID].zero_()

@@ -247,6 +247,11 @@ def validation_loss(model: Seq2Seq, src_ids, tgt_ids, batch_tokens: int) -> dict
     return {"valid_loss": total_loss / tokens, "valid_nll": total_nll / tokens}
 
 
+def check_resumable(out: Path) -> None:
+    if not (out / "recipe.yaml").is_file():
+        raise CheckpointError(f"{out}: nothing to resume (no recipe.yaml); drop --resume")
+
+
 def train(recipe: Recipe, out_dir: str | Path, resume: bool = False,
           splits: tuple[dict[str, list[Pair]], str] | None = None) -> dict:
     """Train ``recipe`` into ``out_dir`` and return the trainer's summary.
@@ -255,8 +260,8 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False,
     """
     out = Path(out_dir)
     t0 = time.time()
-    if resume and not (out / "recipe.yaml").is_file():
-        raise CheckpointError(f"{out}: nothing to resume (no recipe.yaml); drop --resume")
+    if resume:
+        check_resumable(out)
     splits, fingerprint = splits or load_splits(recipe)
     log(f"data: {len(splits['train'])} train / {len(splits['valid'])} valid / "
         f"{len(splits['test'])} test pairs (split {fingerprint}), read in {time.time() - t0:.1f}s")
