@@ -1,4 +1,4 @@
-"""``seqformer train | transduce | evaluate | recipes``: a thin layer over the Python API.
+"""``seqformer train | transduce | evaluate | attention | plot | recipes``: a thin CLI layer.
 
 Every error a user can cause is a :class:`~seqformer.errors.UserError`; it is printed on one
 line as ``seqformer: error: ...`` and the process exits with code 2. Anything else is a bug and
@@ -109,6 +109,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attention(args: argparse.Namespace) -> int:
+    from seqformer.tasks.transduction import Transducer
+    from seqformer.viz.attention import attention_maps, draw, html_report, save_png
+
+    if not args.out and not args.html:
+        raise UserError("attention: give --out FIG.png and/or --html REPORT.html")
+    transducer = Transducer.load(args.model, _device(args.device))
+    maps = attention_maps(transducer, args.text, beam=args.beam or 1)
+    print(f"{maps.source} -> {maps.output}")
+    if args.out:
+        head = None if args.mean or args.head is None else args.head
+        fig = draw(maps, args.kind, args.layer, head, grid=args.grid,
+                   heads_panels=args.heads and not args.grid)
+        print(f"chart written to {save_png(fig, args.out)}")
+    if args.html:
+        images = html_report(maps, args.html)
+        print(f"report with {images} charts written to {args.html}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from seqformer.viz.attention import save_png
+    from seqformer.viz.curves import plot_curves
+
+    out = Path(args.out) if args.out else Path(args.run) / "curves.png"
+    print(f"curves written to {save_png(plot_curves(args.run, args.metric), out)}")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from seqformer.recipe import bundled_recipes
 
@@ -148,6 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TSV file, or source and target files")
     p.add_argument("--out", help="where to write hypotheses (default MODEL/eval.hyp.tsv)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("attention", parents=[decode_args],
+                       help="draw what the model attends to for one input")
+    p.add_argument("text", help="the input to decode and chart")
+    p.add_argument("--kind", default="cross", choices=["cross", "encoder", "decoder"],
+                   help="encoder-decoder (cross), encoder self- or decoder self-attention")
+    p.add_argument("--layer", type=int, default=-1, help="layer index (default: last)")
+    p.add_argument("--head", type=int, default=None, help="one head (default: mean of heads)")
+    p.add_argument("--mean", action="store_true", help="average the heads (the default)")
+    p.add_argument("--heads", action="store_true", help="one panel per head of --layer")
+    p.add_argument("--grid", action="store_true", help="every layer x head in one figure")
+    p.add_argument("--out", help="PNG file for the chart")
+    p.add_argument("--html", help="self-contained HTML page with every layer and head")
+    p.set_defaults(func=cmd_attention)
+
+    p = sub.add_parser("plot", help="training curves of a run from its log.jsonl")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--metric", help="validation metric to plot (default: the first one)")
+    p.add_argument("--out", help="PNG file (default RUN/curves.png)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("recipes", help="list bundled recipes")
     p.set_defaults(func=cmd_recipes)

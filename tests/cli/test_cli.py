@@ -157,3 +157,26 @@ train: {{max_steps: 24, lr: 0.003, schedule: noam, warmup_steps: 5, eval_every: 
     b = load_file(split / "last" / "model.safetensors")
     assert a.keys() == b.keys()
     assert all(a[k].equal(b[k]) for k in a)
+
+
+def test_attention_and_plot_commands(trained, tmp_path, capsys) -> None:
+    import matplotlib.image
+
+    run, _ = trained
+    png, page = tmp_path / "a.png", tmp_path / "a.html"
+    assert main(["attention", "--model", str(run), "abcd", "--out", str(png), "--html",
+                 str(page)]) == 0
+    assert png.stat().st_size > 0 and matplotlib.image.imread(png).shape[0] > 100
+    assert page.read_text().count("<img ") == 3 * 1 * (2 + 1)  # kinds x layers x (mean+heads)
+    assert main(["attention", "--model", str(run), "abcd", "--kind", "encoder", "--heads",
+                 "--out", str(tmp_path / "h.png")]) == 0
+    assert main(["plot", str(run), "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 0
+
+    assert "--layer 5 is out of range" in error_of(
+        ["attention", "--model", str(run), "abcd", "--layer", "5", "--out", str(png)], capsys)
+    assert "--head 9 is out of range" in error_of(
+        ["attention", "--model", str(run), "abcd", "--head", "9", "--out", str(png)], capsys)
+    assert "not a seqformer model" in error_of(
+        ["attention", "--model", str(tmp_path), "abcd", "--out", str(png)], capsys)
+    assert "log.jsonl: not found" in error_of(["plot", str(tmp_path)], capsys)

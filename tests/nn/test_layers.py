@@ -92,3 +92,20 @@ def test_positional_encodings() -> None:
                                                                                 torch.ones(4))
     learned = LearnedPositionalEmbedding(8, 50)
     torch.testing.assert_close(learned(2, offset=5), learned(7)[5:])
+
+
+def test_causal_encoder_layer_with_cache_equals_full_pass() -> None:
+    """The encoder block in causal mode is the GPT block: incremental equals full."""
+    from seqformer.nn.attention import KVCache
+
+    torch.manual_seed(0)
+    layer = EncoderLayer(D, H, F, dropout=0.0).eval()
+    x = torch.randn(2, 6, D)
+    full, _ = layer(x, is_causal=True)
+    cache = KVCache()
+    steps = [layer(x[:, t:t + 1], is_causal=True, cache=cache)[0] for t in range(6)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+    changed = x.clone()
+    changed[:, 4] += 1.0
+    later, _ = layer(changed, is_causal=True)
+    torch.testing.assert_close(later[:, :4], full[:, :4])  # the future never leaks back

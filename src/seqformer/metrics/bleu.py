@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import sacrebleu
 
+from seqformer.metrics.edit import check_lengths
+
 References = Sequence[str] | Sequence[Sequence[str]]
 
 
@@ -24,13 +26,7 @@ def _ref_streams(hypotheses: Sequence[str], references: References) -> list[list
     documents as "no reference in this slot" (it drops them per segment), so a varying number
     of references per sentence scores exactly as if each sentence had only its own.
     """
-    if not hypotheses:
-        raise ValueError("cannot score an empty corpus: got no hypotheses")
-    if len(hypotheses) != len(references):
-        raise ValueError(
-            f"got {len(hypotheses)} hypotheses but {len(references)} reference entries; "
-            "pass one entry (a string or a list of strings) per hypothesis"
-        )
+    check_lengths(hypotheses, references)
     per_sentence = [[r] if isinstance(r, str) else list(r) for r in references]
     for i, refs in enumerate(per_sentence):
         if not refs:

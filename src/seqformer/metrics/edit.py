@@ -62,7 +62,8 @@ def _as_refs(refs: RefSet) -> list[list[str]]:
     return [r.split() for r in items]
 
 
-def _check_lengths(hypotheses: Sequence[str], references: Sequence[RefSet]) -> None:
+def check_lengths(hypotheses: Sequence[str], references: Sequence) -> None:
+    """One entry of references per hypothesis, and at least one hypothesis (BLEU shares it)."""
     if not hypotheses:
         raise ValueError("cannot score an empty set: got no hypotheses")
     if len(hypotheses) != len(references):
@@ -74,7 +75,7 @@ def _check_lengths(hypotheses: Sequence[str], references: Sequence[RefSet]) -> N
 
 def exact_match(hypotheses: Sequence[str], references: Sequence[RefSet]) -> float:
     """Percentage of hypotheses equal (token by token) to at least one of their references."""
-    _check_lengths(hypotheses, references)
+    check_lengths(hypotheses, references)
     hits = sum(h.split() in _as_refs(refs) for h, refs in zip(hypotheses, references, strict=True))
     return 100.0 * hits / len(hypotheses)
 
@@ -85,7 +86,7 @@ def error_rates(hypotheses: Sequence[str], references: Sequence[RefSet]) -> dict
     ``references[i]`` holds ALL acceptable references of item ``i`` (e.g. every CMUdict
     pronunciation of a word).
     """
-    _check_lengths(hypotheses, references)
+    check_lengths(hypotheses, references)
     errors = length = wrong = 0
     for hyp, refs in zip(hypotheses, references, strict=True):
         tokens = hyp.split()

@@ -38,11 +38,16 @@ class EncoderLayer(nn.Module):
         self.ffn_block = Residual(dim, dropout, norm_first)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+                need_weights: bool = False, is_causal: bool = False,
+                cache: KVCache | None = None) -> tuple[Tensor, Tensor | None]:
+        """Bidirectional by default (encoder); ``is_causal`` with an optional ``cache`` makes
+        the same block a decoder-only (GPT) layer, so both families share one implementation.
+        """
         weights: list[Tensor | None] = [None]
 
         def attend(h: Tensor) -> Tensor:
             out, weights[0] = self.self_attn(h, key_padding_mask=padding_mask,
+                                             is_causal=is_causal, cache=cache,
                                              need_weights=need_weights)
             return out
 

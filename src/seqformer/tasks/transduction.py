@@ -288,8 +288,6 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False,
     def save_run(directory: Path) -> None:
         # Everything a later `transduce`/`evaluate` needs next to the weights.
         directory.mkdir(parents=True, exist_ok=True)
-        src_tok.save(directory / "tokenizer" / "source")
-        tgt_tok.save(directory / "tokenizer" / "target")
         resolved = recipe.to_dict()
         resolved["fingerprints"] = {"split": fingerprint, "source_tokenizer": src_tok.fingerprint,
                                     "target_tokenizer": tgt_tok.fingerprint}
@@ -299,6 +297,11 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False,
         atomic_write_text(directory / "config.json", json.dumps(
             {"family": "seq2seq", **to_dict(config)}, indent=2) + "\n")
 
+    if not resume:
+        # Tokenizers never change during a run: written once, before the first step, so an
+        # interrupted checkpoint can never leave a half-written one.
+        src_tok.save(out / "tokenizer" / "source")
+        tgt_tok.save(out / "tokenizer" / "target")
     save_run(out)
     valid_pairs = [splits["valid"][i] for i in v_kept][: d.valid_decode]
 

@@ -1,0 +1,1 @@
+"""Pictures of models and runs: attention maps and training curves (matplotlib, files only)."""
