@@ -23,7 +23,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# The demo owns runs/g2p-quick and re-trains it from scratch each time.
 demo: install
+	rm -rf runs/g2p-quick
 	$(BIN)/seqformer train g2p-cmudict-quick --out runs/g2p-quick
 
 test: install-dev

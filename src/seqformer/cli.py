@@ -1,4 +1,4 @@
-"""``seqformer train | transduce | evaluate | attention | plot | recipes``: a thin CLI layer.
+"""``seqformer train | transduce | generate | evaluate | attention | plot | recipes``: a thin CLI.
 
 Every error a user can cause is a :class:`~seqformer.errors.UserError`; it is printed on one
 line as ``seqformer: error: ...`` and the process exits with code 2. Anything else is a bug and
@@ -25,18 +25,18 @@ def _device(name: str) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from seqformer.recipe import load_recipe
+    from seqformer.recipe import LMRecipe, load_recipe
     from seqformer.tasks.transduction import Transducer, check_resumable, load_splits, train
 
     recipe = load_recipe(args.recipe, args.set)
     out = Path(args.out or f"runs/{recipe.name}")
+    if isinstance(recipe, LMRecipe):
+        return train_lm(args, recipe, out)
     if args.resume:
         check_resumable(out)  # before the corpus is read: a typo here should fail fast
     splits = load_splits(recipe)
     summary = train(recipe, out, resume=args.resume, splits=splits)
-    if summary.get("interrupted"):
-        print(f"interrupted at step {summary.get('step')}; resume with: seqformer train "
-              f"{args.recipe} --out {out} --resume", file=sys.stderr)
+    if _interrupted(args, summary, out):
         return 130
     test = splits[0]["test"]
     if test:
@@ -50,6 +50,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         for t in transducer.transduce(shown):
             print(f"  {t.source} -> {t.texts[0]}")
         print(f"hypotheses written to {out / 'test.hyp.tsv'}")
+    print(f"model saved in {out}")
+    return 0
+
+
+def _interrupted(args: argparse.Namespace, summary: dict, out: Path) -> bool:
+    if summary.get("interrupted"):
+        print(f"interrupted at step {summary.get('step')}; resume with: seqformer train "
+              f"{args.recipe} --out {out} --resume", file=sys.stderr)
+    return bool(summary.get("interrupted"))
+
+
+def train_lm(args: argparse.Namespace, recipe, out: Path) -> int:
+    """Train a language model, then show a sample from the best weights."""
+    import torch
+
+    from seqformer.tasks import lm
+
+    summary = lm.train(recipe, out, resume=args.resume)
+    if _interrupted(args, summary, out):
+        return 130
+    model = lm.LanguageModel.load(out, _device(recipe.train.device))
+    generator = torch.Generator(device=model.device).manual_seed(recipe.train.seed)
+    prompt = recipe.generate.prompt
+    sample = model.complete(prompt, generator=generator)
+    print(f"sample (temperature {recipe.generate.temperature}):\n{prompt}{sample}")
     print(f"model saved in {out}")
     return 0
 
@@ -95,7 +120,61 @@ def cmd_transduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _family(model_dir: str) -> str:
+    from seqformer.models.seq2seq import read_model_config
+
+    return str(read_model_config(model_dir).get("family", "seq2seq"))
+
+
+def read_prompt(args: argparse.Namespace) -> str:
+    """``--prompt`` text or ``--prompt-file`` contents (few-shot examples), verbatim."""
+    if args.prompt_file is None:
+        return args.prompt or ""
+    try:
+        return Path(args.prompt_file).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{args.prompt_file}: no such prompt file; fix --prompt-file") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{args.prompt_file}: not UTF-8 text; convert the prompt file") from None
+    except OSError as exc:
+        raise DataError(f"{args.prompt_file}: cannot read ({exc.strerror})") from None
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from seqformer.recipe import check_sampling
+    from seqformer.tasks.lm import LanguageModel
+
+    if args.num < 1:
+        raise UserError(f"--num must be >= 1, got {args.num}")
+    # Unset flags (None) fall back to the run's recipe, which was validated when it was read.
+    check_sampling(args.max_new or 0, args.temperature or 0.0, args.top_k, args.top_p)
+    prompt = read_prompt(args)
+    model = LanguageModel.load(args.model, _device(args.device))
+    generator = torch.Generator(device=model.device).manual_seed(args.seed)
+    # Shells make a real newline awkward to type, so "\\n" and "\\t" are understood too.
+    stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]
+    for i in range(args.num):
+        if args.num > 1:
+            print(f"--- sample {i + 1} ---", flush=True)
+        sys.stdout.write(prompt)
+        for piece in model.stream(prompt, args.max_new, args.temperature, args.top_k,
+                                  args.top_p, generator, stops,
+                                  args.repetition_penalty):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if _family(args.model) == "gpt":
+        return evaluate_lm(args)
+    if not args.data:
+        raise UserError(f"evaluate: {args.model} is an encoder-decoder model; give --data "
+                        "TSV (or source and target files)")
     from seqformer.tasks.transduction import Transducer, read_pairs
 
     transducer = Transducer.load(args.model, _device(args.device))
@@ -106,6 +185,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.model) / "eval.hyp.tsv"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"hypotheses written to {out}")
+    return 0
+
+
+def evaluate_lm(args: argparse.Namespace) -> int:
+    from seqformer.data.lm import read_text_files
+    from seqformer.tasks.lm import LanguageModel
+
+    if not args.text:
+        raise UserError(f"evaluate: {args.model} is a language model; give --text FILE")
+    model = LanguageModel.load(args.model, _device(args.device))
+    m = model.perplexity(read_text_files(args.text), " ".join(args.text))
+    print(f"{' '.join(args.text)} ({int(m['tokens']):,} tokens, {int(m['chars']):,} characters):"
+          f" perplexity {m['ppl']:.3f}  nll {m['nll']:.4f} nats/token  bpc {m['bpc']:.4f}")
     return 0
 
 
@@ -172,9 +264,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show-source", action="store_true", help="print source<TAB>output")
     p.set_defaults(func=cmd_transduce)
 
-    p = sub.add_parser("evaluate", parents=[decode_args], help="score a model on a test set")
-    p.add_argument("--data", required=True, nargs="+",
-                   help="TSV file, or source and target files")
+    p = sub.add_parser("generate", help="sample text from a language model, streaming it")
+    p.add_argument("--model", required=True, help="run directory of a 'task: lm' recipe")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--prompt", help="text to continue (default: start from nothing)")
+    src.add_argument("--prompt-file", help="file whose text is the prompt, e.g. few-shot "
+                     "examples followed by an unfinished one")
+    p.add_argument("--max-new", type=int, default=None, help="most tokens to add (default "
+                   "from the recipe's generate section, 200)")
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy; < 1 is more "
+                   "conservative, > 1 more random (default 0.8)")
+    p.add_argument("--top-k", type=int, default=None, help="sample from the K most likely "
+                   "tokens (0 = all; default 50)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus: the most likely tokens "
+                   "covering probability P, in (0, 1]")
+    p.add_argument("--repetition-penalty", type=float, default=None,
+                   help="> 1 discourages tokens already present")
+    p.add_argument("--seed", type=int, default=1, help="random seed: same seed, same text")
+    p.add_argument("--num", type=int, default=1, help="number of samples")
+    p.add_argument("--stop", action="append", default=[], metavar="STRING",
+                   help="stop before this text (repeatable; \\n and \\t are understood), "
+                   "e.g. --stop '\\n\\n' to end at a blank line")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("evaluate", parents=[decode_args],
+                       help="score a model: a test set (encoder-decoder) or a text (GPT)")
+    p.add_argument("--data", nargs="+", help="TSV file, or source and target files")
+    p.add_argument("--text", nargs="+", help="text file(s) for a language model: perplexity "
+                   "and bits per character")
     p.add_argument("--out", help="where to write hypotheses (default MODEL/eval.hyp.tsv)")
     p.set_defaults(func=cmd_evaluate)
 

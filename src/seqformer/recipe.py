@@ -4,6 +4,11 @@ Sections: ``data`` (:class:`DataConfig`), ``tokenizer`` (:class:`TokenizerConfig
 (:class:`~seqformer.models.seq2seq.Seq2SeqConfig`, vocab sizes filled in from the tokenizers),
 ``train`` (:class:`~seqformer.training.trainer.TrainConfig`) and ``decode``
 (:class:`DecodeConfig`). Bundled recipes live in ``seqformer/recipes/`` and are found by name.
+
+``task: lm`` (a decoder-only language model) has its own sections: ``data``
+(:class:`LMDataConfig`), ``tokenizer`` (:class:`LMTokenizerConfig`), ``model``
+(:class:`~seqformer.models.gpt.GPTConfig`), ``train`` and ``generate`` (:class:`GenerateConfig`),
+gathered in :class:`LMRecipe`; :func:`recipe_from_dict` picks the class by ``task``.
 """
 
 from __future__ import annotations
@@ -23,12 +28,17 @@ from seqformer.config import (
     unknown_field_error,
 )
 from seqformer.errors import ConfigError
+from seqformer.models.gpt import GPTConfig
 from seqformer.models.seq2seq import Seq2SeqConfig
 from seqformer.training.trainer import TrainConfig
 
 CORPORA = ("files", "cmudict", "bible")
 TOKENIZER_KINDS = ("char", "word", "bpe")
 METRICS = ("valid_loss", "valid_nll", "per", "wer", "bleu", "chrf", "exact")
+TASKS = ("transduction", "lm")
+# Language-model corpora: plain text files, or a Bible read from its installed SWORD module.
+LM_CORPORA = {"files": None, "kjv": "engKJV2006eb", "web": "engWEB2015eb"}
+LM_METRICS = ("valid_loss", "valid_ppl", "valid_bpc")
 
 
 @dataclass(frozen=True)
@@ -114,7 +124,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         if self.task != "transduction":
-            raise ConfigError(f"task={self.task!r}; this version supports 'transduction'")
+            raise ConfigError(f"task={self.task!r}; use one of {', '.join(TASKS)}")
         if self.train.metric not in METRICS:
             raise ConfigError(f"train.metric={self.train.metric!r}; use one of "
                               f"{', '.join(METRICS)}")
@@ -122,6 +132,112 @@ class Recipe:
     def model_config(self, src_vocab_size: int, tgt_vocab_size: int) -> Seq2SeqConfig:
         data = {**self.model, "src_vocab_size": src_vocab_size, "tgt_vocab_size": tgt_vocab_size}
         return from_dict(Seq2SeqConfig, data, "recipe", "model.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+@dataclass(frozen=True)
+class LMDataConfig:
+    """The text a language model learns from (``task: lm``).
+
+    ``corpus: files`` concatenates the UTF-8 files in ``train`` (one or more); ``kjv`` and
+    ``web`` read the King James / World English Bible from Debian's SWORD modules, one verse per
+    line. Validation is the files in ``valid`` or else the last ``valid_percent`` of the text: a
+    contiguous tail, so it is text the model never saw the neighbours of. ``max_chars`` keeps
+    the first N characters (before the split), for quick runs. A training batch is
+    ``batch_size`` random blocks of ``model.max_len`` tokens; ``valid_chars`` caps the validation
+    text scored at each evaluation during training (its first N characters, so bits per
+    character stay exact for any tokenizer); ``seqformer evaluate`` scores everything.
+    ``tokens_per_step`` sets ``train.accumulate`` to reach about that many tokens per update
+    (nanoGPT's gradient accumulation to a target batch), whatever fits in memory at once.
+    """
+
+    corpus: str = "kjv"
+    train: list[str] | None = None
+    valid: list[str] | None = None
+    valid_percent: float = 5.0
+    max_chars: int | None = None
+    batch_size: int = 32
+    valid_chars: int | None = None
+    tokens_per_step: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.corpus not in LM_CORPORA:
+            raise ConfigError(f"data.corpus={self.corpus!r}; for task: lm use one of "
+                              f"{', '.join(LM_CORPORA)}")
+        if self.corpus == "files" and not self.train:
+            raise ConfigError("data.train is required with data.corpus: files (one or more "
+                              "text files)")
+        if self.batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 < self.valid_percent < 100.0:
+            raise ConfigError(f"data.valid_percent must be in (0, 100), got {self.valid_percent}")
+        for name in ("max_chars", "valid_chars", "tokens_per_step"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{name} must be >= 1 (or null for no limit), got {value}")
+
+
+@dataclass(frozen=True)
+class LMTokenizerConfig:
+    kind: str = "char"  # char or bpe (word would make an open vocabulary closed)
+    vocab_size: int = 8000  # bpe only
+    min_frequency: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("char", "bpe"):
+            raise ConfigError(f"tokenizer.kind={self.kind!r}; use 'char' or 'bpe'")
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """Sampling defaults for ``seqformer generate`` and the sample shown after training."""
+
+    prompt: str = ""
+    max_new: int = 200
+    temperature: float = 0.8
+    top_k: int | None = 50
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+
+    def __post_init__(self) -> None:
+        check_sampling(self.max_new, self.temperature, self.top_k, self.top_p, "generate.")
+
+
+def check_sampling(max_new: int, temperature: float, top_k: int | None, top_p: float | None,
+                   prefix: str = "--") -> None:
+    """Shared by the recipe section and the CLI flags, so both reject the same values."""
+    sep = "_" if prefix != "--" else "-"
+    if max_new < 0:
+        raise ConfigError(f"{prefix}max{sep}new must be >= 0, got {max_new}")
+    if temperature < 0:
+        raise ConfigError(f"{prefix}temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 0:
+        raise ConfigError(f"{prefix}top{sep}k must be >= 0 (0 = off), got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"{prefix}top{sep}p must be in (0, 1], got {top_p}")
+
+
+@dataclass(frozen=True)
+class LMRecipe:
+    name: str = "lm"
+    task: str = "lm"
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    tokenizer: LMTokenizerConfig = field(default_factory=LMTokenizerConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.train.metric not in LM_METRICS:
+            raise ConfigError(f"train.metric={self.train.metric!r}; for task: lm use one of "
+                              f"{', '.join(LM_METRICS)}")
+
+    def model_config(self, vocab_size: int) -> GPTConfig:
+        return from_dict(GPTConfig, {**self.model, "vocab_size": vocab_size}, "recipe",
+                         "model.")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -145,7 +261,7 @@ def resolve_recipe_path(name_or_path: str) -> Path:
                       f"{', '.join(bundled_recipes())}")
 
 
-def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe | LMRecipe:
     path = resolve_recipe_path(name_or_path)
     tree = load_yaml(path)
     for text in overrides or []:
@@ -153,19 +269,32 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     return recipe_from_dict(tree, str(path))
 
 
-def recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Recipe:
-    """Build and fully validate a recipe, so a bad field fails before any data is read."""
+def recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Recipe | LMRecipe:
+    """Build and fully validate a recipe, so a bad field fails before any data is read.
+
+    ``task`` picks the recipe class: :class:`Recipe` (transduction) or :class:`LMRecipe`.
+    """
     model = tree.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"{where}: model must be a mapping of fields")
-    valid = {f.name for f in dataclasses.fields(Seq2SeqConfig)} - {"src_vocab_size",
-                                                                   "tgt_vocab_size"}
+    task = tree.get("task", "transduction")
+    if task not in TASKS:  # first: every other check depends on the task
+        raise ConfigError(f"{where}: task={task!r}; use one of {', '.join(TASKS)}")
+    lm = task == "lm"
+    config_cls, vocab_fields = ((GPTConfig, {"vocab_size"}) if lm else
+                                (Seq2SeqConfig, {"src_vocab_size", "tgt_vocab_size"}))
+    valid = {f.name for f in dataclasses.fields(config_cls)} - vocab_fields
     for key in model:
         if key not in valid:
             raise unknown_field_error(key, sorted(valid), where, "model.")
     try:
-        recipe = from_dict(Recipe, tree, where)
-        recipe.model_config(100, 100)  # value checks need only placeholder vocab sizes
+        recipe: Recipe | LMRecipe
+        if lm:
+            recipe = from_dict(LMRecipe, tree, where)
+            recipe.model_config(100)  # value checks need only a placeholder vocab size
+        else:
+            recipe = from_dict(Recipe, tree, where)
+            recipe.model_config(100, 100)
     except ConfigError as exc:
         message = str(exc)
         raise ConfigError(message if message.startswith(where) else f"{where}: {message}"

@@ -29,7 +29,9 @@ object per line, appended to across resumes:
   model gives none), ``lr`` is the rate used by this step's update, ``grad_norm`` is this step's
   global gradient norm *before* clipping, ``tokens_per_s`` counts target tokens over the same
   window (evaluation and saving excluded) and ``elapsed`` is seconds since the run began,
-  summed over resumes;
+  summed over resumes; on CUDA, when the model has ``flops_per_token()`` and the GPU's peak is
+  known (:func:`peak_flops`), also ``"mfu"``: model FLOPs utilisation, nanoGPT's estimate of
+  achieved training FLOP/s over the GPU's dense bf16 peak;
 - evaluation records: ``{"step", "epoch", "valid": {metric: value, ...}, "elapsed"}``.
 
 Tell the two apart by the presence of ``"valid"``. On resume, records past the checkpoint's
@@ -42,6 +44,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import random
 import shutil
 import sys
@@ -194,6 +197,24 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+# Dense bf16 tensor-core peaks in FLOP/s from the vendors' data sheets (the MFU denominator);
+# first match on the CUDA device name wins, so the PCIe H100 precedes the SXM one.
+PEAK_BF16_FLOPS = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12,
+                   "L40S": 362e12, "A10G": 125e12, "L4": 121e12}
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The GPU's peak FLOP/s, ``$SEQFORMER_PEAK_FLOPS`` if set; None on CPU or unknown GPUs,
+    where an MFU would be a guess."""
+    override = os.environ.get("SEQFORMER_PEAK_FLOPS")
+    if override:
+        return float(override)
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (see :class:`TrainConfig`).
 
@@ -237,6 +258,8 @@ class Trainer:
         self.model = model.to(self.device)
         self.forward = torch.compile(self.model) if config.compile else self.model
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        flops = getattr(self.model, "flops_per_token", None)
+        self.peak_flops = peak_flops(self.device) if callable(flops) else None
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = make_scheduler(
             self.optimizer,
@@ -336,12 +359,16 @@ class Trainer:
                         "tokens_per_s": window_tokens / max(seconds, 1e-9),
                         "elapsed": self._elapsed(),
                     }
+                    if self.peak_flops:
+                        achieved = self.model.flops_per_token() * record["tokens_per_s"]
+                        record["mfu"] = achieved / self.peak_flops
                     self._check_finite(record["loss"])
                     self._write(log, record)
                     bar.set_postfix(
                         loss=f"{record['loss']:.3f}",
                         lr=f"{lr:.2e}",
                         tok_s=f"{record['tokens_per_s']:,.0f}",
+                        **({"mfu": f"{record['mfu']:.1%}"} if "mfu" in record else {}),
                         refresh=False,
                     )
                     run_tokens += window_tokens

@@ -1,0 +1,220 @@
+"""The decoder-only Transformer language model (GPT; Radford et al., 2018/2019).
+
+A GPT block is the encoder block run causally, so the stack here is ``nn.layers.EncoderLayer``
+with ``is_causal=True``: one attention implementation serves BERT-style encoders, the
+encoder-decoder and this model. Training calls ``model(batch)`` and predicts every position of a
+block in parallel (teacher forcing). Generation calls ``start(prompt)`` once, which runs the
+prompt through the stack and fills one key/value cache per layer, then ``step(token, state)``
+once per new token, so the prefix is never re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from seqformer.config import from_dict, to_dict
+from seqformer.errors import CheckpointError, ConfigError
+from seqformer.nn.attention import KVCache
+from seqformer.nn.layers import EncoderLayer
+from seqformer.nn.positional import LearnedPositionalEmbedding, make_positional
+from seqformer.training.loss import label_smoothed_cross_entropy
+
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Shape of the model; ``vocab_size`` comes from the tokenizer, the rest from the recipe.
+
+    Defaults follow GPT-2 (pre-LN, GELU, learned positions, tied output) rather than the
+    encoder-decoder's paper defaults, because that is what decoder-only users expect.
+    ``max_len`` is the context (block) size: the longest sequence the model ever attends over.
+    """
+
+    vocab_size: int = 0
+    d_model: int = 256
+    heads: int = 4
+    layers: int = 4
+    ffn_dim: int = 1024
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation: str = "gelu"
+    norm_first: bool = True
+    positional: str = "learned"
+    max_len: int = 256
+    tie_output: bool = True
+
+    def __post_init__(self) -> None:
+        if self.d_model <= 0 or self.heads <= 0 or self.d_model % self.heads:
+            raise ConfigError(f"model.d_model={self.d_model} must be a positive multiple of "
+                              f"model.heads={self.heads}")
+        for name in ("layers", "ffn_dim", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.attention_dropout < 1.0:
+            raise ConfigError("model.dropout and model.attention_dropout must be in [0, 1)")
+        if self.activation not in ("relu", "gelu"):
+            raise ConfigError(f"model.activation={self.activation!r}; use 'relu' or 'gelu'")
+        if self.positional not in ("sinusoidal", "learned"):
+            raise ConfigError(f"model.positional={self.positional!r}; use 'sinusoidal' or "
+                              "'learned'")
+
+
+@dataclass
+class GPTOutput:
+    loss: Tensor  # mean cross-entropy over predicted (non-pad) targets: what is optimised
+    nll: Tensor  # the same number detached (no label smoothing for LMs); perplexity = exp(nll)
+    logits: Tensor  # (batch, time, vocab)
+    n_tokens: int
+
+
+@dataclass
+class GPTState:
+    """What generation carries between steps: one cache per layer and the next position."""
+
+    caches: list[KVCache]
+    step: int  # tokens already in the caches = position of the next token
+    log_probs: Tensor  # (batch, vocab): distribution of the next token
+
+    def select(self, indices: Tensor) -> GPTState:
+        """Keep, drop or duplicate rows (e.g. several samples of one prompt)."""
+        return GPTState([c.select(indices) for c in self.caches], self.step,
+                        self.log_probs.index_select(0, indices))
+
+
+class GPT(nn.Module):
+    """Token + position embeddings -> N causal blocks -> LayerNorm -> tied linear head."""
+
+    pad_id, bos_id, eos_id, unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if config.vocab_size <= 4:
+            raise ConfigError("GPTConfig needs vocab_size from the tokenizer (> 4)")
+        self.config = c = config
+        self.embed = nn.Embedding(c.vocab_size, c.d_model)
+        self.pos = make_positional(c.positional, c.d_model, c.max_len)
+        self.embed_dropout = nn.Dropout(c.dropout)
+        self.layers = nn.ModuleList(
+            EncoderLayer(c.d_model, c.heads, c.ffn_dim, c.dropout, c.attention_dropout,
+                         c.activation, c.norm_first) for _ in range(c.layers))
+        # Pre-LN leaves the residual stream unnormalised after the last block.
+        self.norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
+        self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self._init_weights()
+        if c.tie_output:
+            self.head.weight = self.embed.weight
+        # Sines have amplitude 1 while N(0, 0.02) token vectors are tiny; scale tokens up so the
+        # position signal does not drown them (learned positions start at the same 0.02).
+        self.embed_scale = math.sqrt(c.d_model) if c.positional == "sinusoidal" else 1.0
+
+    def _init_weights(self) -> None:
+        """GPT-2's init: N(0, 0.02) everywhere, and the projections that write into the residual
+        stream scaled by 1/sqrt(2 * layers) so its variance does not grow with depth."""
+        residual_std = 0.02 / math.sqrt(2 * self.config.layers)
+        for name, module in self.named_modules():  # fixed order: same seed, same model
+            if isinstance(module, nn.Linear):
+                last = name.endswith(("out_proj", "linear2"))
+                nn.init.normal_(module.weight, std=residual_std if last else 0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=0.02)
+
+    # -- the stack --------------------------------------------------------------------------------
+    def hidden(self, tokens: Tensor, caches: list[KVCache] | None = None,
+               offset: int = 0) -> Tensor:
+        """Final hidden states (batch, time, d_model) of ``tokens`` at positions offset...
+
+        Trailing padding needs no mask: under the causal mask no real token ever sees it.
+        """
+        length = tokens.shape[1]
+        if offset + length > self.config.max_len:
+            raise ValueError(f"sequence of length {offset + length} exceeds the context "
+                             f"model.max_len={self.config.max_len}")
+        x = self.embed(tokens) * self.embed_scale + self.pos(length, offset)
+        x = self.embed_dropout(x)
+        for i, layer in enumerate(self.layers):
+            x, _ = layer(x, is_causal=True, cache=None if caches is None else caches[i])
+        return self.norm(x)
+
+    def logits(self, tokens: Tensor) -> Tensor:
+        """(batch, time, vocab) next-token logits for every position, without a cache."""
+        return self.head(self.hidden(tokens))
+
+    def forward(self, batch) -> GPTOutput:
+        logits = self.logits(batch.inputs)
+        loss, nll, n_tokens = label_smoothed_cross_entropy(logits.float(), batch.targets, 0.0,
+                                                           ignore_index=PAD_ID)
+        return GPTOutput(loss, nll, logits, int(n_tokens))
+
+    # -- incremental decoding -------------------------------------------------------------------
+    @torch.inference_mode()
+    def start(self, prompt: Tensor) -> GPTState:
+        """Run ``prompt`` (batch, time >= 1) once, filling the caches; no padding allowed."""
+        if prompt.dim() != 2 or prompt.shape[1] < 1:
+            raise ValueError(f"prompt must be (batch, time >= 1), got {tuple(prompt.shape)}")
+        caches = [KVCache() for _ in self.layers]
+        x = self.hidden(prompt, caches)
+        log_probs = self.head(x[:, -1]).float().log_softmax(dim=-1)
+        return GPTState(caches, prompt.shape[1], log_probs)
+
+    @torch.inference_mode()
+    def step(self, tokens: Tensor, state: GPTState) -> tuple[Tensor, GPTState]:
+        """Append one token per row (batch,) -> log-probs (batch, vocab) of the next one."""
+        x = self.hidden(tokens.view(-1, 1), state.caches, offset=state.step)
+        state.step += 1
+        state.log_probs = self.head(x[:, -1]).float().log_softmax(dim=-1)
+        return state.log_probs, state
+
+    # -- size and cost ----------------------------------------------------------------------------
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """All parameters (tied ones once); ``non_embedding`` drops the position table, as
+        nanoGPT does for its FLOP count (token embeddings are the output head too, so stay)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding and isinstance(self.pos, LearnedPositionalEmbedding):
+            n -= self.pos.embedding.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> float:
+        """Training FLOPs per token (forward + backward), nanoGPT/PaLM estimate:
+        6N for the matrix multiplies plus 12 * layers * d_model * T for attention scores."""
+        T = seq_len or self.config.max_len
+        c = self.config
+        return 6.0 * self.num_parameters(non_embedding=True) + 12.0 * c.layers * c.d_model * T
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` (atomically) into ``directory``."""
+        from seqformer.training.checkpoint import atomic_write_text, save_weights
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / "config.json", json.dumps(config_json(self.config),
+                                                                indent=2) + "\n")
+        save_weights(self, directory / "model.safetensors")
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str = "cpu") -> GPT:
+        from seqformer.models.seq2seq import read_model_config
+        from seqformer.training.checkpoint import load_weights
+
+        config = read_model_config(directory)
+        family = config.pop("family", None)
+        if family != "gpt":
+            raise CheckpointError(f"{directory}: a {family or 'non-GPT'} model, not a language "
+                                  "model; pass a run trained with 'task: lm'")
+        model = cls(from_dict(GPTConfig, config, f"{directory}/config.json"))
+        load_weights(model, Path(directory) / "model.safetensors")
+        return model.to(map_location).eval()
+
+
+def config_json(config: GPTConfig) -> dict:
+    """The ``config.json`` content; ``family`` tells loaders which model class to build."""
+    return {"family": "gpt", **to_dict(config)}

@@ -1,0 +1,147 @@
+"""The language-model commands end to end on a tiny recipe, and the bad inputs a user can give."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+
+from seqformer.cli import main
+from seqformer.errors import ConfigError
+from seqformer.recipe import recipe_from_dict
+
+WORDS = ["the", "lord", "said", "unto", "moses", "and", "it", "was", "so", "light", "day"]
+
+
+def write_text(path: Path, lines: int, seed: int) -> None:
+    rng = random.Random(seed)
+    text = "".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8))) + ".\n"
+                   for _ in range(lines))
+    path.write_text(text, encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("gpt")
+    write_text(root / "a.txt", 120, 1)
+    write_text(root / "b.txt", 60, 2)
+    write_text(root / "held_out.txt", 20, 3)
+    recipe = root / "tiny-lm.yaml"
+    recipe.write_text(f"""
+name: tiny-lm
+task: lm
+data: {{corpus: files, train: [{root / 'a.txt'}, {root / 'b.txt'}], valid_percent: 10,
+        batch_size: 8}}
+tokenizer: {{kind: char}}
+model: {{d_model: 32, heads: 2, layers: 1, ffn_dim: 64, dropout: 0.0, max_len: 32}}
+train: {{max_steps: 60, lr: 0.005, schedule: cosine, warmup_steps: 10, eval_every: 30,
+         save_every: 30, log_every: 10, progress: false, device: cpu}}
+generate: {{prompt: "the ", max_new: 20, temperature: 1.0}}
+""")
+    run = root / "run"
+    assert main(["train", str(recipe), "--out", str(run)]) == 0
+    return run, root
+
+
+def test_train_writes_a_language_model_run(lm_run, capsys) -> None:
+    run, _ = lm_run
+    for name in ("config.json", "recipe.yaml", "model.safetensors", "log.jsonl",
+                 "tokenizer/tokenizer.json", "last/trainer_state.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "config.json").read_text())["family"] == "gpt"
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    valid = [r["valid"] for r in records if "valid" in r]
+    assert set(valid[-1]) == {"valid_loss", "valid_ppl", "valid_bpc"}
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < losses[0] - 0.5  # it learned something in 60 steps
+    vocab = json.loads((run / "config.json").read_text())["vocab_size"]
+    assert valid[-1]["valid_loss"] < math.log(vocab) - 0.8  # well below a uniform guess
+    assert valid[-1]["valid_ppl"] == pytest.approx(math.exp(valid[-1]["valid_loss"]))
+
+
+def generated(args: list[str], capsys) -> str:
+    capsys.readouterr()
+    assert main(args) == 0
+    return capsys.readouterr().out
+
+
+def test_generate_is_reproducible_by_seed_and_stops(lm_run, capsys) -> None:
+    run, _ = lm_run
+    args = ["generate", "--model", str(run), "--prompt", "the lord", "--max-new", "40",
+            "--temperature", "1.0", "--top-k", "8", "--seed", "3"]
+    first = generated(args, capsys)
+    assert first.startswith("the lord") and len(first) > len("the lord") + 10
+    assert generated(args, capsys) == first
+    assert generated(args[:-1] + ["4"], capsys) != first
+    three = generated(args + ["--num", "3"], capsys)
+    assert three.count("--- sample") == 3
+    stopped = generated(args + ["--stop", " "], capsys)
+    assert " " not in stopped[len("the lord"):].rstrip("\n")
+    longer = args[:-1] + ["7", "--max-new", "120"]
+    assert "\n" in generated(longer, capsys)[:-1]  # without a stop string: several lines
+    one_line = generated(longer + ["--stop", "\\n"], capsys)  # "\n" typed as backslash-n
+    assert one_line.endswith("\n") and "\n" not in one_line[:-1]
+
+
+def test_few_shot_prompt_file_and_greedy(lm_run, tmp_path, capsys) -> None:
+    run, _ = lm_run
+    prompt = tmp_path / "shots.txt"
+    prompt.write_text("the lord said unto moses.\nit was so.\nand it ", encoding="utf-8")
+    args = ["generate", "--model", str(run), "--prompt-file", str(prompt), "--temperature",
+            "0", "--max-new", "15"]
+    out = generated(args, capsys)
+    assert out.startswith(prompt.read_text()) and generated(args + ["--seed", "9"], capsys) == out
+
+
+def test_evaluate_prints_perplexity_and_bits_per_character(lm_run, capsys) -> None:
+    from seqformer.tasks.lm import perplexity
+
+    run, root = lm_run
+    out = generated(["evaluate", "--model", str(run), "--text", str(root / "held_out.txt")],
+                    capsys)
+    assert "perplexity" in out and "bpc" in out
+    expected = perplexity(run, (root / "held_out.txt").read_text())
+    assert f"perplexity {expected['ppl']:.3f}" in out
+    assert 1.0 < expected["ppl"] < 20.0  # a char model over ~15 symbols that learned a little
+
+
+def error_of(args: list[str], capsys) -> str:
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("seqformer: error:")
+    return err
+
+
+def test_bad_inputs_are_one_line_errors(lm_run, tmp_path, capsys) -> None:
+    run, root = lm_run
+    model = ["--model", str(run)]
+    assert "missing.txt" in error_of(["generate", *model, "--prompt-file",
+                                      str(tmp_path / "missing.txt")], capsys)
+    assert "--top-p" in error_of(["generate", *model, "--top-p", "1.5"], capsys)
+    assert "--top-p" in error_of(["generate", *model, "--top-p", "0"], capsys)
+    assert "--temperature" in error_of(["generate", *model, "--temperature", "-1"], capsys)
+    assert "not a seqformer model" in error_of(["generate", "--model", str(root)], capsys)
+    assert "--text" in error_of(["evaluate", *model], capsys)
+    assert "no such text file" in error_of(["evaluate", *model, "--text",
+                                            str(tmp_path / "nope.txt")], capsys)
+
+
+def test_lm_recipe_fields_are_checked() -> None:
+    with pytest.raises(ConfigError, match="did you mean 'model.max_len'"):
+        recipe_from_dict({"task": "lm", "model": {"max_length": 64}})
+    with pytest.raises(ConfigError, match="tokenizer.kind"):
+        recipe_from_dict({"task": "lm", "tokenizer": {"kind": "word"}})
+    with pytest.raises(ConfigError, match="data.corpus"):
+        recipe_from_dict({"task": "lm", "data": {"corpus": "cmudict"}})
+    with pytest.raises(ConfigError, match="train.metric"):
+        recipe_from_dict({"task": "lm", "train": {"metric": "bleu"}})
+    with pytest.raises(ConfigError, match="task='gpt'"):
+        recipe_from_dict({"task": "gpt"})
+    for name in ("gpt-kjv-char", "gpt-bible-bpe"):  # the bundled recipes stay valid
+        from seqformer.recipe import load_recipe
+
+        assert load_recipe(name).task == "lm"
