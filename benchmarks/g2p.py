@@ -12,21 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from common import hardware
 
 from seqformer.recipe import load_recipe
 from seqformer.tasks.transduction import Transducer, load_splits, train
-
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
 def main() -> None:

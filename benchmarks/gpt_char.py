@@ -15,21 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
+from common import hardware
 
 from seqformer.recipe import LMRecipe, load_recipe
 from seqformer.tasks.lm import LanguageModel, load_texts, train
-
-
-def hardware() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
 
 
 def main() -> None:

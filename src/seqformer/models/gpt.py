@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from seqformer.config import from_dict, to_dict
 from seqformer.errors import CheckpointError, ConfigError
+from seqformer.models.common import check_block_fields
 from seqformer.nn.attention import KVCache
 from seqformer.nn.layers import EncoderLayer
 from seqformer.nn.positional import LearnedPositionalEmbedding, make_positional
@@ -51,19 +52,7 @@ class GPTConfig:
     tie_output: bool = True
 
     def __post_init__(self) -> None:
-        if self.d_model <= 0 or self.heads <= 0 or self.d_model % self.heads:
-            raise ConfigError(f"model.d_model={self.d_model} must be a positive multiple of "
-                              f"model.heads={self.heads}")
-        for name in ("layers", "ffn_dim", "max_len"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.attention_dropout < 1.0:
-            raise ConfigError("model.dropout and model.attention_dropout must be in [0, 1)")
-        if self.activation not in ("relu", "gelu"):
-            raise ConfigError(f"model.activation={self.activation!r}; use 'relu' or 'gelu'")
-        if self.positional not in ("sinusoidal", "learned"):
-            raise ConfigError(f"model.positional={self.positional!r}; use 'sinusoidal' or "
-                              "'learned'")
+        check_block_fields(self)
 
 
 @dataclass
