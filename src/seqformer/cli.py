@@ -103,6 +103,14 @@ def read_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     return [t for _, t in rows], [f"<stdin>:{n}" for n, _ in rows]
 
 
+def decoding_controls(args: argparse.Namespace) -> dict:
+    """The ``Transducer.transduce`` keywords of the decoding-control flags; it validates them."""
+    return {"penalty": args.penalty, "min_length": args.min_length,
+            "no_repeat_ngram": args.no_repeat_ngram,
+            "repetition_penalty": args.repetition_penalty, "bad_words": args.bad_words,
+            "prefix": args.prefix}
+
+
 def cmd_transduce(args: argparse.Namespace) -> int:
     from seqformer.tasks.transduction import Transducer
 
@@ -110,7 +118,7 @@ def cmd_transduce(args: argparse.Namespace) -> int:
     sources, where = read_inputs(args)
     outs = transducer.transduce(sources, beam=args.beam, alpha=args.alpha, nbest=args.nbest,
                                 max_length=args.max_length, where=where,
-                                progress=len(sources) > 100)
+                                progress=len(sources) > 100, **decoding_controls(args))
     for out in outs:
         if args.nbest and args.nbest > 1:
             for text, hyp in zip(out.texts, out.hypotheses):
@@ -180,7 +188,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     transducer = Transducer.load(args.model, _device(args.device))
     pairs = read_pairs(args.data)
     metrics, lines = transducer.evaluate(pairs, beam=args.beam, alpha=args.alpha,
-                                         progress=True)
+                                         penalty=args.penalty, progress=True)
     print(format_metrics(metrics, f"{' '.join(args.data)} ({int(metrics['n'])} sources)"))
     out = Path(args.out) if args.out else Path(args.model) / "eval.hyp.tsv"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -254,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     decode_args.add_argument("--model", required=True, help="run directory from 'train'")
     decode_args.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy)")
     decode_args.add_argument("--alpha", type=float, default=None, help="length penalty alpha")
+    decode_args.add_argument("--penalty", choices=["gnmt", "plain"], default=None,
+                             help="length penalty: gnmt ((5+len)/6)^alpha or plain len^alpha "
+                             "(default from the recipe, gnmt)")
     decode_args.add_argument("--device", default="cpu", help="cpu, cuda or auto")
 
     p = sub.add_parser("transduce", parents=[decode_args], help="map input text to output text")
@@ -262,6 +273,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nbest", type=int, default=None, help="print the N best with scores")
     p.add_argument("--max-length", type=int, default=None, help="maximum output tokens")
     p.add_argument("--show-source", action="store_true", help="print source<TAB>output")
+    p.add_argument("--min-length", type=int, default=0, metavar="N",
+                   help="no output shorter than N tokens")
+    p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
+                   help="no N-gram of output tokens occurs twice (0 = off)")
+    p.add_argument("--repetition-penalty", type=float, default=None, metavar="X",
+                   help="> 1 discourages output tokens already produced (CTRL; 1 = off)")
+    p.add_argument("--bad-words", nargs="+", default=[], metavar="TEXT",
+                   help="target texts the output must never contain")
+    p.add_argument("--prefix", default=None, metavar="TEXT",
+                   help="force the output to start with this target text")
     p.set_defaults(func=cmd_transduce)
 
     p = sub.add_parser("generate", help="sample text from a language model, streaming it")

@@ -8,17 +8,25 @@ Nothing here knows whether the model is a Transformer, an RNN or anything later.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from seqformer.decoding.processors import Processor, apply_processors
+
 
 @dataclass
 class Hypothesis:
     tokens: list[int]  # output ids, without bos and eos
-    log_prob: float  # sum of token log-probs, eos included when the hypothesis finished
-    score: float  # log_prob / length_penalty(len): what beams are ranked by
+    # The model's true sum of token log-probs, eos included when the hypothesis finished,
+    # whatever the processors did to the ranking scores.
+    log_prob: float
+    # What beams are ranked by: the sum of *processed* token scores / length_penalty(len).
+    # Equal to log_prob / length_penalty(len) unless a rescaling processor (repetition
+    # penalty) is used; masking processors never change a chosen token's score.
+    score: float
     finished: bool = True
 
 
@@ -57,11 +65,27 @@ def restrict(log_probs: Tensor, model, last: bool) -> Tensor:
     return log_probs
 
 
+def process_step(log_probs: Tensor, model, history: Tensor, t: int, max_length: int,
+                 processors: Sequence[Processor]) -> Tensor:
+    """``restrict``, then the processors, except at the last step: there only eos may follow
+    and ``max_length`` wins over every processor (a minimum length or prefix that does not fit
+    is cut short rather than leaving a hypothesis unfinished)."""
+    last = t == max_length - 1
+    log_probs = restrict(log_probs, model, last)
+    if last:
+        return log_probs
+    return apply_processors(log_probs, history, t, processors, model.eos_id)
+
+
 @torch.inference_mode()
-def greedy_search(model, src: Tensor, max_length: int | None = None) -> list[Hypothesis]:
-    """Pick the most likely token at every step, for the whole batch at once.
+def greedy_search(model, src: Tensor, max_length: int | None = None,
+                  processors: Sequence[Processor] = ()) -> list[Hypothesis]:
+    """Pick the best-scoring token at every step, for the whole batch at once.
 
     ``max_length`` bounds the output including eos, so every hypothesis finishes.
+    ``processors`` (see :mod:`seqformer.decoding.processors`) reshape each step's scores;
+    ``log_prob`` stays the model's true log-prob of the chosen tokens, ``score`` is the sum of
+    processed scores.
     """
     max_length = max_length or default_max_length(src, model.config.max_len)
     batch = src.shape[0]
@@ -69,13 +93,16 @@ def greedy_search(model, src: Tensor, max_length: int | None = None) -> list[Hyp
     tokens = torch.full((batch,), model.bos_id, dtype=torch.long, device=src.device)
     out = torch.zeros(batch, max_length, dtype=torch.long, device=src.device)
     log_prob = torch.zeros(batch, device=src.device)
+    score = torch.zeros(batch, device=src.device)
     done = torch.zeros(batch, dtype=torch.bool, device=src.device)
     lengths = torch.full((batch,), max_length, dtype=torch.long, device=src.device)
     for t in range(max_length):
         log_probs, state = model.step(tokens, state)
-        log_probs = restrict(log_probs, model, last=t == max_length - 1)
-        best_lp, tokens = log_probs.max(dim=-1)
-        log_prob += torch.where(done, torch.zeros_like(best_lp), best_lp)
+        scores = process_step(log_probs, model, out[:, :t], t, max_length, processors)
+        best, tokens = scores.max(dim=-1)
+        true_lp = log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1)
+        score += torch.where(done, torch.zeros_like(best), best)
+        log_prob += torch.where(done, torch.zeros_like(true_lp), true_lp)
         out[:, t] = tokens
         newly = tokens.eq(model.eos_id) & ~done
         lengths[newly] = t
@@ -85,7 +112,7 @@ def greedy_search(model, src: Tensor, max_length: int | None = None) -> list[Hyp
     result = []
     for i in range(batch):
         n = int(lengths[i])
-        result.append(Hypothesis(out[i, :n].tolist(), float(log_prob[i]), float(log_prob[i]),
+        result.append(Hypothesis(out[i, :n].tolist(), float(log_prob[i]), float(score[i]),
                                  finished=bool(done[i])))
     return result
 
@@ -100,13 +127,28 @@ def beam_search(
     penalty: str = "gnmt",
     nbest: int = 1,
     early_stopping: bool = False,
+    processors: Sequence[Processor] = (),
 ) -> list[list[Hypothesis]]:
     """Keep the ``beam`` best prefixes per sentence; return the ``nbest`` best finished ones.
+
+    Finished hypotheses are ranked by ``score = log_prob / length_penalty(length, alpha)``,
+    ``length`` counting eos, with ``penalty`` choosing the formula:
+
+    - ``gnmt`` (default, Wu et al., 2016): ``((5 + length) / 6) ** alpha``;
+    - ``plain``: ``length ** alpha``.
+
+    ``alpha = 0`` ranks by raw log-prob (favours short outputs); larger alpha favours longer.
+
+    ``processors`` (see :mod:`seqformer.decoding.processors`) run after ``restrict`` on every
+    hypothesis with its own history, reordered with the beams. Beams are ranked by the
+    processed scores; ``Hypothesis.log_prob`` stays the model's true log-prob of the chosen
+    tokens (the two differ only with a rescaling processor such as the repetition penalty).
 
     Canonical stopping (default): a sentence is done when it has ``beam`` finished hypotheses
     and no live prefix can still beat the worst of them. Log-probs only fall as tokens are
     added, so a live prefix's best reachable score is its log-prob over the largest length
-    penalty it could still get (or over its current one when alpha = 0). With
+    penalty it could still get (or over its current one when alpha = 0). Processed scores only
+    fall too (masking keeps a score, the repetition penalty keeps it <= 0). With
     ``early_stopping`` it stops as soon as ``beam`` hypotheses have finished (faster, fairseq's
     default).
     """
@@ -120,28 +162,32 @@ def beam_search(
     # Only the first copy of each sentence is live at step 0, or the beam would fill with twins.
     scores = torch.full((batch, beam), float("-inf"), device=device)
     scores[:, 0] = 0.0
+    true_lps = torch.zeros(batch, beam, device=device)  # the model's log-probs, unprocessed
     history = torch.zeros(batch, beam, 0, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
     done = [False] * batch
     offsets = (torch.arange(batch, device=device) * beam).unsqueeze(1)
 
     for t in range(max_length):
-        log_probs, state = model.step(tokens, state)
-        log_probs = restrict(log_probs, model, last=t == max_length - 1)
+        raw, state = model.step(tokens, state)
+        log_probs = process_step(raw, model, history.view(batch * beam, t), t, max_length,
+                                 processors)
         vocab = log_probs.shape[-1]
         cand = (scores.unsqueeze(-1) + log_probs.view(batch, beam, vocab)).view(batch, -1)
         top_scores, top_ids = cand.topk(2 * beam, dim=1)  # (batch, 2*beam), sorted
         top_beam, top_tok = top_ids // vocab, top_ids % vocab
+        top_true = true_lps.gather(1, top_beam) + raw.view(batch, -1).gather(1, top_ids)
         is_eos = top_tok.eq(model.eos_id) & torch.isfinite(top_scores)
 
         # Finished hypotheses: eos among the top `beam` candidates (fairseq/HF rule).
         eos_rows, eos_cols = torch.nonzero(is_eos[:, :beam], as_tuple=True)
         if eos_rows.numel():
             hist = history[eos_rows, top_beam[eos_rows, eos_cols]].tolist()
-            lps = top_scores[eos_rows, eos_cols].tolist()
-            for row, toks, lp in zip(eos_rows.tolist(), hist, lps):
+            ranks = top_scores[eos_rows, eos_cols].tolist()
+            lps = top_true[eos_rows, eos_cols].tolist()
+            for row, toks, rank_score, lp in zip(eos_rows.tolist(), hist, ranks, lps):
                 if not done[row]:
-                    score = lp / length_penalty(len(toks) + 1, alpha, penalty)
+                    score = rank_score / length_penalty(len(toks) + 1, alpha, penalty)
                     finished[row].append(Hypothesis(toks, lp, score))
 
         # Next live beams: the best `beam` candidates that are not eos.
@@ -155,6 +201,7 @@ def beam_search(
                                  torch.full_like(new_scores, float("-inf")))
         src_beam = top_beam.gather(1, order)
         new_tok = top_tok.gather(1, order)
+        new_true = top_true.gather(1, order)
 
         for row in range(batch):
             if done[row]:
@@ -177,6 +224,7 @@ def beam_search(
         # Finished sentences keep decoding garbage in their slots; mask them out of ranking.
         done_t = torch.tensor(done, device=device).unsqueeze(1)
         scores = torch.where(done_t, torch.full_like(new_scores, float("-inf")), new_scores)
+        true_lps = new_true
         flat = (offsets + src_beam).view(-1)
         state = state.select(flat)
         history = torch.cat([history.view(batch * beam, -1).index_select(0, flat)

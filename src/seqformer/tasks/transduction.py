@@ -22,8 +22,16 @@ import yaml
 from seqformer.data.batching import BatchStream, collate_pairs, token_budget_batches
 from seqformer.data.corpus import Pair, read_aligned, read_tsv
 from seqformer.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from seqformer.decoding.processors import (
+    BadWords,
+    ForcedPrefix,
+    MinLength,
+    NoRepeatNGram,
+    Processor,
+    RepetitionPenalty,
+)
 from seqformer.decoding.search import Hypothesis, beam_search, greedy_search
-from seqformer.errors import CheckpointError, DataError
+from seqformer.errors import CheckpointError, ConfigError, DataError
 from seqformer.metrics import bleu, chrf, error_rates
 from seqformer.models.seq2seq import Seq2Seq
 from seqformer.recipe import DecodeConfig, Recipe, recipe_from_dict
@@ -182,15 +190,74 @@ class Transducer:
                 "to <unk>")
         return ids
 
+    def _target_ids(self, text: str, what: str) -> list[int]:
+        ids = self.tgt_tok.encode(text)
+        if not ids:
+            raise ConfigError(f"{what} {text!r} has no target tokens; give non-empty text")
+        if self.tgt_tok.unk_id in ids:
+            raise ConfigError(f"{what} {text!r} has symbols unknown to the target vocabulary, "
+                              "so the model can never produce it; fix or drop it")
+        return ids
+
+    def processors(self, min_length: int = 0, no_repeat_ngram: int = 0,
+                   repetition_penalty: float | None = None, bad_words: Sequence[str] = (),
+                   prefix: str | None = None, max_length: int | None = None
+                   ) -> list[Processor]:
+        """The logits processors for these decoding controls; 0 / None / empty mean "off".
+
+        Text (``bad_words``, ``prefix``) is tokenized with the target tokenizer. Bad values are
+        a :class:`ConfigError` naming the CLI flag, since they usually come from one.
+        """
+        if min_length < 0:
+            raise ConfigError(f"--min-length must be >= 0, got {min_length}")
+        if max_length is not None and max_length < 1:
+            raise ConfigError(f"--max-length must be >= 1, got {max_length}")
+        if max_length is not None and min_length >= max_length:
+            raise ConfigError(f"--min-length {min_length} leaves no room below --max-length "
+                              f"{max_length} (which counts eos); lower one or raise the other")
+        if no_repeat_ngram < 0:
+            raise ConfigError(f"--no-repeat-ngram must be >= 0 (0 = off), got {no_repeat_ngram}")
+        if repetition_penalty is not None and not repetition_penalty > 0:
+            raise ConfigError(f"--repetition-penalty must be > 0 (1 = off, > 1 discourages "
+                              f"repeats), got {repetition_penalty}")
+        processors: list[Processor] = []
+        if prefix:
+            processors.append(ForcedPrefix(self._target_ids(prefix, "--prefix")))
+        if min_length:
+            processors.append(MinLength(min_length, self.model.eos_id))
+        if bad_words:
+            processors.append(BadWords([self._target_ids(w, "--bad-words") for w in bad_words]))
+        if no_repeat_ngram:
+            processors.append(NoRepeatNGram(no_repeat_ngram))
+        if repetition_penalty is not None and repetition_penalty != 1.0:
+            processors.append(RepetitionPenalty(repetition_penalty))
+        return processors
+
     def transduce(self, sources: Sequence[str], beam: int | None = None,
                   alpha: float | None = None, nbest: int | None = None,
                   max_length: int | None = None, where: Sequence[str] | None = None,
-                  progress: bool = False) -> list[Transduction]:
-        """Decode ``sources`` in length-bucketed batches; results come back in input order."""
+                  progress: bool = False, penalty: str | None = None, min_length: int = 0,
+                  no_repeat_ngram: int = 0, repetition_penalty: float | None = None,
+                  bad_words: Sequence[str] = (), prefix: str | None = None
+                  ) -> list[Transduction]:
+        """Decode ``sources`` in length-bucketed batches; results come back in input order.
+
+        ``penalty`` is the length-penalty formula ('gnmt' or 'plain', see
+        :func:`~seqformer.decoding.search.beam_search`); the remaining keywords are the decoding
+        controls of :meth:`processors`.
+        """
         beam = beam or self.decode.beam
         alpha = self.decode.alpha if alpha is None else alpha
         nbest = nbest or self.decode.nbest
         max_length = max_length or self.decode.max_length
+        penalty = penalty or self.decode.penalty
+        if penalty not in ("gnmt", "plain"):
+            raise ConfigError(f"--penalty {penalty!r}: use 'gnmt' or 'plain'")
+        if beam < 1 or not 1 <= nbest <= beam:
+            raise ConfigError(f"need --beam >= 1 and 1 <= --nbest <= --beam, got beam {beam}, "
+                              f"nbest {nbest}")
+        processors = self.processors(min_length, no_repeat_ngram, repetition_penalty,
+                                     bad_words, prefix, max_length)
         ids = self.encode_sources(sources, where)
         # Beam search holds batch x beam hypotheses: budget the batch by that product.
         budget = max(1, self.decode.batch_tokens // beam)
@@ -205,10 +272,11 @@ class Transducer:
         for indices in batches:
             batch = collate_pairs([ids[i] for i in indices], None, indices).to(self.device)
             if beam == 1 and nbest == 1:
-                hyps = [[h] for h in greedy_search(self.model, batch.src, max_length)]
+                hyps = [[h] for h in greedy_search(self.model, batch.src, max_length,
+                                                   processors)]
             else:
-                hyps = beam_search(self.model, batch.src, beam, max_length, alpha,
-                                   self.decode.penalty, nbest)
+                hyps = beam_search(self.model, batch.src, beam, max_length, alpha, penalty,
+                                   nbest, processors=processors)
             for i, h in zip(indices, hyps):
                 results[i] = Transduction(sources[i], h, [self.tgt_tok.decode(x.tokens)
                                                           for x in h])
