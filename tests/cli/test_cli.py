@@ -180,3 +180,18 @@ def test_attention_and_plot_commands(trained, tmp_path, capsys) -> None:
     assert "not a seqformer model" in error_of(
         ["attention", "--model", str(tmp_path), "abcd", "--out", str(png)], capsys)
     assert "log.jsonl: not found" in error_of(["plot", str(tmp_path)], capsys)
+
+
+def test_a_swapped_tokenizer_is_a_clear_error(trained, tmp_path, capsys) -> None:
+    """Same vocabulary size, different symbols: the fingerprint stored with the model catches it."""
+    import shutil
+
+    from seqformer.data.tokenizer import load_tokenizer
+
+    run, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    tok = load_tokenizer(copy / "tokenizer" / "source")
+    symbols = tok.symbols[:4] + list(reversed(tok.symbols[4:]))  # same size, other ids
+    type(tok)(symbols).save(copy / "tokenizer" / "source")
+    assert "fingerprint" in error_of(["transduce", "--model", str(copy), "abc"], capsys)

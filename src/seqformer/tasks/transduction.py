@@ -163,8 +163,17 @@ class Transducer:
         decode = DecodeConfig()
         recipe_path = run_dir / "recipe.yaml"
         if recipe_path.is_file():
-            decode = recipe_from_dict(yaml.safe_load(recipe_path.read_text()), str(recipe_path)
-                                      ).decode
+            recipe = recipe_from_dict(yaml.safe_load(recipe_path.read_text()), str(recipe_path))
+            decode = recipe.decode
+            # The weights were trained against these exact vocabularies: a swapped tokenizer
+            # of the same size would decode silently wrong, so compare fingerprints.
+            for side, tok in (("source", src_tok), ("target", tgt_tok)):
+                expected = recipe.fingerprints.get(f"{side}_tokenizer")
+                if expected and expected != tok.fingerprint:
+                    raise CheckpointError(
+                        f"{run_dir / 'tokenizer' / side}: fingerprint {tok.fingerprint} differs "
+                        f"from the {expected} the model was trained with; restore the run's "
+                        "own tokenizer")
         return cls(model, src_tok, tgt_tok, decode)
 
     def encode_sources(self, sources: Sequence[str], where: Sequence[str] | None = None
