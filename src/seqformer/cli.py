@@ -1,4 +1,4 @@
-"""``seqformer train | transduce | generate | evaluate | attention | plot | recipes``: a thin CLI.
+"""``seqformer train | transduce | generate | evaluate | attention | plot | average | recipes``.
 
 Every error a user can cause is a :class:`~seqformer.errors.UserError`; it is printed on one
 line as ``seqformer: error: ...`` and the process exits with code 2. Anything else is a bug and
@@ -238,6 +238,15 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from seqformer.training.averaging import average_run
+
+    paths = average_run(args.run, args.last, args.out)
+    print(f"averaged {len(paths)} checkpoints ({paths[0].stem} .. {paths[-1].stem}) of "
+          f"{args.run} into {args.out}")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     from seqformer.recipe import bundled_recipes
 
@@ -336,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="validation metric to plot (default: the first one)")
     p.add_argument("--out", help="PNG file (default RUN/curves.png)")
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("average", help="average the last checkpoints of a run into a model")
+    p.add_argument("run", help="run directory trained with train.keep_checkpoints set")
+    p.add_argument("--last", type=int, default=5, help="how many of the newest checkpoints")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.set_defaults(func=cmd_average)
 
     p = sub.add_parser("recipes", help="list bundled recipes")
     p.set_defaults(func=cmd_recipes)

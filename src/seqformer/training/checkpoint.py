@@ -440,7 +440,7 @@ def load_training_state(
     except (ValueError, KeyError) as e:
         raise CheckpointError(
             f"{tensor_path}: the optimizer state does not fit this model ({e}); resume with the "
-            f"same model config the run was started with"
+            f"same model config and train.freeze the run was started with"
         ) from e
     scheduler.load_state_dict(record["scheduler"])
     set_rng_state(_rng_from_serialisable(record["rng"], tensors))

@@ -60,6 +60,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from seqformer.errors import CheckpointError, ConfigError
+from seqformer.training.averaging import checkpoint_path, prune_checkpoints
 from seqformer.training.checkpoint import (
     WEIGHTS_NAME,
     atomic_write_text,
@@ -71,6 +72,7 @@ from seqformer.training.checkpoint import (
     save_training_state,
     save_weights,
 )
+from seqformer.training.freezing import freeze_parameters, parameter_table
 from seqformer.training.schedules import SCHEDULES, make_scheduler
 
 LOG_NAME = "log.jsonl"
@@ -87,6 +89,10 @@ class TrainConfig:
     ``max_minutes`` is a budget for one call of :meth:`Trainer.train` -- it is meant to end a
     job before a cluster's time limit kills it, and a resumed job gets a fresh budget.
     ``save_every=0`` saves ``last/`` at each evaluation and at the end.
+    ``keep_checkpoints=N`` also keeps the weights of the N newest saves in ``checkpoints/``
+    for ``seqformer average`` (0 keeps none). ``freeze`` holds glob patterns on parameter
+    names (``"encoder.layers.[0-1].*"``) whose parameters are not trained; see
+    :mod:`seqformer.training.freezing`.
     """
 
     max_steps: int = 10000
@@ -111,6 +117,8 @@ class TrainConfig:
     compile: bool = False
     max_minutes: float = 0.0
     progress: bool = True
+    keep_checkpoints: int = 0
+    freeze: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         # Recipes come from YAML, where a pair is a list; freeze it into the declared tuple.
@@ -130,7 +138,7 @@ class TrainConfig:
         for field in ("max_steps", "accumulate", "eval_every", "log_every"):
             if not is_int(getattr(self, field)) or getattr(self, field) < 1:
                 raise bad(field, "an integer >= 1")
-        for field in ("warmup_steps", "save_every", "patience", "seed"):
+        for field in ("warmup_steps", "save_every", "patience", "seed", "keep_checkpoints"):
             if not is_int(getattr(self, field)) or getattr(self, field) < 0:
                 raise bad(field, "an integer >= 0")
         for field in ("lr", "eps"):
@@ -167,6 +175,10 @@ class TrainConfig:
         for field in ("compile", "progress"):
             if not isinstance(getattr(self, field), bool):
                 raise bad(field, "true or false")
+        patterns_ok = isinstance(self.freeze, list | tuple) and all(
+            isinstance(p, str) and p for p in self.freeze)
+        if not patterns_ok:
+            raise bad("freeze", 'a list of parameter name patterns, e.g. ["src_embed.*"]')
 
 
 def seed_everything(seed: int) -> None:
@@ -257,6 +269,10 @@ class Trainer:
         # validation runs on it (variable eval shapes would make a compiled model recompile).
         self.model = model.to(self.device)
         self.forward = torch.compile(self.model) if config.compile else self.model
+        if config.freeze:
+            # Before the optimizer is built, and the same on resume, so its groups line up.
+            freeze_parameters(self.model, config.freeze)
+            _say(parameter_table(self.model))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         flops = getattr(self.model, "flops_per_token", None)
         self.peak_flops = peak_flops(self.device) if callable(flops) else None
@@ -489,6 +505,9 @@ class Trainer:
         save_training_state(scratch, self.optimizer, self.scheduler, self.step, extra)
         commit_directory(scratch, self.run_dir / LAST_DIR)
         self.saved_step = self.step
+        if self.config.keep_checkpoints:
+            save_weights(self.model, checkpoint_path(self.run_dir, self.step))
+            prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
 
     def _resume(self) -> None:
         """Restore weights, optimizer, scheduler, RNGs, stream position and progress counters.
