@@ -201,8 +201,8 @@ class Seq2Seq(nn.Module):
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        config = {"family": "seq2seq", **to_dict(self.config)}
-        atomic_write_text(directory / "config.json", json.dumps(config, indent=2) + "\n")
+        atomic_write_text(directory / "config.json",
+                          json.dumps(config_json(self.config), indent=2) + "\n")
         save_weights(self, directory / "model.safetensors")
 
     @classmethod
@@ -215,6 +215,11 @@ class Seq2Seq(nn.Module):
         model = cls(from_dict(Seq2SeqConfig, config, f"{directory}/config.json"))
         load_weights(model, Path(directory) / "model.safetensors")
         return model.to(map_location).eval()
+
+
+def config_json(config: Seq2SeqConfig) -> dict:
+    """The ``config.json`` content; ``family`` tells loaders which model class to build."""
+    return {"family": "seq2seq", **to_dict(config)}
 
 
 def read_model_config(directory: str | Path) -> dict:

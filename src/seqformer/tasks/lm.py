@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import sys
 import time
@@ -33,7 +32,7 @@ from seqformer.decoding.sampling import generate
 from seqformer.errors import CheckpointError, DataError
 from seqformer.models.gpt import GPT, config_json
 from seqformer.recipe import LM_CORPORA, GenerateConfig, LMRecipe, recipe_from_dict
-from seqformer.training.checkpoint import atomic_write_text
+from seqformer.tasks.rundir import write_run_metadata
 from seqformer.training.trainer import Trainer
 
 TOKENIZER_DIR = "tokenizer"
@@ -247,12 +246,9 @@ def train(recipe: LMRecipe, out_dir: str | Path, resume: bool = False) -> dict:
         f"{config.max_len}; {len(train_ids):,} train / {len(valid_ids):,} valid tokens")
 
     def save_run(directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        resolved = recipe.to_dict()
-        resolved["fingerprints"] = {"split": fingerprint, "tokenizer": tokenizer.fingerprint}
-        atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(resolved, sort_keys=False))
-        atomic_write_text(directory / "config.json",
-                          json.dumps(config_json(config), indent=2) + "\n")
+        write_run_metadata(directory, recipe, {"split": fingerprint,
+                                               "tokenizer": tokenizer.fingerprint},
+                           config_json(config))
 
     if not resume:
         tokenizer.save(out / TOKENIZER_DIR)  # written once, before any checkpoint

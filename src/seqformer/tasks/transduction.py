@@ -9,7 +9,6 @@ into hypotheses, score them.
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -33,9 +32,9 @@ from seqformer.decoding.processors import (
 from seqformer.decoding.search import Hypothesis, beam_search, greedy_search
 from seqformer.errors import CheckpointError, ConfigError, DataError
 from seqformer.metrics import bleu, chrf, error_rates
-from seqformer.models.seq2seq import Seq2Seq
+from seqformer.models.seq2seq import Seq2Seq, config_json
 from seqformer.recipe import DecodeConfig, Recipe, recipe_from_dict
-from seqformer.training.checkpoint import atomic_write_text
+from seqformer.tasks.rundir import write_run_metadata
 from seqformer.training.trainer import Trainer
 
 
@@ -364,15 +363,10 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False,
 
     def save_run(directory: Path) -> None:
         # Everything a later `transduce`/`evaluate` needs next to the weights.
-        directory.mkdir(parents=True, exist_ok=True)
-        resolved = recipe.to_dict()
-        resolved["fingerprints"] = {"split": fingerprint, "source_tokenizer": src_tok.fingerprint,
-                                    "target_tokenizer": tgt_tok.fingerprint}
-        atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(resolved, sort_keys=False))
-        from seqformer.config import to_dict
-
-        atomic_write_text(directory / "config.json", json.dumps(
-            {"family": "seq2seq", **to_dict(config)}, indent=2) + "\n")
+        write_run_metadata(directory, recipe, {"split": fingerprint,
+                                               "source_tokenizer": src_tok.fingerprint,
+                                               "target_tokenizer": tgt_tok.fingerprint},
+                           config_json(config))
 
     if not resume:
         # Tokenizers never change during a run: written once, before the first step, so an

@@ -1,0 +1,23 @@
+"""The metadata every run directory carries next to its weights, written the same way for every
+task: ``recipe.yaml`` (the resolved recipe plus fingerprints of the split and tokenizers) and
+``config.json`` (the model shape, with ``family`` telling loaders which class to build)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seqformer.training.checkpoint import atomic_write_text
+
+
+def write_run_metadata(directory: Path, recipe: Any, fingerprints: dict[str, str],
+                       model_config: dict[str, Any]) -> None:
+    """Atomically (re)write recipe.yaml and config.json; called at start and at every save."""
+    directory.mkdir(parents=True, exist_ok=True)
+    resolved = recipe.to_dict()
+    resolved["fingerprints"] = fingerprints
+    atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    atomic_write_text(directory / "config.json", json.dumps(model_config, indent=2) + "\n")
