@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from test_cli import error_of
 
 from seqformer.cli import main
 
@@ -53,14 +54,6 @@ def test_decoding_flags_run_and_take_effect(run: Path, capsys) -> None:
             assert out[:2] == ["h", "g"]
         assert len(transduce(run, capsys, *inputs, "--beam", beam, "--repetition-penalty",
                              "1.5", "--penalty", "plain", "--alpha", "1")) == len(inputs)
-
-
-def error_of(args: list[str], capsys) -> str:
-    capsys.readouterr()
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("seqformer: error: ") and "\n" not in err, err
-    return err
 
 
 def test_bad_flag_values_are_one_line_errors(run: Path, capsys) -> None:

@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
+from test_cli import error_of
 
 from seqformer.cli import main
 from seqformer.errors import ConfigError
@@ -106,14 +107,6 @@ def test_evaluate_prints_perplexity_and_bits_per_character(lm_run, capsys) -> No
     expected = perplexity(run, (root / "held_out.txt").read_text())
     assert f"perplexity {expected['ppl']:.3f}" in out
     assert 1.0 < expected["ppl"] < 20.0  # a char model over ~15 symbols that learned a little
-
-
-def error_of(args: list[str], capsys) -> str:
-    capsys.readouterr()
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("seqformer: error:")
-    return err
 
 
 def test_bad_inputs_are_one_line_errors(lm_run, tmp_path, capsys) -> None:
