@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import platform
+import sys
+from pathlib import Path
 
 import torch
 
@@ -12,3 +15,12 @@ def hardware() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def emit(result: dict, json_path: str | None) -> None:
+    """Print the result as one JSON line (for RESULTS.md) and optionally write it to a file."""
+    line = json.dumps(result)
+    print(line)
+    if json_path:
+        Path(json_path).write_text(line + "\n")
+    sys.stdout.flush()

@@ -11,13 +11,10 @@ Sequitur about 24-25% WER; their splits differ from ours (ours: by a hash of the
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
-from pathlib import Path
 
 import torch
-from common import hardware
+from common import emit, hardware
 
 from seqformer.recipe import load_recipe
 from seqformer.tasks.transduction import Transducer, load_splits, train
@@ -52,11 +49,7 @@ def main() -> None:
         result["test"][f"beam{beam}"] = {"wer": round(metrics["wer"], 2),
                                          "per": round(metrics["per"], 2),
                                          "decode_s": round(time.time() - t0, 1)}
-    line = json.dumps(result)
-    print(line)
-    if args.json:
-        Path(args.json).write_text(line + "\n")
-    sys.stdout.flush()
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,11 @@ loss on tiny Shakespeare in a few minutes on one A100 (a different text, so a ro
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
-from common import hardware
+from common import emit, hardware
 
 from seqformer.recipe import LMRecipe, load_recipe
 from seqformer.tasks.lm import LanguageModel, load_texts, train
@@ -56,11 +54,7 @@ def main() -> None:
               "eval_s": round(time.time() - t0, 1),
               "sample": recipe.generate.prompt + model.complete(recipe.generate.prompt,
                                                                 generator=generator)}
-    line = json.dumps(result)
-    print(line)
-    if args.json:
-        Path(args.json).write_text(line + "\n")
-    sys.stdout.flush()
+    emit(result, args.json)
 
 
 if __name__ == "__main__":

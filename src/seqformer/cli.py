@@ -138,14 +138,9 @@ def read_prompt(args: argparse.Namespace) -> str:
     """``--prompt`` text or ``--prompt-file`` contents (few-shot examples), verbatim."""
     if args.prompt_file is None:
         return args.prompt or ""
-    try:
-        return Path(args.prompt_file).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{args.prompt_file}: no such prompt file; fix --prompt-file") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{args.prompt_file}: not UTF-8 text; convert the prompt file") from None
-    except OSError as exc:
-        raise DataError(f"{args.prompt_file}: cannot read ({exc.strerror})") from None
+    from seqformer.data.corpus import read_text
+
+    return read_text(args.prompt_file, "prompt file", "--prompt-file")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

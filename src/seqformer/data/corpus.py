@@ -35,6 +35,20 @@ class Pair:
         return self.refs or (self.target,)
 
 
+def read_text(path: str | Path, kind: str, fix: str) -> str:
+    """A whole UTF-8 file, or a one-line DataError naming it: ``kind`` says what the file is
+    ("text file", "prompt file") and ``fix`` where to correct the path."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such {kind}; fix {fix}") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); convert it to "
+                        "UTF-8") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+
+
 def _read_lines(path: str | Path) -> list[str]:
     """All lines of a UTF-8 file without line endings; errors name the file (and line)."""
     try:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from seqformer.data.corpus import read_text
 from seqformer.data.tokenizer import BOS_ID, PAD_ID, Tokenizer
 from seqformer.errors import CheckpointError, ConfigError, DataError
 
@@ -51,16 +52,7 @@ def read_text_files(paths: Sequence[str | Path]) -> str:
     """Concatenate UTF-8 files; each file ends with a newline so files never glue together."""
     parts = []
     for path in paths:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such text file; fix the path in data.train/valid "
-                            "or --text") from None
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text (byte {exc.start}); convert it to "
-                            "UTF-8") from None
-        except OSError as exc:
-            raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+        text = read_text(path, "text file", "the path in data.train/valid or --text")
         parts.append(text if text.endswith("\n") or not text else text + "\n")
     return "".join(parts)
 
