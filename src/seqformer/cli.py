@@ -106,19 +106,31 @@ def read_inputs(args: argparse.Namespace) -> tuple[list[str], list[str]]:
 def decoding_controls(args: argparse.Namespace) -> dict:
     """The ``Transducer.transduce`` keywords of the decoding-control flags; it validates them."""
     return {"penalty": args.penalty, "min_length": args.min_length,
+            "max_length": args.max_length,
             "no_repeat_ngram": args.no_repeat_ngram,
             "repetition_penalty": args.repetition_penalty, "bad_words": args.bad_words,
             "prefix": args.prefix}
 
 
-def cmd_transduce(args: argparse.Namespace) -> int:
+def load_transducer(args: argparse.Namespace):
+    """The model of ``--model``, or the ensemble of every ``--model`` given."""
     from seqformer.tasks.transduction import Transducer
 
-    transducer = Transducer.load(args.model, _device(args.device))
+    return Transducer.load_ensemble(args.model, _device(args.device), args.combine)
+
+
+def one_model(args: argparse.Namespace, command: str) -> str:
+    if len(args.model) > 1:
+        raise UserError(f"{command} takes one --model; ensembles are for transduce and evaluate")
+    return args.model[0]
+
+
+def cmd_transduce(args: argparse.Namespace) -> int:
+    transducer = load_transducer(args)
     sources, where = read_inputs(args)
     outs = transducer.transduce(sources, beam=args.beam, alpha=args.alpha, nbest=args.nbest,
-                                max_length=args.max_length, where=where,
-                                progress=len(sources) > 100, **decoding_controls(args))
+                                where=where, progress=len(sources) > 100,
+                                **decoding_controls(args))
     for out in outs:
         if args.nbest and args.nbest > 1:
             for text, hyp in zip(out.texts, out.hypotheses):
@@ -173,19 +185,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if _family(args.model) == "gpt":
+    if _family(args.model[0]) == "gpt":
         return evaluate_lm(args)
     if not args.data:
-        raise UserError(f"evaluate: {args.model} is an encoder-decoder model; give --data "
+        raise UserError(f"evaluate: {args.model[0]} is an encoder-decoder model; give --data "
                         "TSV (or source and target files)")
-    from seqformer.tasks.transduction import Transducer, read_pairs
+    from seqformer.tasks.transduction import read_pairs
 
-    transducer = Transducer.load(args.model, _device(args.device))
+    transducer = load_transducer(args)
     pairs = read_pairs(args.data)
     metrics, lines = transducer.evaluate(pairs, beam=args.beam, alpha=args.alpha,
-                                         penalty=args.penalty, progress=True)
+                                         progress=True, **decoding_controls(args))
     print(format_metrics(metrics, f"{' '.join(args.data)} ({int(metrics['n'])} sources)"))
-    out = Path(args.out) if args.out else Path(args.model) / "eval.hyp.tsv"
+    out = Path(args.out) if args.out else Path(args.model[0]) / "eval.hyp.tsv"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"hypotheses written to {out}")
     return 0
@@ -196,8 +208,8 @@ def evaluate_lm(args: argparse.Namespace) -> int:
     from seqformer.tasks.lm import LanguageModel
 
     if not args.text:
-        raise UserError(f"evaluate: {args.model} is a language model; give --text FILE")
-    model = LanguageModel.load(args.model, _device(args.device))
+        raise UserError(f"evaluate: {args.model[0]} is a language model; give --text FILE")
+    model = LanguageModel.load(one_model(args, "evaluate --text"), _device(args.device))
     m = model.perplexity(read_text_files(args.text), " ".join(args.text))
     print(f"{' '.join(args.text)} ({int(m['tokens']):,} tokens, {int(m['chars']):,} characters):"
           f" perplexity {m['ppl']:.3f}  nll {m['nll']:.4f} nats/token  bpc {m['bpc']:.4f}")
@@ -210,7 +222,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
     if not args.out and not args.html:
         raise UserError("attention: give --out FIG.png and/or --html REPORT.html")
-    transducer = Transducer.load(args.model, _device(args.device))
+    transducer = Transducer.load(one_model(args, "attention"), _device(args.device))
     maps = attention_maps(transducer, args.text, beam=args.beam or 1)
     print(f"{maps.source} -> {maps.output}")
     if args.out:
@@ -263,7 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     decode_args = argparse.ArgumentParser(add_help=False)
-    decode_args.add_argument("--model", required=True, help="run directory from 'train'")
+    decode_args.add_argument("--model", required=True, action="append",
+                             help="run directory from 'train'; repeat it to decode with an "
+                             "ensemble of runs that share tokenizers")
+    decode_args.add_argument("--combine", choices=["logprob", "prob"], default="logprob",
+                             help="ensemble rule: mean of log-probs (default) or of probs")
     decode_args.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy)")
     decode_args.add_argument("--alpha", type=float, default=None, help="length penalty alpha")
     decode_args.add_argument("--penalty", choices=["gnmt", "plain"], default=None,
@@ -271,22 +287,26 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default from the recipe, gnmt)")
     decode_args.add_argument("--device", default="cpu", help="cpu, cuda or auto")
 
-    p = sub.add_parser("transduce", parents=[decode_args], help="map input text to output text")
+    controls = argparse.ArgumentParser(add_help=False)
+    controls.add_argument("--max-length", type=int, default=None,
+                          help="maximum output tokens")
+    controls.add_argument("--min-length", type=int, default=None, metavar="N",
+                          help="no output shorter than N tokens")
+    controls.add_argument("--no-repeat-ngram", type=int, default=None, metavar="N",
+                          help="no N-gram of output tokens occurs twice (0 = off)")
+    controls.add_argument("--repetition-penalty", type=float, default=None, metavar="X",
+                          help="> 1 discourages output tokens already produced (CTRL; 1 = off)")
+    controls.add_argument("--bad-words", nargs="+", default=[], metavar="TEXT",
+                          help="target texts the output must never contain")
+    controls.add_argument("--prefix", default=None, metavar="TEXT",
+                          help="force the output to start with this target text")
+
+    p = sub.add_parser("transduce", parents=[decode_args, controls],
+                       help="map input text to output text")
     p.add_argument("text", nargs="*", help="inputs (default: lines of --input or stdin)")
     p.add_argument("--input", help="file with one input per line")
     p.add_argument("--nbest", type=int, default=None, help="print the N best with scores")
-    p.add_argument("--max-length", type=int, default=None, help="maximum output tokens")
     p.add_argument("--show-source", action="store_true", help="print source<TAB>output")
-    p.add_argument("--min-length", type=int, default=0, metavar="N",
-                   help="no output shorter than N tokens")
-    p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
-                   help="no N-gram of output tokens occurs twice (0 = off)")
-    p.add_argument("--repetition-penalty", type=float, default=None, metavar="X",
-                   help="> 1 discourages output tokens already produced (CTRL; 1 = off)")
-    p.add_argument("--bad-words", nargs="+", default=[], metavar="TEXT",
-                   help="target texts the output must never contain")
-    p.add_argument("--prefix", default=None, metavar="TEXT",
-                   help="force the output to start with this target text")
     p.set_defaults(func=cmd_transduce)
 
     p = sub.add_parser("generate", help="sample text from a language model, streaming it")
@@ -313,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("evaluate", parents=[decode_args],
+    p = sub.add_parser("evaluate", parents=[decode_args, controls],
                        help="score a model: a test set (encoder-decoder) or a text (GPT)")
     p.add_argument("--data", nargs="+", help="TSV file, or source and target files")
     p.add_argument("--text", nargs="+", help="text file(s) for a language model: perplexity "

@@ -101,9 +101,18 @@ class DecodeConfig:
     penalty: str = "gnmt"
     nbest: int = 1
     max_length: int | None = None
-    batch_tokens: int = 4096
+    batch_tokens: int = 4096  # batch x beam x (source + output) positions held at once
+    # Decoding controls (see decoding/processors.py); the CLI flags of the same names win.
+    min_length: int = 0
+    no_repeat_ngram: int = 0
+    repetition_penalty: float = 1.0
+    bad_words: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.min_length < 0 or self.no_repeat_ngram < 0:
+            raise ConfigError("decode.min_length and decode.no_repeat_ngram must be >= 0")
+        if not self.repetition_penalty > 0:
+            raise ConfigError("decode.repetition_penalty must be > 0 (1 = off)")
         if self.beam < 1 or not 1 <= self.nbest <= self.beam:
             raise ConfigError("decode: need beam >= 1 and 1 <= nbest <= beam")
         if self.penalty not in ("gnmt", "plain"):

@@ -68,3 +68,64 @@ def test_bad_flag_values_are_one_line_errors(run: Path, capsys) -> None:
     assert "no room below --max-length" in error_of(
         base + ["--min-length", "5", "--max-length", "5"], capsys)
     assert "1 <= --nbest <= --beam" in error_of(base + ["--nbest", "3", "--beam", "2"], capsys)
+
+
+def test_an_ensemble_of_a_run_with_itself_decodes_like_the_run(run: Path, capsys,
+                                                               tmp_path: Path) -> None:
+    inputs = ["abcab", "hgf", "aaaa", "bcd", "hhgfe"]
+    for beam in ("1", "4"):
+        alone = transduce(run, capsys, *inputs, "--beam", beam)
+        for rule in ("logprob", "prob"):
+            assert transduce(run, capsys, *inputs, "--beam", beam, "--model", str(run),
+                             "--combine", rule) == alone
+    # Members with other tokenizers cannot be averaged token by token.
+    import shutil
+
+    from seqformer.data.tokenizer import load_tokenizer
+
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    vocab = other / "tokenizer" / "target" / "tokenizer.json"
+    before = load_tokenizer(vocab.parent).fingerprint
+    vocab.write_text(vocab.read_text().replace('"h"', '"H"'))
+    recipe = other / "recipe.yaml"  # a consistent run of its own, just not run's twin
+    recipe.write_text(recipe.read_text().replace(before,
+                                                 load_tokenizer(vocab.parent).fingerprint))
+    assert "same tokenizers" in error_of(
+        ["transduce", "--model", str(run), "--model", str(other), "abc"], capsys)
+    assert "takes one --model" in error_of(
+        ["attention", "--model", str(run), "--model", str(run), "abc", "--out",
+         str(tmp_path / "a.png")], capsys)
+
+
+def test_evaluate_takes_the_decoding_controls(run: Path, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "test.tsv"
+    data.write_text("abc\tc b a\nhgf\tf g h\n")
+    out = tmp_path / "hyp.tsv"
+    assert main(["evaluate", "--model", str(run), "--data", str(data), "--min-length", "6",
+                 "--out", str(out)]) == 0
+    hyps = [line.split("\t")[1].split() for line in out.read_text().splitlines()]
+    assert len(hyps) == 2 and all(len(h) >= 6 for h in hyps)
+
+
+def test_out_of_memory_in_a_batch_splits_it_and_changes_no_output(run: Path,
+                                                                  monkeypatch) -> None:
+    import torch
+
+    from seqformer.tasks.transduction import Transducer
+
+    transducer = Transducer.load(run)
+    inputs = ["abcab", "hgf", "aaaa", "bcd", "hhgfe", "ab", "gfedcba", "ccc"]
+    expected = [t.texts for t in transducer.transduce(inputs, beam=3, nbest=2)]
+    step = transducer.model.step
+    widths: list[int] = []
+
+    def small_memory_step(tokens, state, *a, **k):
+        widths.append(tokens.shape[0])
+        if tokens.shape[0] > 6:  # at most two sentences x beam 3 fit
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return step(tokens, state, *a, **k)
+
+    monkeypatch.setattr(transducer.model, "step", small_memory_step)
+    assert [t.texts for t in transducer.transduce(inputs, beam=3, nbest=2)] == expected
+    assert max(widths) > 6 and widths[-1] <= 6

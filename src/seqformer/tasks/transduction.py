@@ -21,6 +21,8 @@ import yaml
 from seqformer.data.batching import BatchStream, collate_pairs, token_budget_batches
 from seqformer.data.corpus import Pair, read_aligned, read_tsv
 from seqformer.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from seqformer.decoding.ensemble import Ensemble
+from seqformer.decoding.memory import decode_cost, split_on_oom
 from seqformer.decoding.processors import (
     BadWords,
     ForcedPrefix,
@@ -175,6 +177,29 @@ class Transducer:
                         "own tokenizer")
         return cls(model, src_tok, tgt_tok, decode)
 
+    @classmethod
+    def load_ensemble(cls, run_dirs: Sequence[str | Path], device: str = "cpu",
+                      combine: str = "logprob") -> Transducer:
+        """One Transducer over several runs whose per-step distributions are combined.
+
+        The members must share both tokenizers exactly (same fingerprints): averaging
+        distributions over different vocabularies would silently mix unrelated tokens. The
+        first run's recipe supplies the decoding defaults.
+        """
+        members = [cls.load(d, device) for d in run_dirs]
+        if len(members) == 1:
+            return members[0]
+        first = members[0]
+        for run_dir, m in zip(run_dirs[1:], members[1:]):
+            for side in ("src_tok", "tgt_tok"):
+                if getattr(m, side).fingerprint != getattr(first, side).fingerprint:
+                    which = "source" if side == "src_tok" else "target"
+                    raise CheckpointError(
+                        f"{run_dir}: its {which} tokenizer differs from {run_dirs[0]}'s; "
+                        "an ensemble needs models trained with the same tokenizers")
+        model = Ensemble([m.model for m in members], combine)
+        return cls(model, first.src_tok, first.tgt_tok, first.decode)
+
     def encode_sources(self, sources: Sequence[str], where: Sequence[str] | None = None
                        ) -> list[list[int]]:
         ids, unknown = [], 0
@@ -244,20 +269,27 @@ class Transducer:
     def transduce(self, sources: Sequence[str], beam: int | None = None,
                   alpha: float | None = None, nbest: int | None = None,
                   max_length: int | None = None, where: Sequence[str] | None = None,
-                  progress: bool = False, penalty: str | None = None, min_length: int = 0,
-                  no_repeat_ngram: int = 0, repetition_penalty: float | None = None,
-                  bad_words: Sequence[str] = (), prefix: str | None = None
-                  ) -> list[Transduction]:
+                  progress: bool = False, penalty: str | None = None,
+                  min_length: int | None = None, no_repeat_ngram: int | None = None,
+                  repetition_penalty: float | None = None, bad_words: Sequence[str] = (),
+                  prefix: str | None = None) -> list[Transduction]:
         """Decode ``sources`` in length-bucketed batches; results come back in input order.
 
         ``penalty`` is the length-penalty formula ('gnmt' or 'plain', see
         :func:`~seqformer.decoding.search.beam_search`); the remaining keywords are the decoding
-        controls of :meth:`processors`.
+        controls of :meth:`processors`. Every keyword left unset (None) takes the run's recipe
+        ``decode`` section; ``bad_words`` add to the recipe's.
         """
-        beam = beam or self.decode.beam
-        alpha = self.decode.alpha if alpha is None else alpha
-        nbest = nbest or self.decode.nbest
-        max_length = max_length or self.decode.max_length
+        d = self.decode
+        beam = beam or d.beam
+        alpha = d.alpha if alpha is None else alpha
+        nbest = nbest or d.nbest
+        max_length = max_length or d.max_length
+        min_length = d.min_length if min_length is None else min_length
+        no_repeat_ngram = d.no_repeat_ngram if no_repeat_ngram is None else no_repeat_ngram
+        if repetition_penalty is None:
+            repetition_penalty = d.repetition_penalty
+        bad_words = list(d.bad_words) + [w for w in bad_words if w not in d.bad_words]
         penalty = penalty or self.decode.penalty
         if penalty not in ("gnmt", "plain"):
             raise ConfigError(f"--penalty {penalty!r}: use 'gnmt' or 'plain'")
@@ -267,9 +299,12 @@ class Transducer:
         processors = self.processors(min_length, no_repeat_ngram, repetition_penalty,
                                      bad_words, prefix, max_length)
         ids = self.encode_sources(sources, where)
-        # Beam search holds batch x beam hypotheses: budget the batch by that product.
+        # Decoding holds batch x beam hypotheses, each with its source and its output so far:
+        # the budget counts exactly that, so one long batch cannot exhaust memory.
+        model_max = self.model.config.max_len
+        costs = [decode_cost(len(r), 1, max_length, model_max) for r in ids]
         budget = max(1, self.decode.batch_tokens // beam)
-        batches = token_budget_batches([len(r) for r in ids], budget, shuffle=False, seed=0)
+        batches = token_budget_batches(costs, budget, shuffle=False, seed=0)
         results: list[Transduction | None] = [None] * len(ids)
         self.model.eval()
         bar = None
@@ -277,14 +312,20 @@ class Transducer:
             from tqdm import tqdm
 
             bar = tqdm(total=len(ids), desc="decoding", unit="sent", file=sys.stderr)
-        for indices in batches:
-            batch = collate_pairs([ids[i] for i in indices], None, indices).to(self.device)
+
+        def run(indices: Sequence[int]) -> list[list[Hypothesis]]:
+            batch = collate_pairs([ids[i] for i in indices], None, list(indices))
+            src = batch.src.to(self.device)
             if beam == 1 and nbest == 1:
-                hyps = [[h] for h in greedy_search(self.model, batch.src, max_length,
-                                                   processors)]
-            else:
-                hyps = beam_search(self.model, batch.src, beam, max_length, alpha, penalty,
-                                   nbest, processors=processors)
+                return [[h] for h in greedy_search(self.model, src, max_length, processors)]
+            return beam_search(self.model, src, beam, max_length, alpha, penalty, nbest,
+                               processors=processors)
+
+        def on_split(n: int) -> None:
+            log(f"warning: out of memory decoding {n} inputs at once; splitting the batch")
+
+        for indices in batches:
+            hyps = split_on_oom(run, indices, on_split)
             for i, h in zip(indices, hyps):
                 results[i] = Transduction(sources[i], h, [self.tgt_tok.decode(x.tokens)
                                                           for x in h])
