@@ -18,8 +18,13 @@ def check_block_fields(config: Any) -> None:
             raise ConfigError(f"model.{name} must be positive, got {getattr(config, name)}")
     if not 0.0 <= config.dropout < 1.0 or not 0.0 <= config.attention_dropout < 1.0:
         raise ConfigError("model.dropout and model.attention_dropout must be in [0, 1)")
-    if config.activation not in ("relu", "gelu"):
-        raise ConfigError(f"model.activation={config.activation!r}; use 'relu' or 'gelu'")
-    if config.positional not in ("sinusoidal", "learned"):
-        raise ConfigError(f"model.positional={config.positional!r}; use 'sinusoidal' or "
-                          "'learned'")
+    # The allowed names come from nn/, so a new activation or encoding is one edit there.
+    from seqformer.nn.feedforward import ACTIVATIONS
+    from seqformer.nn.positional import POSITIONAL_KINDS
+
+    if config.activation not in ACTIVATIONS:
+        raise ConfigError(f"model.activation={config.activation!r}; use one of "
+                          f"{', '.join(ACTIVATIONS)}")
+    if config.positional not in POSITIONAL_KINDS:
+        raise ConfigError(f"model.positional={config.positional!r}; use one of "
+                          f"{', '.join(POSITIONAL_KINDS)}")

@@ -23,7 +23,7 @@ from seqformer.errors import CheckpointError, ConfigError
 from seqformer.models.common import check_block_fields
 from seqformer.nn.attention import KVCache
 from seqformer.nn.layers import EncoderLayer
-from seqformer.nn.positional import LearnedPositionalEmbedding, make_positional
+from seqformer.nn.positional import LearnedPositionalEmbedding, RotaryEmbedding, make_positional
 from seqformer.training.loss import label_smoothed_cross_entropy
 
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -36,6 +36,10 @@ class GPTConfig:
     Defaults follow GPT-2 (pre-LN, GELU, learned positions, tied output) rather than the
     encoder-decoder's paper defaults, because that is what decoder-only users expect.
     ``max_len`` is the context (block) size: the longest sequence the model ever attends over.
+    ``positional``: ``learned`` (GPT-2), ``sinusoidal`` or ``rotary`` (RoPE in every
+    self-attention, GPT-NeoX/Llama layout, angles base ``rotary_base``; nothing is added to the
+    embeddings). ``norm_eps`` and the special ids exist so imported checkpoints (GPT-2 has one
+    ``<|endoftext|>`` id for bos and eos) keep their exact numerics and vocabulary.
     """
 
     vocab_size: int = 0
@@ -50,9 +54,24 @@ class GPTConfig:
     positional: str = "learned"
     max_len: int = 256
     tie_output: bool = True
+    rotary_base: float = 10000.0
+    norm_eps: float = 1e-5
+    pad_id: int = PAD_ID
+    bos_id: int = BOS_ID
+    eos_id: int = EOS_ID
 
     def __post_init__(self) -> None:
         check_block_fields(self)
+        if self.positional == "sinusoidal_concat":
+            raise ConfigError("model.positional='sinusoidal_concat' is an encoder-decoder "
+                              "option; use learned, sinusoidal or rotary for a GPT")
+        if self.positional == "rotary" and (self.d_model // self.heads) % 2:
+            raise ConfigError(f"model.positional='rotary' needs an even head size, got "
+                              f"d_model/heads={self.d_model // self.heads}; change model.heads")
+        for name in ("pad_id", "bos_id", "eos_id"):
+            if not 0 <= getattr(self, name) < max(self.vocab_size, 5):
+                raise ConfigError(f"model.{name}={getattr(self, name)} is outside the "
+                                  f"vocabulary of {self.vocab_size}")
 
 
 @dataclass
@@ -80,7 +99,7 @@ class GPTState:
 class GPT(nn.Module):
     """Token + position embeddings -> N causal blocks -> LayerNorm -> tied linear head."""
 
-    pad_id, bos_id, eos_id, unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID
+    unk_id = UNK_ID
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -89,12 +108,16 @@ class GPT(nn.Module):
         self.config = c = config
         self.embed = nn.Embedding(c.vocab_size, c.d_model)
         self.pos = make_positional(c.positional, c.d_model, c.max_len)
+        # One rotary module (buffers only) shared by every layer's self-attention.
+        rotary = (RotaryEmbedding(c.d_model // c.heads, c.rotary_base)
+                  if c.positional == "rotary" else None)
         self.embed_dropout = nn.Dropout(c.dropout)
         self.layers = nn.ModuleList(
             EncoderLayer(c.d_model, c.heads, c.ffn_dim, c.dropout, c.attention_dropout,
-                         c.activation, c.norm_first) for _ in range(c.layers))
+                         c.activation, c.norm_first, c.norm_eps, rotary=rotary)
+            for _ in range(c.layers))
         # Pre-LN leaves the residual stream unnormalised after the last block.
-        self.norm = nn.LayerNorm(c.d_model) if c.norm_first else nn.Identity()
+        self.norm = nn.LayerNorm(c.d_model, eps=c.norm_eps) if c.norm_first else nn.Identity()
         self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self._init_weights()
         if c.tie_output:
@@ -102,6 +125,18 @@ class GPT(nn.Module):
         # Sines have amplitude 1 while N(0, 0.02) token vectors are tiny; scale tokens up so the
         # position signal does not drown them (learned positions start at the same 0.02).
         self.embed_scale = math.sqrt(c.d_model) if c.positional == "sinusoidal" else 1.0
+
+    @property
+    def pad_id(self) -> int:
+        return self.config.pad_id
+
+    @property
+    def bos_id(self) -> int:
+        return self.config.bos_id
+
+    @property
+    def eos_id(self) -> int:
+        return self.config.eos_id
 
     def _init_weights(self) -> None:
         """GPT-2's init: N(0, 0.02) everywhere, and the projections that write into the residual
@@ -127,7 +162,9 @@ class GPT(nn.Module):
         if offset + length > self.config.max_len:
             raise ValueError(f"sequence of length {offset + length} exceeds the context "
                              f"model.max_len={self.config.max_len}")
-        x = self.embed(tokens) * self.embed_scale + self.pos(length, offset)
+        x = self.embed(tokens) * self.embed_scale
+        if self.pos is not None:  # rotary positions act inside attention instead
+            x = x + self.pos(length, offset)
         x = self.embed_dropout(x)
         for i, layer in enumerate(self.layers):
             x, _ = layer(x, is_causal=True, cache=None if caches is None else caches[i])
@@ -140,7 +177,7 @@ class GPT(nn.Module):
     def forward(self, batch) -> GPTOutput:
         logits = self.logits(batch.inputs)
         loss, nll, n_tokens = label_smoothed_cross_entropy(logits.float(), batch.targets, 0.0,
-                                                           ignore_index=PAD_ID)
+                                                           ignore_index=self.pad_id)
         return GPTOutput(loss, nll, logits, int(n_tokens))
 
     # -- incremental decoding -------------------------------------------------------------------

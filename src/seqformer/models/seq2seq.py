@@ -28,7 +28,13 @@ PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 
 @dataclass(frozen=True)
 class Seq2SeqConfig:
-    """Shape of the model; the vocab sizes come from the tokenizers, the rest from the recipe."""
+    """Shape of the model; the vocab sizes come from the tokenizers, the rest from the recipe.
+
+    The last group of fields exists so imported checkpoints (Marian / opus-mt) run with their
+    exact numerics: ``output_bias`` is Marian's ``final_logits_bias``; ``pad_id``/``bos_id``/
+    ``eos_id`` are the vocabulary's special ids (Marian: eos 0, pad last, and decoding starts
+    from pad, so ``bos_id == pad_id``).
+    """
 
     src_vocab_size: int = 0
     tgt_vocab_size: int = 0
@@ -48,9 +54,19 @@ class Seq2SeqConfig:
     tie_output: bool = True
     scale_embedding: bool = True
     label_smoothing: float = 0.1
+    output_bias: bool = False
+    pad_id: int = PAD_ID
+    bos_id: int = BOS_ID
+    eos_id: int = EOS_ID
 
     def __post_init__(self) -> None:
         check_block_fields(self)
+        if self.positional == "rotary":
+            raise ConfigError("model.positional='rotary' is a GPT option; use sinusoidal, "
+                              "sinusoidal_concat or learned for the encoder-decoder")
+        if self.eos_id in (self.pad_id, self.bos_id):
+            raise ConfigError(f"model.eos_id={self.eos_id} must differ from model.pad_id and "
+                              "model.bos_id")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError("model.label_smoothing must be in [0, 1)")
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
@@ -98,17 +114,15 @@ class DecoderState:
 class Seq2Seq(nn.Module):
     """Embeddings -> encoder stack -> decoder stack -> linear output (softmax in the loss)."""
 
-    pad_id, bos_id, eos_id = PAD_ID, BOS_ID, EOS_ID
-
     def __init__(self, config: Seq2SeqConfig) -> None:
         super().__init__()
         if config.src_vocab_size <= 4 or config.tgt_vocab_size <= 4:
             raise ConfigError("Seq2SeqConfig needs src_vocab_size and tgt_vocab_size from the "
                               "tokenizers (both > 4)")
         self.config = c = config
-        self.src_embed = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=PAD_ID)
+        self.src_embed = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id)
         self.tgt_embed = (self.src_embed if c.share_embeddings
-                          else nn.Embedding(c.tgt_vocab_size, c.d_model, padding_idx=PAD_ID))
+                          else nn.Embedding(c.tgt_vocab_size, c.d_model, padding_idx=c.pad_id))
         self.src_pos = make_positional(c.positional, c.d_model, c.max_len)
         self.tgt_pos = make_positional(c.positional, c.d_model, c.max_len)
         self.embed_dropout = nn.Dropout(c.dropout)
@@ -116,11 +130,23 @@ class Seq2Seq(nn.Module):
                 c.norm_first)
         self.encoder = Encoder(c.n_encoder_layers, *args)
         self.decoder = Decoder(c.n_decoder_layers, *args)
-        self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
+        self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
         self._init_weights()
         if c.tie_output:
             self.output.weight = self.tgt_embed.weight
         self.embed_scale = math.sqrt(c.d_model) if c.scale_embedding else 1.0
+
+    @property
+    def pad_id(self) -> int:
+        return self.config.pad_id
+
+    @property
+    def bos_id(self) -> int:
+        return self.config.bos_id
+
+    @property
+    def eos_id(self) -> int:
+        return self.config.eos_id
 
     def _init_weights(self) -> None:
         """Xavier for matrices (as in the reference Transformer), N(0, d^-1/2) for embeddings so
@@ -135,7 +161,7 @@ class Seq2Seq(nn.Module):
         for emb in embeddings:
             nn.init.normal_(emb.weight, std=self.config.d_model ** -0.5)
             with torch.no_grad():
-                emb.weight[PAD_ID].zero_()
+                emb.weight[self.config.pad_id].zero_()
 
     # -- shared pieces ------------------------------------------------------------------------
     def _embed(self, tokens: Tensor, embed: nn.Embedding, pos: nn.Module,
@@ -149,7 +175,7 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None, list]:
         """Run the encoder over ``src`` (batch, src_len) -> memory, padding mask, weights."""
-        padding = src.eq(PAD_ID)
+        padding = src.eq(self.pad_id)
         mask = padding if bool(padding.any()) else None  # unpadded batches take the fused path
         memory, weights = self.encoder(self._embed(src, self.src_embed, self.src_pos), mask,
                                        need_weights)
@@ -167,11 +193,11 @@ class Seq2Seq(nn.Module):
         logits, _ = self.decode(batch.tgt_in, memory, mask)
         flat_logits = logits.reshape(-1, logits.shape[-1]).float()
         target = batch.tgt_out.reshape(-1)
-        loss = F.cross_entropy(flat_logits, target, ignore_index=PAD_ID,
+        loss = F.cross_entropy(flat_logits, target, ignore_index=self.pad_id,
                                label_smoothing=self.config.label_smoothing)
         nll = (loss.detach() if self.config.label_smoothing == 0.0 else
-               F.cross_entropy(flat_logits.detach(), target, ignore_index=PAD_ID))
-        return Seq2SeqOutput(loss, nll, logits, int(target.ne(PAD_ID).sum()))
+               F.cross_entropy(flat_logits.detach(), target, ignore_index=self.pad_id))
+        return Seq2SeqOutput(loss, nll, logits, int(target.ne(self.pad_id).sum()))
 
     # -- incremental decoding -------------------------------------------------------------------
     def start(self, src: Tensor) -> DecoderState:

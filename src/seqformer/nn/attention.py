@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqformer.nn.positional import RotaryEmbedding
+
 
 @dataclass
 class KVCache:
@@ -86,9 +88,12 @@ class MultiHeadAttention(nn.Module):
 
     Separate q/k/v projections (rather than one packed matrix) let cross-attention project the
     encoder memory once into a cache and let checkpoints from other toolkits map one-to-one.
+    An optional ``rotary`` module rotates queries and keys after the head split (self-attention
+    only); cached keys are stored rotated, so each new step is rotated at its own position.
     """
 
-    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(self, d_model: int, heads: int, dropout: float = 0.0, bias: bool = True,
+                 rotary: RotaryEmbedding | None = None) -> None:
         super().__init__()
         if d_model % heads:
             raise ValueError(f"d_model={d_model} is not divisible by heads={heads}")
@@ -98,6 +103,7 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model, bias=bias)
         self.v_proj = nn.Linear(d_model, d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
+        self.rotary = rotary
 
     def _split(self, x: Tensor) -> Tensor:
         batch, time, _ = x.shape
@@ -133,6 +139,9 @@ class MultiHeadAttention(nn.Module):
             k, v = cache.key, cache.value
         else:
             k, v = self._split(self.k_proj(key)), self._split(self.v_proj(value))
+            if self.rotary is not None:
+                offset = 0 if cache is None or cache.key is None else cache.key.shape[2]
+                q, k = self.rotary(q, k, offset)
             if cache is not None:
                 k, v = cache.append(k, v)
         src_len = k.shape[2]

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+ACTIVATIONS = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    # GPT-2's "gelu_new": the tanh approximation its checkpoints were trained with.
+    "gelu_tanh": partial(F.gelu, approximate="tanh"),
+    # SiLU, a.k.a. swish (Marian / opus-mt).
+    "silu": F.silu,
+}
 
 
 class FeedForward(nn.Module):

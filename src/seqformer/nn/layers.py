@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from seqformer.nn.attention import KVCache, MultiHeadAttention
 from seqformer.nn.feedforward import FeedForward
 from seqformer.nn.norm import Residual
+from seqformer.nn.positional import RotaryEmbedding
 
 
 @dataclass
@@ -30,12 +31,15 @@ class LayerCache:
 class EncoderLayer(nn.Module):
     def __init__(self, dim: int, heads: int, ffn_dim: int, dropout: float = 0.1,
                  attention_dropout: float = 0.0, activation: str = "relu",
-                 norm_first: bool = True) -> None:
+                 norm_first: bool = True, norm_eps: float = 1e-5, *,
+                 rotary: RotaryEmbedding | None = None) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(dim, heads, attention_dropout)
+        # rotary (a GPT option) rotates self-attention queries and keys by position.
+        self.self_attn = MultiHeadAttention(dim, heads, attention_dropout, rotary=rotary)
         self.ffn = FeedForward(dim, ffn_dim, dropout, activation)
-        self.attn_block = Residual(dim, dropout, norm_first)
-        self.ffn_block = Residual(dim, dropout, norm_first)
+        # norm_eps: BERT uses 1e-12; checkpoints converted from it need the same value.
+        self.attn_block = Residual(dim, dropout, norm_first, norm_eps)
+        self.ffn_block = Residual(dim, dropout, norm_first, norm_eps)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None,
                 need_weights: bool = False, is_causal: bool = False,
@@ -106,12 +110,13 @@ class Encoder(nn.Module):
 
     def __init__(self, layers: int, dim: int, heads: int, ffn_dim: int, dropout: float = 0.1,
                  attention_dropout: float = 0.0, activation: str = "relu",
-                 norm_first: bool = True) -> None:
+                 norm_first: bool = True, norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            EncoderLayer(dim, heads, ffn_dim, dropout, attention_dropout, activation, norm_first)
+            EncoderLayer(dim, heads, ffn_dim, dropout, attention_dropout, activation, norm_first,
+                         norm_eps)
             for _ in range(layers))
-        self.norm = nn.LayerNorm(dim) if norm_first else nn.Identity()
+        self.norm = nn.LayerNorm(dim, eps=norm_eps) if norm_first else nn.Identity()
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None,
                 need_weights: bool = False) -> tuple[Tensor, list[Tensor | None]]:
