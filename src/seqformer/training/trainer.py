@@ -18,10 +18,12 @@ smoothed) and optionally ``.nll`` (reported, not optimised).
 Run directory
 -------------
 ``run_dir/model.safetensors``: best weights by ``config.metric`` (or the final weights when
-there is no ``validate``); ``on_save(run_dir)`` is called after each write so the caller can put
-config and tokenizers next to it. ``run_dir/last/``: the latest complete state for ``--resume``
-(``model.safetensors`` + ``trainer_state.{safetensors,json}``). ``run_dir/log.jsonl``: one JSON
-object per line, appended to across resumes:
+there is no ``validate``); with ``train.ema`` these are the moving-average weights, which are
+also what ``validate`` sees (see :mod:`seqformer.training.ema`); ``on_save(run_dir)`` is called
+after each write so the caller can put config and tokenizers next to it. ``run_dir/last/``: the
+latest complete state for ``--resume`` (``model.safetensors`` + ``trainer_state.{safetensors,
+json}``, plus ``ema.safetensors`` with ``train.ema``). ``run_dir/log.jsonl``: one JSON object per
+line, appended to across resumes:
 
 - training records, every ``log_every`` steps and at the last step:
   ``{"step", "epoch", "loss", "nll", "lr", "grad_norm", "tokens_per_s", "elapsed"}`` where
@@ -72,11 +74,13 @@ from seqformer.training.checkpoint import (
     save_training_state,
     save_weights,
 )
+from seqformer.training.ema import EMA
 from seqformer.training.freezing import freeze_parameters, parameter_table
 from seqformer.training.schedules import SCHEDULES, make_scheduler
 
 LOG_NAME = "log.jsonl"
 LAST_DIR = "last"
+EMA_NAME = "ema.safetensors"  # in last/: the moving average, so a resume continues it
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,9 @@ class TrainConfig:
     ``keep_checkpoints=N`` also keeps the weights of the N newest saves in ``checkpoints/``
     for ``seqformer average`` (0 keeps none). ``freeze`` holds glob patterns on parameter
     names (``"encoder.layers.[0-1].*"``) whose parameters are not trained; see
-    :mod:`seqformer.training.freezing`.
+    :mod:`seqformer.training.freezing`. ``ema`` (e.g. 0.999; 0 = off) keeps an exponential
+    moving average of the weights, which is what validation sees and the run saves; see
+    :mod:`seqformer.training.ema`.
     """
 
     max_steps: int = 10000
@@ -119,6 +125,7 @@ class TrainConfig:
     progress: bool = True
     keep_checkpoints: int = 0
     freeze: list[str] = dataclasses.field(default_factory=list)
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         # Recipes come from YAML, where a pair is a list; freeze it into the declared tuple.
@@ -148,6 +155,8 @@ class TrainConfig:
             value = getattr(self, field)
             if not is_number(value) or not 0 <= value < math.inf:
                 raise bad(field, "a finite number >= 0 (0 turns it off)")
+        if not is_number(self.ema) or not 0 <= self.ema < 1:
+            raise bad("ema", "0 (off) or a decay in (0, 1), e.g. 0.999")
         if not is_number(self.min_lr_ratio) or not 0 <= self.min_lr_ratio <= 1:
             raise bad("min_lr_ratio", "a number in [0, 1]")
         betas_ok = (
@@ -274,6 +283,7 @@ class Trainer:
             freeze_parameters(self.model, config.freeze)
             _say(parameter_table(self.model))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.ema = EMA(self.model, config.ema) if config.ema else None
         flops = getattr(self.model, "flops_per_token", None)
         self.peak_flops = peak_flops(self.device) if callable(flops) else None
         self.optimizer = build_optimizer(self.model, config)
@@ -356,6 +366,8 @@ class Trainer:
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                if self.ema is not None:
+                    self.ema.update(self.model)
                 self.step += 1
                 window_steps += 1
                 bar.update(1)
@@ -450,7 +462,8 @@ class Trainer:
         """
         self.model.eval()
         with preserved_rng(), torch.no_grad(), self._autocast():
-            metrics = {name: float(value) for name, value in self.validate(self.model).items()}
+            metrics = {name: float(value)
+                       for name, value in self.validate(self.final_model).items()}
         self.model.train()
         if self.config.metric not in metrics:
             raise ConfigError(
@@ -480,8 +493,13 @@ class Trainer:
         _say(f"step {self.step} | {shown}" + (" | best" if improved else ""))
         return improved
 
+    @property
+    def final_model(self) -> nn.Module:
+        """What is validated and saved as the run's model: the EMA weights when kept."""
+        return self.model if self.ema is None else self.ema.module
+
     def _save_best(self) -> None:
-        save_weights(self.model, self.run_dir / WEIGHTS_NAME)
+        save_weights(self.final_model, self.run_dir / WEIGHTS_NAME)
         if self.on_save is not None:
             self.on_save(self.run_dir)
 
@@ -494,7 +512,10 @@ class Trainer:
         scratch = self.run_dir / f"{LAST_DIR}.partial"
         shutil.rmtree(scratch, ignore_errors=True)
         save_weights(self.model, scratch / WEIGHTS_NAME)
+        if self.ema is not None:
+            save_weights(self.ema.module, scratch / EMA_NAME)
         extra = {
+            "ema_updates": None if self.ema is None else self.ema.updates,
             "stream": self.train_stream.state_dict(),
             "best": self.best,
             "bad_evals": self.bad_evals,
@@ -524,6 +545,13 @@ class Trainer:
             )
         load_weights(self.model, last / WEIGHTS_NAME)
         self.step, extra = load_training_state(last, self.optimizer, self.scheduler)
+        if self.ema is not None:
+            if not (last / EMA_NAME).is_file():
+                raise CheckpointError(
+                    f"{last}: this run was trained without train.ema, so there is no average "
+                    "to continue; resume with train.ema: 0 or start a new run")
+            load_weights(self.ema.module, last / EMA_NAME)
+            self.ema.updates = int(extra.get("ema_updates") or self.step)
         with preserved_rng():  # a stream may draw random numbers to rebuild its shuffle
             self.train_stream.load_state_dict(extra["stream"])
         self.best = extra["best"]
