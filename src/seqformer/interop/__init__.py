@@ -1,0 +1,1 @@
+"""Weight-name mappings between seqformer models and other toolkits' checkpoints."""
