@@ -241,6 +241,23 @@ class GPT(nn.Module):
         return model.to(map_location).eval()
 
 
+    # -- Hugging Face interop (GPT-2) ------------------------------------------------------------
+    @classmethod
+    def from_hf(cls, path: str | Path, trust_pickle: bool = False) -> GPT:
+        """A GPT with the weights of the local GPT-2 directory ``path`` (``save_pretrained``
+        layout; safetensors, or ``pytorch_model.bin`` only with ``trust_pickle``)."""
+        from seqformer.interop import hf_gpt2
+
+        return hf_gpt2.load(path, trust_pickle)
+
+    def to_hf(self, path: str | Path, tokenizer=None) -> None:
+        """Write a directory ``GPT2LMHeadModel.from_pretrained(path)`` loads (plus the
+        tokenizer files when an imported ``tokenizer`` is given)."""
+        from seqformer.interop import hf_gpt2
+
+        hf_gpt2.save(self, path, tokenizer)
+
+
 def config_json(config: GPTConfig) -> dict:
     """The ``config.json`` content; ``family`` tells loaders which model class to build."""
     return {"family": "gpt", **to_dict(config)}
