@@ -116,19 +116,19 @@ def mask_tokens(input_ids: Tensor, vocab_size: int, generator: torch.Generator,
     return inputs, labels
 
 
-class MLMStream:
-    """Endless MLM batches: each epoch a seeded permutation of the examples, each batch a fresh
-    mask. ``state_dict`` is the number of batches yielded, as for the other streams."""
+class ExampleStream:
+    """Endless batches of a fixed example list: each epoch a seeded permutation, cut into
+    ``batch_size`` slices. Batch ``n`` is a pure function of ``(seed, n)``, so ``state_dict``
+    is the number of batches yielded (the Trainer's stream contract); subclasses decide how a
+    slice becomes a batch (:meth:`make_batch`)."""
 
-    def __init__(self, examples: Sequence[Example], batch_size: int, vocab_size: int,
-                 seed: int, probability: float = 0.15) -> None:
+    def __init__(self, examples: Sequence[Any], batch_size: int, seed: int) -> None:
         if not examples:
-            raise DataError("no pretraining examples: the text is empty; check data.sources")
+            raise DataError("no training examples; check the recipe's data section")
         if batch_size < 1:
             raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
-        self.examples, self.batch_size = list(examples), batch_size
-        self.vocab_size, self.seed, self.probability = vocab_size, seed, probability
-        self.per_epoch = max(1, len(self.examples) // batch_size)
+        self.examples, self.batch_size, self.seed = list(examples), batch_size, seed
+        self.per_epoch = max(1, -(-len(self.examples) // batch_size))
         self.position = 0
         self._order: tuple[int, list[int]] | None = None
 
@@ -139,21 +139,21 @@ class MLMStream:
     def _permutation(self, epoch: int) -> list[int]:
         if self._order is None or self._order[0] != epoch:
             order = list(range(len(self.examples)))
-            random.Random(f"seqformer.mlm:{self.seed}:{epoch}").shuffle(order)
+            random.Random(f"seqformer.examples:{self.seed}:{epoch}").shuffle(order)
             self._order = (epoch, order)
         return self._order[1]
 
-    def batch_at(self, position: int) -> EncoderBatch:
+    def batch_at(self, position: int) -> Any:
         epoch, index = divmod(position, self.per_epoch)
         order = self._permutation(epoch)
         chosen = [self.examples[i]
                   for i in order[index * self.batch_size:(index + 1) * self.batch_size]]
-        ids, types = collate(chosen)
-        generator = torch.Generator().manual_seed(hash_seed(self.seed, position))
-        inputs, labels = mask_tokens(ids, self.vocab_size, generator, self.probability)
-        return EncoderBatch(inputs, types, labels)
+        return self.make_batch(chosen, position)
 
-    def __iter__(self) -> Iterator[EncoderBatch]:
+    def make_batch(self, examples: list[Any], position: int) -> Any:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
         while True:
             batch = self.batch_at(self.position)
             self.position += 1
@@ -164,6 +164,21 @@ class MLMStream:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.position = int(state["position"])
+
+
+class MLMStream(ExampleStream):
+    """Pair examples, padded, with a fresh BERT mask per batch (so per epoch)."""
+
+    def __init__(self, examples: Sequence[Example], batch_size: int, vocab_size: int,
+                 seed: int, probability: float = 0.15) -> None:
+        super().__init__(examples, batch_size, seed)
+        self.vocab_size, self.probability = vocab_size, probability
+
+    def make_batch(self, examples: list[Example], position: int) -> EncoderBatch:
+        ids, types = collate(examples)
+        generator = torch.Generator().manual_seed(hash_seed(self.seed, position))
+        inputs, labels = mask_tokens(ids, self.vocab_size, generator, self.probability)
+        return EncoderBatch(inputs, types, labels)
 
 
 def hash_seed(seed: int, position: int) -> int:

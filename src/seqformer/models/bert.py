@@ -293,3 +293,29 @@ def read_bert_config(directory: str | Path) -> tuple[BERTConfig, str, list[str]]
     head = str(data.pop("head", "mlm"))
     labels = [str(x) for x in data.pop("labels", [])]
     return from_dict(BERTConfig, data, f"{directory}/config.json"), head, labels
+
+
+FREEZE_PRESETS = ("none", "embeddings", "bottom:N", "all-but-head")
+
+
+def freeze_patterns(preset: str, layers: int) -> list[str]:
+    """Parameter-name patterns (for ``training.freezing``) of a fine-tuning freeze preset.
+
+    ``none``: train everything; ``embeddings``: the embedding block (word, position, token
+    type, its LayerNorm -- and the MLM decoder tied to the word table); ``bottom:N``: the
+    embeddings and the N lowest encoder layers (lower layers hold the most general features);
+    ``all-but-head``: the whole encoder, a linear probe of the pretrained features.
+    """
+    if preset == "none":
+        return []
+    if preset == "embeddings":
+        return ["bert.embeddings.*"]
+    if preset == "all-but-head":
+        return ["bert.*"]
+    if preset.startswith("bottom:"):
+        count = preset.partition(":")[2]
+        if not count.isdigit() or not 0 < int(count) <= max(layers, 1):
+            raise ConfigError(f"freeze={preset!r}: N must be an integer from 1 to the number "
+                              f"of layers ({layers})")
+        return ["bert.embeddings.*", *(f"bert.encoder.layers.{i}.*" for i in range(int(count)))]
+    raise ConfigError(f"freeze={preset!r}; use one of {', '.join(FREEZE_PRESETS)}")

@@ -1,0 +1,255 @@
+"""Recipes of the encoder (BERT) tasks: ``task: mlm`` pretraining and ``task: classify | tag |
+qa`` fine-tuning. :func:`seqformer.recipe.recipe_from_dict` hands these tasks to
+:func:`encoder_recipe_from_dict`.
+
+Pretraining (:class:`MLMRecipe`): ``data`` (:class:`MLMDataConfig`), ``tokenizer``
+(:class:`WordPieceConfig`), ``model`` (:class:`~seqformer.models.bert.BERTConfig` fields),
+``train``.
+
+Fine-tuning (:class:`FinetuneRecipe`): ``init_from`` (a pretraining run directory; the encoder
+shape and tokenizer come from it), ``freeze`` (a preset, see
+:func:`seqformer.models.bert.freeze_patterns`), ``data`` (:class:`FinetuneDataConfig`),
+``model`` (only dropouts may change), ``train`` (:class:`FinetuneTrainConfig`: BERT's
+fine-tuning defaults, lr 5e-5, weight decay 0.01, 3 epochs, linear warmup and decay).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from seqformer.config import from_dict, to_dict, unknown_field_error
+from seqformer.data.fortunes import DEFAULT_CATEGORIES
+from seqformer.errors import ConfigError
+from seqformer.models.bert import BERTConfig, freeze_patterns
+from seqformer.training.trainer import TrainConfig
+
+ENCODER_TASKS = ("mlm", "classify", "tag", "qa")
+MLM_SOURCES = {"fortunes": None, "web": "engWEB2015eb", "kjv": "engKJV2006eb", "files": None}
+# Metrics each task's validation returns, and which way is better.
+TASK_METRICS = {
+    "mlm": {"valid_loss": "min", "valid_accuracy": "max"},
+    "classify": {"valid_loss": "min", "valid_accuracy": "max", "valid_macro_f1": "max"},
+    "tag": {"valid_loss": "min", "valid_f1": "max"},
+    "qa": {"valid_loss": "min", "valid_exact": "max", "valid_f1": "max"},
+}
+# Fine-tuning may change regularisation, never the pretrained shape.
+FINETUNE_MODEL_FIELDS = ("dropout", "attention_dropout")
+
+
+@dataclass(frozen=True)
+class MLMDataConfig:
+    """Pretraining text. ``sources``: ``fortunes`` (Debian fortunes, only entries whose hash
+    puts them in the fortune classifier's training split, so fine-tuning is never scored on
+    text seen in pretraining), ``web`` / ``kjv`` (Bibles via SWORD, a chapter per document),
+    ``files`` (the UTF-8 files in ``files``; blank lines separate documents).
+    ``max_documents`` caps each source (deterministic: the first N). ``valid_percent`` of the
+    documents (by hash) are held out; ``valid_examples`` caps what is scored each evaluation.
+    """
+
+    sources: list[str] = field(default_factory=lambda: ["fortunes", "web"])
+    files: list[str] | None = None
+    max_documents: int | None = None
+    valid_percent: float = 2.0
+    valid_examples: int = 256
+    batch_size: int = 32
+    mask_probability: float = 0.15
+
+    def __post_init__(self) -> None:
+        for source in self.sources:
+            if source not in MLM_SOURCES:
+                raise ConfigError(f"data.sources: {source!r}; use any of "
+                                  f"{', '.join(MLM_SOURCES)}")
+        if not self.sources:
+            raise ConfigError("data.sources is empty; give at least one of "
+                              f"{', '.join(MLM_SOURCES)}")
+        if "files" in self.sources and not self.files:
+            raise ConfigError("data.files is required with data.sources: [files]")
+        if not 0.0 < self.valid_percent < 100.0:
+            raise ConfigError(f"data.valid_percent must be in (0, 100), got {self.valid_percent}")
+        if not 0.0 < self.mask_probability < 1.0:
+            raise ConfigError(f"data.mask_probability must be in (0, 1), got "
+                              f"{self.mask_probability}")
+        for name in ("batch_size", "valid_examples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_documents is not None and self.max_documents < 1:
+            raise ConfigError(f"data.max_documents must be >= 1 or null, got "
+                              f"{self.max_documents}")
+
+
+@dataclass(frozen=True)
+class WordPieceConfig:
+    kind: str = "wordpiece"
+    vocab_size: int = 8000
+    min_frequency: int = 2
+
+    def __post_init__(self) -> None:
+        if self.kind != "wordpiece":
+            raise ConfigError(f"tokenizer.kind={self.kind!r}; encoder tasks use 'wordpiece'")
+        if self.vocab_size <= 5 or self.min_frequency < 1:
+            raise ConfigError("tokenizer: need vocab_size > 5 and min_frequency >= 1")
+
+
+def _check_metric(train: TrainConfig, task: str) -> None:
+    metrics = TASK_METRICS[task]
+    if train.metric not in metrics:
+        raise ConfigError(f"train.metric={train.metric!r}; for task: {task} use one of "
+                          f"{', '.join(metrics)}")
+    if train.metric_mode != metrics[train.metric]:
+        raise ConfigError(f"train.metric_mode={train.metric_mode!r} but {train.metric} is "
+                          f"better when {'lower' if metrics[train.metric] == 'min' else 'higher'}"
+                          f"; set train.metric_mode: {metrics[train.metric]}")
+
+
+@dataclass(frozen=True)
+class MLMRecipe:
+    name: str = "bert-pretrain"
+    task: str = "mlm"
+    data: MLMDataConfig = field(default_factory=MLMDataConfig)
+    tokenizer: WordPieceConfig = field(default_factory=WordPieceConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_metric(self.train, "mlm")
+
+    def model_config(self, vocab_size: int) -> BERTConfig:
+        return from_dict(BERTConfig, {**self.model, "vocab_size": vocab_size}, "recipe",
+                         "model.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+@dataclass(frozen=True)
+class FinetuneTrainConfig(TrainConfig):
+    """BERT's fine-tuning recipe (Devlin et al., 2019, appendix A.3) as defaults.
+
+    ``epochs`` > 0 sets ``max_steps`` to epochs x batches per epoch and ``warmup_ratio`` the
+    warmup as a fraction of it; validation (and saving) runs ``evals_per_epoch`` times an
+    epoch. ``epochs: 0`` uses ``max_steps``, ``warmup_steps`` and ``eval_every`` as given.
+    """
+
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    schedule: str = "linear"
+    warmup_steps: int = 0
+    metric: str = "valid_loss"
+    epochs: int = 3
+    warmup_ratio: float = 0.1
+    evals_per_epoch: int = 1
+    save_every: int = 0
+    log_every: int = 20
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise ConfigError(f"train.epochs must be an integer >= 0, got {self.epochs!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.evals_per_epoch < 1:
+            raise ConfigError(f"train.evals_per_epoch must be >= 1, got {self.evals_per_epoch}")
+
+    def for_epochs(self, batches_per_epoch: int) -> TrainConfig:
+        """The concrete trainer settings once the number of batches per epoch is known."""
+        if not self.epochs:
+            return self
+        steps = self.epochs * batches_per_epoch
+        return dataclasses.replace(
+            self, max_steps=steps, warmup_steps=int(self.warmup_ratio * steps),
+            eval_every=max(1, batches_per_epoch // self.evals_per_epoch))
+
+
+@dataclass(frozen=True)
+class FinetuneDataConfig:
+    """Labelled examples. ``corpus: fortunes`` classifies Debian fortunes into
+    ``categories`` (split by hash: about 80/10/10). ``corpus: files``: ``train`` / ``valid`` /
+    ``test`` files -- classify: TSV ``text<TAB>label`` or ``text_a<TAB>text_b<TAB>label``;
+    tag: CoNLL-style ``token<TAB>tag`` lines, a blank line between sentences; qa: JSON lines
+    ``{"question", "context", "answers": [{"text", "answer_start"}]}`` (SQuAD v1.1 fields).
+    A missing ``valid`` is carved out of ``train`` by hash (``valid_percent``). Inputs longer
+    than ``max_len`` tokens (default: the model's) are truncated.
+    """
+
+    corpus: str = "fortunes"
+    categories: list[str] = field(default_factory=lambda: list(DEFAULT_CATEGORIES))
+    train: str | None = None
+    valid: str | None = None
+    test: str | None = None
+    valid_percent: float = 10.0
+    batch_size: int = 32
+    max_len: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.corpus not in ("fortunes", "files"):
+            raise ConfigError(f"data.corpus={self.corpus!r}; use 'fortunes' or 'files'")
+        if self.corpus == "files" and not self.train:
+            raise ConfigError("data.train is required with data.corpus: files")
+        if self.batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {self.batch_size}")
+        if not 0.0 < self.valid_percent < 100.0:
+            raise ConfigError(f"data.valid_percent must be in (0, 100), got "
+                              f"{self.valid_percent}")
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    name: str = "finetune"
+    task: str = "classify"
+    init_from: str | None = None
+    freeze: str = "none"
+    pooling: str = "mean"  # sentence embeddings of `seqformer embed`: mean or cls
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    tokenizer: WordPieceConfig = field(default_factory=WordPieceConfig)  # from scratch only
+    model: dict[str, Any] = field(default_factory=dict)
+    train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_metric(self.train, self.task)
+        if self.task != "classify" and self.data.corpus == "fortunes":
+            raise ConfigError(f"data.corpus: fortunes is a classification corpus; task: "
+                              f"{self.task} needs data.corpus: files")
+        freeze_patterns(self.freeze, 1 << 30)  # spelling only: the layer count comes later
+        if self.pooling not in ("mean", "cls"):
+            raise ConfigError(f"pooling={self.pooling!r}; use 'mean' or 'cls'")
+        if self.init_from is not None:
+            for key in self.model:
+                if key not in FINETUNE_MODEL_FIELDS:
+                    raise ConfigError(f"model.{key}: the encoder's shape comes from init_from "
+                                      f"({self.init_from}); only "
+                                      f"{', '.join(FINETUNE_MODEL_FIELDS)} may be set")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+EncoderRecipe = MLMRecipe | FinetuneRecipe
+
+
+def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> EncoderRecipe:
+    """Build and validate an encoder recipe so a bad field fails before any data is read."""
+    model = tree.get("model") or {}
+    if not isinstance(model, dict):
+        raise ConfigError(f"{where}: model must be a mapping of fields")
+    valid = {f.name for f in dataclasses.fields(BERTConfig)} - {"vocab_size"}
+    for key in model:
+        if key not in valid:
+            raise unknown_field_error(key, sorted(valid), where, "model.")
+    try:
+        if tree.get("task") == "mlm":
+            recipe: EncoderRecipe = from_dict(MLMRecipe, tree, where)
+            recipe.model_config(100)
+        else:
+            recipe = from_dict(FinetuneRecipe, tree, where)
+            from_dict(BERTConfig, {**recipe.model, "vocab_size": 100}, where, "model.")
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}"
+                          ) from None
+    return recipe

@@ -1,0 +1,208 @@
+"""The encoder (BERT) commands end to end on tiny recipes: pretrain, fill-mask, embed,
+fine-tune every head, evaluate, and the errors a user can cause."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_cli import error_of
+
+from seqformer.cli import main
+from seqformer.models.bert import BERTConfig, BERTModel, freeze_patterns
+from seqformer.training.freezing import freeze_parameters
+
+ANIMALS = ["cat", "dog", "mouse", "bird", "fox"]
+VERBS = ["chases", "sees", "likes", "follows"]
+TRAIN = "train: {{max_steps: {steps}, lr: 0.003, schedule: linear, warmup_steps: 2, " \
+        "eval_every: {steps}, log_every: 5, progress: false, device: cpu{extra}}}"
+TINY = "{d_model: 16, heads: 2, layers: 2, ffn_dim: 32, max_len: 32, dropout: 0.0}"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The test machine's 2 cores are shared: two torch threads contend and run ~30x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def sentence(rng: random.Random) -> str:
+    return f"The {rng.choice(ANIMALS)} {rng.choice(VERBS)} the {rng.choice(ANIMALS)}."
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> tuple[Path, Path]:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("bert")
+    rng = random.Random(0)
+    paragraphs = ["\n".join(sentence(rng) for _ in range(3)) for _ in range(60)]
+    (root / "text.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    recipe = root / "pre.yaml"
+    recipe.write_text(f"""
+name: tiny-bert
+task: mlm
+data: {{sources: [files], files: [{root / 'text.txt'}], valid_percent: 10, batch_size: 8}}
+tokenizer: {{vocab_size: 60, min_frequency: 1}}
+model: {TINY}
+{TRAIN.format(steps=30, extra="")}
+""")
+    run = root / "pre"
+    assert main(["train", str(recipe), "--out", str(run)]) == 0
+    return run, root
+
+
+def test_pretraining_run_and_fill_mask(pretrained, capsys) -> None:
+    run, _ = pretrained
+    for name in ("config.json", "recipe.yaml", "model.safetensors", "log.jsonl",
+                 "tokenizer/tokenizer.json", "tokenizer/wordpiece.json"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    assert config["family"] == "bert" and config["head"] == "mlm"
+    records = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert {"valid_loss", "valid_accuracy"} <= set(records[-1]["valid"])
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < losses[0]
+    capsys.readouterr()
+    assert main(["fill-mask", "--model", str(run), "--top-k", "3",
+                 "The [MASK] chases the dog."]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "The [MASK] chases the dog." and len(lines) == 4
+    probs = [float(line.split("\t")[1]) for line in lines[1:]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0001
+
+
+def test_fill_mask_without_mask_is_a_user_error(pretrained, capsys) -> None:
+    run, _ = pretrained
+    assert main(["fill-mask", "--model", str(run), "no blank here"]) == 2
+    assert "no [MASK]" in capsys.readouterr().err
+
+
+def test_embed_writes_npy_and_pooling_differs(pretrained, tmp_path) -> None:
+    run, _ = pretrained
+    texts = ["The cat sees the dog.", "A fox."]
+    assert main(["embed", "--model", str(run), "--out", str(tmp_path / "m.npy"), *texts]) == 0
+    assert main(["embed", "--model", str(run), "--pooling", "cls", "--out",
+                 str(tmp_path / "c.npy"), *texts]) == 0
+    mean, cls = np.load(tmp_path / "m.npy"), np.load(tmp_path / "c.npy")
+    assert mean.shape == cls.shape == (2, 16) and mean.dtype == np.float32
+    assert not np.allclose(mean, cls)
+
+
+def write_classify(root: Path, name: str, n: int, seed: int, pair: bool = False) -> Path:
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        s = sentence(rng)
+        label = "catty" if "cat" in s else "other"
+        lines.append(f"{s}\t{sentence(rng)}\t{label}" if pair else f"{s}\t{label}")
+    path = root / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("pair", [False, True])
+def test_finetune_classify_from_pretrained_and_evaluate(pretrained, tmp_path, capsys,
+                                                        pair) -> None:
+    run, _ = pretrained
+    train = write_classify(tmp_path, "train.tsv", 80, 1, pair)
+    test = write_classify(tmp_path, "test.tsv", 20, 2, pair)
+    recipe = tmp_path / "cls.yaml"
+    recipe.write_text(f"""
+name: tiny-cls
+task: classify
+init_from: {run}
+freeze: embeddings
+data: {{corpus: files, train: {train}, test: {test}, batch_size: 16}}
+train: {{epochs: 2, lr: 0.003, progress: false, device: cpu, metric: valid_accuracy,
+         metric_mode: max}}
+""")
+    out = tmp_path / "cls"
+    assert main(["train", str(recipe), "--out", str(out)]) == 0
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert set(metrics) == {"test_loss", "test_accuracy", "test_macro_f1"}
+    # The encoder really came from the pretrained run (embeddings were frozen).
+    pre = BERTModel.load(run)
+    fine = BERTModel.load(out)
+    assert torch.equal(pre.bert.embeddings.word.weight, fine.bert.embeddings.word.weight)
+    assert not torch.equal(pre.bert.encoder.layers[1].ffn.linear1.weight,
+                           fine.bert.encoder.layers[1].ffn.linear1.weight)
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--data", str(test)]) == 0
+    shown = capsys.readouterr().out
+    assert f"accuracy {metrics['test_accuracy']:.4f}" in shown
+
+
+def test_missing_init_from_is_a_clear_error(tmp_path, capsys) -> None:
+    train = write_classify(tmp_path, "train.tsv", 10, 1)
+    recipe = tmp_path / "cls.yaml"
+    recipe.write_text(f"""
+task: classify
+init_from: {tmp_path / 'no-such-run'}
+data: {{corpus: files, train: {train}}}
+""")
+    message = error_of(["train", str(recipe), "--out", str(tmp_path / "o")], capsys)
+    assert "init_from" in message and "no-such-run" in message
+
+
+def test_bad_recipe_fields_fail_before_reading_data(tmp_path, capsys) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task: classify\nfreeze: top:2\ndata: {corpus: files, train: x.tsv}\n")
+    assert "freeze" in error_of(["train", str(recipe)], capsys)
+    recipe.write_text("task: mlm\nmodel: {d_modle: 8}\n")
+    assert "d_model" in error_of(["train", str(recipe)], capsys)
+
+
+def test_tag_and_qa_heads_train_from_scratch(tmp_path, capsys) -> None:
+    rng = random.Random(3)
+    conll = []
+    for _ in range(40):
+        words = [rng.choice(["the", "a"]), rng.choice(ANIMALS), rng.choice(VERBS), "Paris"]
+        tags = ["O", "B-ANI", "O", "B-LOC"]
+        conll.append("\n".join(f"{w}\t{t}" for w, t in zip(words, tags)))
+    (tmp_path / "tags.conll").write_text("\n\n".join(conll) + "\n", encoding="utf-8")
+    qa = []
+    for _ in range(40):
+        animal = rng.choice(ANIMALS)
+        context = f"Yesterday the {animal} {rng.choice(VERBS)} a bird."
+        qa.append(json.dumps({"question": "Who was it?", "context": context, "answers": [
+            {"text": animal, "answer_start": context.index(animal)}]}))
+    (tmp_path / "qa.jsonl").write_text("\n".join(qa) + "\n", encoding="utf-8")
+    for task, data, metric in (("tag", "tags.conll", "valid_f1"), ("qa", "qa.jsonl", "valid_f1")):
+        recipe = tmp_path / f"{task}.yaml"
+        recipe.write_text(f"""
+task: {task}
+data: {{corpus: files, train: {tmp_path / data}, test: {tmp_path / data}, batch_size: 8}}
+tokenizer: {{vocab_size: 80, min_frequency: 1}}
+model: {TINY}
+train: {{epochs: 4, lr: 0.005, progress: false, device: cpu, metric: {metric},
+         metric_mode: max}}
+""")
+        out = tmp_path / task
+        assert main(["train", str(recipe), "--out", str(out)]) == 0
+        metrics = json.loads((out / "test_metrics.json").read_text())
+        assert 0.0 <= metrics["test_f1"] <= (100.0 if task == "qa" else 1.0)
+        assert "from scratch" in capsys.readouterr().err
+
+
+def test_freeze_presets_freeze_exactly_what_they_name() -> None:
+    config = BERTConfig(vocab_size=20, d_model=8, heads=2, layers=3, ffn_dim=16, max_len=8)
+
+    def frozen(preset: str) -> set[str]:
+        model = BERTModel(config, "classify", ["a", "b"])
+        freeze_parameters(model, freeze_patterns(preset, config.layers))
+        return {n for n, p in model.named_parameters() if not p.requires_grad}
+
+    names = {n for n, _ in BERTModel(config, "classify", ["a", "b"]).named_parameters()}
+    embeddings = {n for n in names if n.startswith("bert.embeddings.")}
+    layer = {i: {n for n in names if n.startswith(f"bert.encoder.layers.{i}.")} for i in range(3)}
+    assert frozen("none") == set()
+    assert frozen("embeddings") == embeddings
+    assert frozen("bottom:2") == embeddings | layer[0] | layer[1]
+    assert frozen("all-but-head") == {n for n in names if n.startswith("bert.")}
+    assert not any(n.startswith("head.") for n in frozen("all-but-head"))
