@@ -243,6 +243,23 @@ class Seq2Seq(nn.Module):
         return model.to(map_location).eval()
 
 
+    # -- Hugging Face interop (Marian / opus-mt) -------------------------------------------------
+    @classmethod
+    def from_hf(cls, path: str | Path, trust_pickle: bool = False) -> Seq2Seq:
+        """A Seq2Seq with the weights of the local Marian directory ``path`` (``save_pretrained``
+        layout; safetensors, or ``pytorch_model.bin`` only with ``trust_pickle``)."""
+        from seqformer.interop import hf_marian
+
+        return hf_marian.load(path, trust_pickle)
+
+    def to_hf(self, path: str | Path, tokenizers=None) -> None:
+        """Write a directory ``MarianMTModel.from_pretrained(path)`` loads (plus the
+        SentencePiece files when the imported (source, target) ``tokenizers`` are given)."""
+        from seqformer.interop import hf_marian
+
+        hf_marian.save(self, path, tokenizers)
+
+
 def config_json(config: Seq2SeqConfig) -> dict:
     """The ``config.json`` content; ``family`` tells loaders which model class to build."""
     return {"family": "seq2seq", **to_dict(config)}
