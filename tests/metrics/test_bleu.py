@@ -56,3 +56,25 @@ def test_perfect_match_scores_100() -> None:
 def test_bad_reference_layout_is_rejected(refs: list) -> None:
     with pytest.raises(ValueError):
         bleu(HYPS, refs)
+
+
+def test_ter_equals_sacrebleu_and_signatures_name_the_settings() -> None:
+    from seqformer.metrics import signatures, ter
+
+    assert ter(HYPS, REFS_A) == sacrebleu.corpus_ter(HYPS, [REFS_A]).score
+    both = [[a, b] for a, b in zip(REFS_A, REFS_B)]
+    assert ter(HYPS, both) == sacrebleu.corpus_ter(HYPS, [REFS_A, REFS_B]).score
+    sigs = signatures(HYPS, REFS_A)
+    assert sigs["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
+    assert sigs["chrf"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0|space:no|version:")
+    assert sigs["ter"].startswith("nrefs:1|case:lc|tok:tercom|")
+    assert signatures(HYPS, both)["bleu"].startswith("nrefs:2|")
+
+
+def test_tokenized_text_is_recognised() -> None:
+    from seqformer.metrics import looks_tokenized
+
+    assert looks_tokenized(["Hello , world .", "I don 't know .", "Fine ."])
+    assert looks_tokenized(["He said &quot;no&quot; .", "It 's here .", "Yes"])
+    assert not looks_tokenized(HYPS + REFS_A)
+    assert not looks_tokenized(["Hello, world.", "I don't know.", "TH R UW1"])

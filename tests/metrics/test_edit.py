@@ -59,3 +59,14 @@ def test_mismatched_or_empty_inputs_are_rejected() -> None:
         error_rates(["A"], [()])
     with pytest.raises(ValueError):
         exact_match([], [])
+
+
+def test_character_error_rate_uses_the_closest_reference() -> None:
+    from seqformer.metrics import char_error_rate
+
+    assert char_error_rate(["kitten"], ["sitting"]) == 100.0 * 3 / 7
+    # Closest of several references; whitespace runs are one space.
+    assert char_error_rate(["a  b", "xyz"], [("a b", "q"), ("xyz",)]) == 0.0
+    assert char_error_rate(["ab", "abcd"], [("abc",), ("abcd", "zzzz")]) == 100.0 * 1 / 7
+    with pytest.raises(ValueError):
+        char_error_rate(["a"], [""])

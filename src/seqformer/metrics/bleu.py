@@ -1,4 +1,4 @@
-"""Corpus BLEU and chrF, delegated to sacrebleu.
+"""Corpus BLEU, chrF and TER, delegated to sacrebleu, with their signatures.
 
 We never reimplement BLEU: scores are only comparable across papers when tokenisation,
 smoothing and brevity penalty match the reference implementation exactly, so these wrappers
@@ -10,9 +10,11 @@ the other.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import sacrebleu
+from sacrebleu.metrics import BLEU, CHRF, TER
 
 from seqformer.metrics.edit import check_lengths
 
@@ -55,3 +57,41 @@ def chrf(hypotheses: Sequence[str], references: References) -> float:
     """
     streams = _ref_streams(hypotheses, references)
     return float(sacrebleu.corpus_chrf(list(hypotheses), streams).score)
+
+
+def ter(hypotheses: Sequence[str], references: References) -> float:
+    """Corpus TER (translation edit rate, sacrebleu defaults), 0-100+, lower is better: edits
+    (including block shifts) per reference word, against the closest reference."""
+    streams = _ref_streams(hypotheses, references)
+    return float(TER().corpus_score(list(hypotheses), streams).score)
+
+
+def signatures(hypotheses: Sequence[str], references: References) -> dict[str, str]:
+    """sacrebleu's signature of each metric as computed here (``nrefs:1|case:mixed|...``).
+
+    A score is only comparable to a published one with the same signature, so the CLI prints
+    it next to the numbers.
+    """
+    streams = _ref_streams(hypotheses, references)
+    out = {}
+    for name, metric in (("bleu", BLEU()), ("chrf", CHRF()), ("ter", TER())):
+        metric.corpus_score(list(hypotheses), streams)
+        out[name] = str(metric.get_signature())
+    return out
+
+
+# Signs of text that was tokenized before scoring: a space before final punctuation or a
+# comma, split clitics ("don 't", "it 's"), Moses escapes.
+_TOKENIZED = re.compile(r" [.,;:!?]( |$)| n't | '(s|re|ve|ll|d|m) |&(amp|quot|apos|lt|gt);")
+
+
+def looks_tokenized(lines: Sequence[str]) -> bool:
+    """True when most lines look tokenized (``"Hello , world ."``).
+
+    sacrebleu tokenizes itself; scoring already-tokenized text tokenizes twice and gives
+    numbers that match no published result, so callers warn about it.
+    """
+    lines = [line for line in lines if line.strip()]
+    if not lines:
+        return False
+    return sum(bool(_TOKENIZED.search(line)) for line in lines) > 0.5 * len(lines)

@@ -99,3 +99,24 @@ def error_rates(hypotheses: Sequence[str], references: Sequence[RefSet]) -> dict
         raise ValueError("all closest references are empty, so PER is undefined")
     n = len(hypotheses)
     return {"per": 100.0 * errors / length, "wer": 100.0 * wrong / n, "n": n}
+
+
+def char_error_rate(hypotheses: Sequence[str], references: Sequence[RefSet]) -> float:
+    """CER in percent: character edit distance to the closest reference over its length.
+
+    Whitespace runs count as one space and the ends are stripped, so spacing accidents cost
+    at most one edit each. It is the natural error rate for any text output where a "word"
+    is not the unit (G2P phones, transliteration, spelling).
+    """
+    check_lengths(hypotheses, references)
+    errors = length = 0
+    for hyp, refs in zip(hypotheses, references, strict=True):
+        chars = " ".join(hyp.split())
+        items = [refs] if isinstance(refs, str) else list(refs)
+        dist, ref_len = min((edit_distance(chars, r), len(r))
+                            for r in (" ".join(x.split()) for x in items))
+        errors += dist
+        length += ref_len
+    if length == 0:
+        raise ValueError("all closest references are empty, so CER is undefined")
+    return 100.0 * errors / length
