@@ -17,8 +17,9 @@ from seqformer.models.rnn import RNNSeq2Seq, RNNSeq2SeqConfig
 from seqformer.models.seq2seq import Seq2Seq
 from seqformer.training.trainer import TrainConfig, Trainer
 
-VARIANTS = [(k, a) for k in ("rnn", "lstm", "gru")
+VARIANTS = [(k, a, "rnn") for k in ("rnn", "lstm", "gru")
             for a in ("none", "bahdanau", "luong", "luong-dot")]
+VARIANTS += [("lstm", "none", "cnn"), ("gru", "bahdanau", "cnn"), ("rnn", "luong", "cnn")]
 
 
 def tiny(**overrides) -> RNNSeq2Seq:
@@ -57,9 +58,9 @@ def test_encoder_equals_torch_rnn_on_each_unpadded_row(kind: str, bidirectional:
         torch.testing.assert_close(summary[row], top, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind,attention", VARIANTS)
-def test_cached_steps_equal_teacher_forcing(kind: str, attention: str) -> None:
-    model = tiny(kind=kind, attention=attention)
+@pytest.mark.parametrize("kind,attention,encoder", VARIANTS)
+def test_cached_steps_equal_teacher_forcing(kind: str, attention: str, encoder: str) -> None:
+    model = tiny(kind=kind, attention=attention, encoder=encoder)
     src = padded_src()
     tgt_in = torch.tensor([[1, 5, 6, 7], [1, 8, 9, 4], [1, 4, 4, 4]])
     memory, mask, _ = model.encode(src)
@@ -95,8 +96,9 @@ def test_greedy_and_beam_search_run_and_agree_at_beam_one() -> None:
         assert all(0 not in h.tokens and 1 not in h.tokens for h in b)
 
 
-def test_padding_does_not_change_decoding() -> None:
-    model = tiny(kind="lstm", attention="luong")
+@pytest.mark.parametrize("encoder", ["rnn", "cnn"])
+def test_padding_does_not_change_decoding(encoder: str) -> None:
+    model = tiny(kind="lstm", attention="luong", encoder=encoder)
     alone = greedy_search(model, torch.tensor([[4, 5, 6]]), max_length=6)
     batched = greedy_search(model, padded_src(), max_length=6)
     assert alone[0].tokens == batched[1].tokens
@@ -192,10 +194,12 @@ def token_accuracy(model: RNNSeq2Seq, lo: int, hi: int) -> float:
     return float((logits.argmax(-1).eq(batch.tgt_out) & real).sum() / real.sum())
 
 
-@pytest.mark.parametrize("kind,attention", [("rnn", "bahdanau"), ("lstm", "luong"),
-                                            ("gru", "luong-dot")])
-def test_each_kind_learns_to_reverse(tmp_path: Path, kind: str, attention: str) -> None:
-    model = train_reverser(tmp_path, 150, 3, 6, kind=kind, attention=attention)
+@pytest.mark.parametrize("kind,attention,encoder", [
+    ("rnn", "bahdanau", "rnn"), ("lstm", "luong", "rnn"), ("gru", "luong-dot", "rnn"),
+    ("gru", "bahdanau", "cnn")])
+def test_each_kind_learns_to_reverse(tmp_path: Path, kind: str, attention: str,
+                                     encoder: str) -> None:
+    model = train_reverser(tmp_path, 150, 3, 6, kind=kind, attention=attention, encoder=encoder)
     assert exact_match(model, 3, 6) >= 0.85
 
 

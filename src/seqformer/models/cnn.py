@@ -1,0 +1,122 @@
+"""A 1D convolutional sequence classifier (Kim, 2014): the pre-Transformer baseline for
+sentence classification.
+
+Embeddings are the input channels; convolutions of several widths act as learned n-gram
+detectors, and max-over-time pooling keeps each detector's strongest match anywhere in the
+sequence, so the prediction does not depend on length or position. It takes the same
+:class:`~seqformer.models.bert.EncoderBatch` (``labels`` of shape (batch,)) and returns the same
+:class:`~seqformer.models.bert.EncoderOutput` as BERT's classify head, so a classification task
+and the Trainer can use either model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from seqformer.config import from_dict, to_dict
+from seqformer.errors import CheckpointError, ConfigError
+from seqformer.models.bert import EncoderBatch, EncoderOutput, encoder_loss
+from seqformer.models.seq2seq import PAD_ID, read_model_config
+from seqformer.nn.conv import MultiWidthConv
+
+
+@dataclass(frozen=True)
+class CNNClassifierConfig:
+    """``channels`` filters per width in ``kernel_sizes``; Kim's defaults (100 x [3, 4, 5],
+    dropout 0.5 on the pooled features)."""
+
+    vocab_size: int = 0
+    num_labels: int = 2
+    embed_dim: int = 128
+    channels: int = 100
+    kernel_sizes: list[int] = field(default_factory=lambda: [3, 4, 5])
+    dropout: float = 0.5
+    max_len: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dim", "channels", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.num_labels < 2:
+            raise ConfigError(f"model.num_labels must be >= 2, got {self.num_labels}")
+        if not self.kernel_sizes or any(k <= 0 for k in self.kernel_sizes):
+            raise ConfigError(f"model.kernel_sizes must be a non-empty list of positive widths, "
+                              f"got {self.kernel_sizes}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("model.dropout must be in [0, 1)")
+
+
+class CNNClassifier(nn.Module):
+    """Embeddings -> multi-width Conv1d -> ReLU -> max over time -> dropout -> linear."""
+
+    def __init__(self, config: CNNClassifierConfig, labels: list[str] | None = None) -> None:
+        super().__init__()
+        if config.vocab_size <= 4:
+            raise ConfigError("CNNClassifierConfig needs vocab_size from the tokenizer (> 4)")
+        if labels is not None and len(labels) != config.num_labels:
+            raise ConfigError(f"{len(labels)} label names for model.num_labels="
+                              f"{config.num_labels}")
+        self.config = c = config
+        self.labels = list(labels or [])
+        self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD_ID)
+        self.features = MultiWidthConv(c.embed_dim, c.channels, c.kernel_sizes)
+        self.dropout = nn.Dropout(c.dropout)
+        self.classifier = nn.Linear(self.features.out_dim, c.num_labels)
+
+    def logits(self, input_ids: Tensor) -> Tensor:
+        """(batch, time) token ids -> (batch, num_labels)."""
+        if input_ids.shape[1] > self.config.max_len:
+            raise ValueError(f"sequence of length {input_ids.shape[1]} exceeds model.max_len="
+                             f"{self.config.max_len}")
+        padding = input_ids.eq(PAD_ID)
+        pooled = self.features(self.embed(input_ids), padding if bool(padding.any()) else None)
+        return self.classifier(self.dropout(pooled))
+
+    def forward(self, batch: EncoderBatch) -> EncoderOutput:
+        logits = self.logits(batch.input_ids)
+        loss = encoder_loss("classify", logits, batch.labels)
+        # No per-token states: ``hidden`` is the empty (batch, 0) tensor.
+        return EncoderOutput(loss, loss.detach(), logits, logits.new_zeros(len(logits), 0),
+                             batch.n_tgt_tokens)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def save(self, directory: str | Path) -> None:
+        """``config.json`` (``family: cnn``, with the label names) and ``model.safetensors``."""
+        from seqformer.training.checkpoint import atomic_write_text, save_weights
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(directory / "config.json",
+                          json.dumps(config_json(self.config, self.labels), indent=2) + "\n")
+        save_weights(self, directory / "model.safetensors")
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str = "cpu") -> CNNClassifier:
+        from seqformer.training.checkpoint import load_weights
+
+        data = read_model_config(directory)
+        family = data.pop("family", None)
+        if family != "cnn":
+            raise CheckpointError(f"{directory}: a {family or 'unknown'} model, not a CNN "
+                                  "classifier")
+        labels = [str(x) for x in data.pop("labels", [])] or None
+        model = cls(from_dict(CNNClassifierConfig, data, f"{directory}/config.json"), labels)
+        load_weights(model, Path(directory) / "model.safetensors")
+        return model.to(map_location).eval()
+
+    @torch.no_grad()
+    def predict(self, input_ids: Tensor) -> Tensor:
+        """The most likely label index of each row (batch,)."""
+        return self.logits(input_ids).argmax(-1)
+
+
+def config_json(config: CNNClassifierConfig, labels: list[str]) -> dict[str, Any]:
+    return {"family": "cnn", **to_dict(config), "labels": list(labels)}
