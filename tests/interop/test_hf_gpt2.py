@@ -181,3 +181,34 @@ def test_unsupported_options_are_named() -> None:
         hf_gpt2.config_from_hf({"model_type": "gpt2", "scale_attn_by_inverse_layer_idx": True})
     with pytest.raises(ConfigError, match="rotary"):
         hf_gpt2.config_to_hf(GPTConfig(vocab_size=40, positional="rotary"))
+
+
+def test_cli_import_generate_export(gpt2_dir: Path, tmp_path: Path, capsys) -> None:
+    from transformers import AutoTokenizer
+
+    from seqformer.cli import main
+
+    out = tmp_path / "gpt2-tiny"
+    assert main(["import", str(gpt2_dir), "--out", str(out)]) == 0
+    capsys.readouterr()
+    prompt = "Hello world"
+    assert main(["generate", "--model", str(out), "--prompt", prompt, "--temperature", "0",
+                 "--max-new", "12"]) == 0
+    ours = capsys.readouterr().out.rstrip("\n")
+
+    tok, ref = AutoTokenizer.from_pretrained(gpt2_dir), hf_model(gpt2_dir)
+    eot = tok.eos_token_id
+    ids = torch.tensor([[eot, *tok(prompt).input_ids]])  # the prompt starts a document
+    with torch.no_grad():
+        new = ref.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                           max_new_tokens=12, pad_token_id=eot)[0, ids.shape[1]:].tolist()
+    new = new[:new.index(eot)] if eot in new else new
+    assert ours == prompt + tok.decode(new)
+    assert len(ours) > len(prompt)
+
+    exported = tmp_path / "exported"
+    assert main(["export", str(out), "--out", str(exported)]) == 0
+    x = torch.randint(0, tok.backend_tokenizer.get_vocab_size(), (2, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(hf_model(exported)(input_ids=x).logits,
+                                   ref(input_ids=x).logits, atol=1e-5, rtol=1e-5)

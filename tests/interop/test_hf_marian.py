@@ -234,3 +234,65 @@ def test_unsupported_options_are_named(tmp_path: Path) -> None:
                                   layers=1, ffn_dim=16))
     with pytest.raises(ConfigError, match="post-LN"):
         model.to_hf(tmp_path)
+
+
+# -- the CLI: import, translate with our beam search, export ------------------------------------
+def test_cli_import_translate_export(marian_dir: Path, tmp_path: Path, capsys) -> None:
+    from transformers import LogitsProcessorList, MarianTokenizer
+
+    from seqformer.cli import main
+
+    out = tmp_path / "opus-tiny"
+    assert main(["import", str(marian_dir), "--out", str(out)]) == 0
+    assert (out / "tokenizer" / "source" / "spm.model").is_file()
+    capsys.readouterr()
+    text = TEXTS[4]
+    assert main(["transduce", "--model", str(out), "--beam", "4", "--alpha", "1.0",
+                 "--penalty", "plain", "--max-length", "16", text]) == 0
+    ours = capsys.readouterr().out.strip()
+
+    tok, ref = MarianTokenizer.from_pretrained(marian_dir), hf_model(marian_dir)
+    src = torch.tensor([tok(text).input_ids])
+    pad = tok.pad_token_id
+    with torch.no_grad():
+        best = ref.generate(src, num_beams=4, length_penalty=1.0, early_stopping="never",
+                            max_new_tokens=16, suppress_tokens=[pad], forced_eos_token_id=None,
+                            logits_processor=LogitsProcessorList(
+                                [true_eos_at_last_step(17, 0)]))
+    assert ours == tok.decode(best[0], skip_special_tokens=True)
+    assert ours  # a non-empty translation
+
+    exported = tmp_path / "exported"
+    assert main(["export", str(out), "--format", "hf", "--out", str(exported)]) == 0
+    src, mask = source_batch(pad, len(tok.get_vocab()))
+    tgt_in = torch.full((4, 3), pad)
+    with torch.no_grad():
+        before = ref(input_ids=src, attention_mask=mask, decoder_input_ids=tgt_in).logits
+        after = hf_model(exported)(input_ids=src, attention_mask=mask,
+                                   decoder_input_ids=tgt_in).logits
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+    assert MarianTokenizer.from_pretrained(exported)(text).input_ids == tok(text).input_ids
+
+
+def test_cli_import_refuses_unknown_architectures_and_pickle(tmp_path: Path, marian_dir: Path,
+                                                             capsys) -> None:
+    import shutil
+
+    from seqformer.cli import main
+
+    t5 = tmp_path / "t5"
+    t5.mkdir()
+    (t5 / "config.json").write_text(json.dumps({"model_type": "t5"}))
+    assert main(["import", str(t5), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "'t5' cannot be imported" in err and "gpt2" in err and "marian" in err
+
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    shutil.copyfile(marian_dir / "config.json", pickled / "config.json")
+    torch.save(hf_model(marian_dir).state_dict(), pickled / "pytorch_model.bin")
+    assert main(["import", str(pickled), "--out", str(tmp_path / "p")]) == 2
+    assert "--trust-pickle" in capsys.readouterr().err
+    assert main(["import", str(pickled), "--out", str(tmp_path / "p"), "--trust-pickle"]) == 0
+    assert main(["import", str(pickled), "--out", str(tmp_path / "p"), "--trust-pickle"]) == 2
+    assert "not empty" in capsys.readouterr().err

@@ -1,0 +1,97 @@
+"""Import a Hugging Face model directory as a seqformer model directory, and export back.
+
+An imported directory has the layout of a trained run (``config.json`` with ``family``,
+``model.safetensors``, ``tokenizer/``), so every command that takes ``--model`` takes it:
+``transduce``/``evaluate`` for Marian (``tokenizer/source`` and ``tokenizer/target``),
+``generate``/``evaluate`` for GPT-2 (``tokenizer/``). Adding an architecture is one entry in
+``IMPORTERS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from seqformer.errors import CheckpointError, ConfigError
+from seqformer.interop.hf_io import model_type, read_hf_config
+
+
+def _import_gpt2(src: Path, out: Path, trust_pickle: bool) -> str:
+    from seqformer.interop import hf_gpt2
+
+    model = hf_gpt2.load(src, trust_pickle)
+    tokenizer = hf_gpt2.load_tokenizer(src, model.config)
+    model.save(out)
+    if tokenizer is not None:
+        tokenizer.save(out / "tokenizer")
+    return "gpt"
+
+
+def _import_marian(src: Path, out: Path, trust_pickle: bool) -> str:
+    from seqformer.interop import hf_marian
+
+    model = hf_marian.load(src, trust_pickle)
+    tokenizers = hf_marian.load_tokenizers(src, model.config)
+    model.save(out)
+    if tokenizers is not None:
+        tokenizers[0].save(out / "tokenizer" / "source")
+        tokenizers[1].save(out / "tokenizer" / "target")
+    return "seq2seq"
+
+
+# model_type in config.json -> (description, importer)
+IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
+    "gpt2": ("GPT-2 (GPT2LMHeadModel)", _import_gpt2),
+    "marian": ("Marian / opus-mt (MarianMTModel)", _import_marian),
+}
+
+
+def supported() -> str:
+    return ", ".join(f"{k} = {desc}" for k, (desc, _) in IMPORTERS.items())
+
+
+def import_hf(src: str | Path, out: str | Path, trust_pickle: bool = False) -> str:
+    """Convert the local Hugging Face directory ``src`` into the seqformer model directory
+    ``out``; returns the model family ("gpt" or "seq2seq")."""
+    src, out = Path(src), Path(out)
+    kind = model_type(read_hf_config(src), src)
+    if kind not in IMPORTERS:
+        raise CheckpointError(f"{src / 'config.json'}: model_type {kind!r} cannot be imported; "
+                              f"supported: {supported()}")
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: exists and is not empty; choose a new --out directory")
+    return IMPORTERS[kind][1](src, out, trust_pickle)
+
+
+def export_hf(model_dir: str | Path, out: str | Path) -> str:
+    """Write the seqformer model directory ``model_dir`` (imported or trained) as a Hugging
+    Face directory ``out``, with the tokenizer files when they came from Hugging Face;
+    returns the HF model_type written."""
+    from seqformer.data.tokenizer import load_tokenizer
+    from seqformer.interop.hf_tokenizers import HFFileTokenizer, SentencePieceTokenizer
+    from seqformer.models.seq2seq import read_model_config
+
+    model_dir, out = Path(model_dir), Path(out)
+    family = read_model_config(model_dir).get("family", "seq2seq")
+    if family == "gpt":
+        from seqformer.models.gpt import GPT
+
+        model = GPT.load(model_dir)
+        tok_dir = model_dir / "tokenizer"
+        tokenizer = load_tokenizer(tok_dir) if (tok_dir / "tokenizer.json").is_file() else None
+        model.to_hf(out, tokenizer if isinstance(tokenizer, HFFileTokenizer) else None)
+        return "gpt2"
+    if family == "seq2seq":
+        from seqformer.models.seq2seq import Seq2Seq
+
+        model = Seq2Seq.load(model_dir)
+        tokenizers = None
+        if (model_dir / "tokenizer" / "source" / "tokenizer.json").is_file():
+            pair = (load_tokenizer(model_dir / "tokenizer" / "source"),
+                    load_tokenizer(model_dir / "tokenizer" / "target"))
+            if all(isinstance(t, SentencePieceTokenizer) for t in pair):
+                tokenizers = pair
+        model.to_hf(out, tokenizers)
+        return "marian"
+    raise ConfigError(f"{model_dir}: a {family!r} model cannot be exported to Hugging Face "
+                      "format yet; supported: gpt (as gpt2), seq2seq (as marian)")
