@@ -52,7 +52,8 @@ class RNNSeq2SeqConfig:
     bidirectional encoder gives each direction half of it, so Luong ``dot`` scores always
     compare vectors of one size. ``attention: luong-dot`` / ``luong-general`` are accepted as
     shorthands for ``attention: luong`` with ``score: dot`` / ``general``. ``kernel_size`` and
-    ``layers`` shape the CNN encoder (``encoder: cnn``).
+    ``encoder_layers`` shape the CNN encoder (``encoder: cnn``): a deep convolutional encoder
+    need not come with a deep decoder.
     """
 
     src_vocab_size: int = 0
@@ -64,6 +65,7 @@ class RNNSeq2SeqConfig:
     embed_dim: int = 128
     hidden_size: int = 256
     layers: int = 1
+    encoder_layers: int | None = None  # default: ``layers`` (the decoder always has ``layers``)
     bidirectional: bool = True
     kernel_size: int = 3
     dropout: float = 0.1
@@ -80,8 +82,9 @@ class RNNSeq2SeqConfig:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"model.{name}={getattr(self, name)!r}; use one of "
                                   f"{', '.join(allowed)}")
-        for name in ("embed_dim", "hidden_size", "layers", "max_len", "kernel_size"):
-            if getattr(self, name) <= 0:
+        for name in ("embed_dim", "hidden_size", "layers", "max_len", "kernel_size",
+                     "encoder_layers"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.bidirectional and self.encoder == "rnn" and self.hidden_size % 2:
             raise ConfigError(f"model.hidden_size={self.hidden_size} must be even with "
@@ -101,7 +104,7 @@ class RNNSeq2SeqConfig:
 
     @property
     def n_encoder_layers(self) -> int:
-        return self.layers
+        return self.layers if self.encoder_layers is None else self.encoder_layers
 
     @property
     def n_decoder_layers(self) -> int:
@@ -143,25 +146,28 @@ class RNNSeq2Seq(nn.Module):
                               "the tokenizers (both > 4)")
         self.config = c = config
         rnn_cls = RNN_CLASSES[c.kind]
-        between = c.dropout if c.layers > 1 else 0.0  # torch warns about dropout on one layer
+        def between(layers: int) -> float:  # torch warns about dropout on a single layer
+            return c.dropout if layers > 1 else 0.0
+
         self.src_embed = nn.Embedding(c.src_vocab_size, c.embed_dim, padding_idx=PAD_ID)
         self.tgt_embed = nn.Embedding(c.tgt_vocab_size, c.embed_dim, padding_idx=PAD_ID)
         self.dropout = nn.Dropout(c.dropout)
         if c.encoder == "rnn":
             directions = 2 if c.bidirectional else 1
-            self.encoder = rnn_cls(c.embed_dim, c.hidden_size // directions, c.layers,
-                                   batch_first=True, dropout=between,
+            self.encoder = rnn_cls(c.embed_dim, c.hidden_size // directions, c.n_encoder_layers,
+                                   batch_first=True, dropout=between(c.n_encoder_layers),
                                    bidirectional=c.bidirectional)
         else:
             from seqformer.nn.conv import ConvEncoder
 
-            self.encoder = ConvEncoder(c.embed_dim, c.hidden_size, c.layers, c.kernel_size,
-                                       c.dropout, c.max_len)
+            self.encoder = ConvEncoder(c.embed_dim, c.hidden_size, c.n_encoder_layers,
+                                       c.kernel_size, c.dropout, c.max_len)
         n_states = 2 if c.kind == "lstm" else 1  # LSTM: the cell state is bridged too
         self.bridge = nn.Linear(c.hidden_size, n_states * c.layers * c.hidden_size)
         feeds_context = c.attention != "none"  # Bahdanau: context; Luong: attentional output
         self.decoder = rnn_cls(c.embed_dim + (c.hidden_size if feeds_context else 0),
-                               c.hidden_size, c.layers, batch_first=True, dropout=between)
+                               c.hidden_size, c.layers, batch_first=True,
+                               dropout=between(c.layers))
         if c.attention != "none":
             self.attention = make_attention(c.attention, c.hidden_size, c.hidden_size, c.score)
             self.combine = nn.Linear(2 * c.hidden_size, c.hidden_size, bias=False)
