@@ -296,3 +296,20 @@ def test_cli_import_refuses_unknown_architectures_and_pickle(tmp_path: Path, mar
     assert main(["import", str(pickled), "--out", str(tmp_path / "p"), "--trust-pickle"]) == 0
     assert main(["import", str(pickled), "--out", str(tmp_path / "p"), "--trust-pickle"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_imported_model_translates_padded_batches_like_single_sentences(
+        marian_dir: Path, tmp_path: Path) -> None:
+    """Batches are padded with the model's pad id (Marian's last id), not seqformer's 0, which
+    is Marian's eos: a batch must translate each sentence exactly as it does alone."""
+    from seqformer.interop.hf import import_hf
+    from seqformer.tasks.transduction import Transducer
+
+    import_hf(marian_dir, tmp_path / "m")
+    model = Transducer.load(tmp_path / "m")
+    texts = [TEXTS[0], TEXTS[6], "a dog", TEXTS[8]]
+    args = dict(beam=4, max_length=12, alpha=1.0, penalty="plain")
+    together = [t.texts[0] for t in model.transduce(texts, **args)]
+    alone = [model.transduce([t], **args)[0].texts[0] for t in texts]
+    assert together == alone
+    assert sum(1 for t in together if t) >= 2  # real outputs, not only empty ones
