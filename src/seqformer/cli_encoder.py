@@ -24,18 +24,21 @@ def _device(name: str) -> str:
 
 
 def is_encoder_recipe(recipe: Any) -> bool:
-    from seqformer.recipe_encoder import FinetuneRecipe, MLMRecipe
+    from seqformer.recipe_encoder import DistilRecipe, FinetuneRecipe, MLMRecipe
 
-    return isinstance(recipe, MLMRecipe | FinetuneRecipe)
+    return isinstance(recipe, MLMRecipe | FinetuneRecipe | DistilRecipe)
 
 
 def train_encoder(args: argparse.Namespace, recipe: Any, out: Path) -> int:
-    """Pretrain (mlm) or fine-tune; print a fill-mask sample or the test metrics."""
-    from seqformer.recipe_encoder import MLMRecipe
+    """Pretrain (mlm), distil or fine-tune; print a fill-mask sample or the test metrics."""
+    from seqformer.recipe_encoder import DistilRecipe, MLMRecipe
     from seqformer.tasks import encoder
 
+    masked_lm = isinstance(recipe, MLMRecipe | DistilRecipe)
     if isinstance(recipe, MLMRecipe):
         summary = encoder.train_mlm(recipe, out, resume=args.resume)
+    elif isinstance(recipe, DistilRecipe):
+        summary = encoder.train_distil(recipe, out, resume=args.resume)
     else:
         summary, test = encoder.train_finetune(recipe, out, resume=args.resume)
         if test:
@@ -44,7 +47,7 @@ def train_encoder(args: argparse.Namespace, recipe: Any, out: Path) -> int:
         print(f"interrupted at step {summary.get('step')}; resume with: seqformer train "
               f"{args.recipe} --out {out} --resume", file=sys.stderr)
         return 130
-    if isinstance(recipe, MLMRecipe):
+    if masked_lm:
         run = encoder.EncoderRun.load(out, _device(recipe.train.device))
         prompt = "The [MASK] is chasing the mouse."
         guesses = run.fill_mask(prompt, 5)[0]

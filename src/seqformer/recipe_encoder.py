@@ -25,11 +25,12 @@ from seqformer.errors import ConfigError
 from seqformer.models.bert import BERTConfig, freeze_patterns
 from seqformer.training.trainer import TrainConfig
 
-ENCODER_TASKS = ("mlm", "classify", "tag", "qa")
+ENCODER_TASKS = ("mlm", "classify", "tag", "qa", "distil")
 MLM_SOURCES = {"fortunes": None, "web": "engWEB2015eb", "kjv": "engKJV2006eb", "files": None}
 # Metrics each task's validation returns, and which way is better.
 TASK_METRICS = {
     "mlm": {"valid_loss": "min", "valid_accuracy": "max"},
+    "distil": {"valid_loss": "min", "valid_accuracy": "max"},
     "classify": {"valid_loss": "min", "valid_accuracy": "max", "valid_macro_f1": "max"},
     "tag": {"valid_loss": "min", "valid_f1": "max"},
     "qa": {"valid_loss": "min", "valid_exact": "max", "valid_f1": "max"},
@@ -229,7 +230,40 @@ class FinetuneRecipe:
         return to_dict(self)
 
 
-EncoderRecipe = MLMRecipe | FinetuneRecipe
+@dataclass(frozen=True)
+class DistilRecipe:
+    """``task: distil``: a half-depth student of the MLM run ``teacher`` (see
+    :mod:`seqformer.models.distil`), trained on the same kind of text (``data``) with the
+    teacher's tokenizer. ``model`` may set dropouts only."""
+
+    name: str = "distil"
+    task: str = "distil"
+    teacher: str = "runs/bert-pretrain"
+    temperature: float = 2.0
+    alpha_kl: float = 1.0
+    alpha_mlm: float = 1.0
+    alpha_cos: float = 1.0
+    data: MLMDataConfig = field(default_factory=MLMDataConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_metric(self.train, "distil")
+        if self.temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if min(self.alpha_kl, self.alpha_mlm, self.alpha_cos) < 0:
+            raise ConfigError("alpha_kl, alpha_mlm and alpha_cos must be >= 0")
+        for key in self.model:
+            if key not in FINETUNE_MODEL_FIELDS:
+                raise ConfigError(f"model.{key}: the student's shape comes from the teacher; "
+                                  f"only {', '.join(FINETUNE_MODEL_FIELDS)} may be set")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+EncoderRecipe = MLMRecipe | FinetuneRecipe | DistilRecipe
 
 
 def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> EncoderRecipe:
@@ -245,6 +279,8 @@ def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Enc
         if tree.get("task") == "mlm":
             recipe: EncoderRecipe = from_dict(MLMRecipe, tree, where)
             recipe.model_config(100)
+        elif tree.get("task") == "distil":
+            recipe = from_dict(DistilRecipe, tree, where)
         else:
             recipe = from_dict(FinetuneRecipe, tree, where)
             from_dict(BERTConfig, {**recipe.model, "vocab_size": 100}, where, "model.")

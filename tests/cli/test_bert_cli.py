@@ -206,3 +206,21 @@ def test_freeze_presets_freeze_exactly_what_they_name() -> None:
     assert frozen("bottom:2") == embeddings | layer[0] | layer[1]
     assert frozen("all-but-head") == {n for n in names if n.startswith("bert.")}
     assert not any(n.startswith("head.") for n in frozen("all-but-head"))
+
+
+def test_distil_trains_a_half_depth_student(pretrained, tmp_path) -> None:
+    run, root = pretrained
+    recipe = tmp_path / "distil.yaml"
+    recipe.write_text(f"""
+task: distil
+teacher: {run}
+data: {{sources: [files], files: [{root / 'text.txt'}], valid_percent: 10, batch_size: 8}}
+{TRAIN.format(steps=6, extra="")}
+""")
+    out = tmp_path / "student"
+    assert main(["train", str(recipe), "--out", str(out)]) == 0
+    student, teacher = BERTModel.load(out), BERTModel.load(run)
+    assert student.config.layers == teacher.config.layers // 2
+    assert (out / "tokenizer" / "wordpiece.json").read_text() == \
+        (run / "tokenizer" / "wordpiece.json").read_text()
+    assert main(["fill-mask", "--model", str(out), "The [MASK] sees the fox."]) == 0

@@ -217,9 +217,18 @@ class BERTModel(nn.Module):
         return self.head(self.bert(input_ids, token_type_ids))
 
     def forward(self, batch: EncoderBatch) -> EncoderOutput:
+        """Loss of ``batch``. For MLM with labels, ``logits`` are (masked positions, vocab) in
+        row-major order, ``labels[labels != IGNORE]``: the vocabulary projection is the
+        costliest matrix multiply and only ~15% of positions are scored, so the head runs on
+        those alone (as Google's BERT code does)."""
         hidden = self.bert(batch.input_ids, batch.token_type_ids)
-        logits = self.head(hidden)
-        loss = encoder_loss(self.head_kind, logits, batch.labels)
+        if self.head_kind == "mlm" and batch.labels is not None:
+            scored = batch.labels.ne(IGNORE)
+            logits = self.head(hidden[scored])
+            loss = encoder_loss("mlm", logits, batch.labels[scored])
+        else:
+            logits = self.head(hidden)
+            loss = encoder_loss(self.head_kind, logits, batch.labels)
         return EncoderOutput(loss, loss.detach(), logits, hidden, batch.n_tgt_tokens)
 
     @torch.no_grad()

@@ -57,6 +57,7 @@ from seqformer.models.bert import (
 from seqformer.models.heads import decode_spans
 from seqformer.recipe_encoder import (
     MLM_SOURCES,
+    DistilRecipe,
     FinetuneRecipe,
     MLMRecipe,
     encoder_recipe_from_dict,
@@ -136,38 +137,82 @@ def check_resumable(out: Path) -> None:
         raise CheckpointError(f"{out}: nothing to resume (no recipe.yaml); drop --resume")
 
 
-def train_mlm(recipe: MLMRecipe, out_dir: str | Path, resume: bool = False) -> dict:
-    """Pretrain a BERT encoder with masked language modelling into ``out_dir``."""
-    out = Path(out_dir)
-    if resume:
-        check_resumable(out)
+def _documents(recipe: MLMRecipe | DistilRecipe) -> tuple[list[Document], list[Document], str]:
     t0 = time.time()
     train_docs, valid_docs = split_documents(mlm_documents(recipe), recipe.data.valid_percent)
     split = _fingerprint([k for k, _ in train_docs], [k for k, _ in valid_docs])
     log(f"data: {len(train_docs):,} train / {len(valid_docs):,} valid documents (split {split})"
         f", read in {time.time() - t0:.1f}s")
+    return train_docs, valid_docs, split
+
+
+def train_mlm(recipe: MLMRecipe, out_dir: str | Path, resume: bool = False) -> dict:
+    """Pretrain a BERT encoder with masked language modelling into ``out_dir``."""
+    out = Path(out_dir)
+    if resume:
+        check_resumable(out)
+    train_docs, valid_docs, split = _documents(recipe)
     if resume:
         tokenizer = load_tokenizer(out / TOKENIZER_DIR)
     else:
         tokenizer = train_wordpiece((s for _, segs in train_docs for s in segs),
                                     recipe.tokenizer.vocab_size, recipe.tokenizer.min_frequency)
-    config = recipe.model_config(tokenizer.vocab_size)
-    seed = recipe.train.seed
+    torch.manual_seed(recipe.train.seed)
+    model = BERTModel(recipe.model_config(tokenizer.vocab_size), "mlm")
+    return _train_masked_lm(recipe, out, resume, model, tokenizer, train_docs, valid_docs,
+                            {"split": split})
+
+
+def train_distil(recipe: DistilRecipe, out_dir: str | Path, resume: bool = False) -> dict:
+    """Distil the MLM run ``recipe.teacher`` into a half-depth student in ``out_dir``."""
+    from seqformer.models.distil import DistillingBERT, make_student
+
+    out = Path(out_dir)
+    if resume:
+        check_resumable(out)
+    teacher_dir = Path(recipe.teacher)
+    if not (teacher_dir / "config.json").is_file():
+        raise CheckpointError(f"teacher: {teacher_dir} is not a run directory (no config.json);"
+                              " train one with 'seqformer train bert-pretrain' or fix the path")
+    teacher = BERTModel.load(teacher_dir)
+    if teacher.head_kind != "mlm":
+        raise CheckpointError(f"teacher: {teacher_dir} has a {teacher.head_kind} head; "
+                              "distillation needs a task: mlm run")
+    tokenizer = load_tokenizer(teacher_dir / TOKENIZER_DIR)
+    _require_wordpiece(tokenizer, teacher_dir)
+    train_docs, valid_docs, split = _documents(recipe)
+    torch.manual_seed(recipe.train.seed)
+    student = make_student(teacher, **recipe.model)
+    model = DistillingBERT(student, teacher, recipe.temperature, recipe.alpha_kl,
+                           recipe.alpha_mlm, recipe.alpha_cos)
+    log(f"distil: teacher {teacher_dir} ({teacher.config.layers} layers, "
+        f"{teacher.num_parameters() / 1e6:.2f}M) -> student {student.config.layers} layers "
+        f"({student.num_parameters() / 1e6:.2f}M)")
+    return _train_masked_lm(recipe, out, resume, model, tokenizer, train_docs, valid_docs,
+                            {"split": split, "teacher": f"{teacher_dir}:{tokenizer.fingerprint}"},
+                            teacher)
+
+
+def _train_masked_lm(recipe: MLMRecipe | DistilRecipe, out: Path, resume: bool,
+                     model: BERTModel, tokenizer: Tokenizer, train_docs: list[Document],
+                     valid_docs: list[Document], fingerprints: dict[str, str],
+                     teacher: BERTModel | None = None) -> dict:
+    """The part pretraining and distillation share: pair examples, the masked stream, the
+    fixed-mask validation, run metadata and the Trainer."""
+    config, seed = model.config, recipe.train.seed
     train_examples = build_pair_examples(
         tokenize_documents(tokenizer, [segs for _, segs in train_docs]), config.max_len, seed)
     valid_examples = build_pair_examples(
         tokenize_documents(tokenizer, [segs for _, segs in valid_docs]), config.max_len, seed)
     valid_examples = valid_examples[: recipe.data.valid_examples]
     n_tokens = sum(len(ids) for ids, _ in train_examples)
-    torch.manual_seed(seed)
-    model = BERTModel(config, "mlm")
     log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, wordpiece vocab "
         f"{tokenizer.vocab_size}, {config.layers} layers, d_model {config.d_model}; "
         f"{len(train_examples):,} train pairs ({n_tokens:,} tokens) / "
         f"{len(valid_examples):,} valid pairs")
 
     def save_run(directory: Path) -> None:
-        write_run_metadata(directory, recipe, {"split": split,
+        write_run_metadata(directory, recipe, {**fingerprints,
                                                "tokenizer": tokenizer.fingerprint},
                            model.config_json())
 
@@ -177,6 +222,9 @@ def train_mlm(recipe: MLMRecipe, out_dir: str | Path, resume: bool = False) -> d
     valid_batches = fixed_masked_batches(valid_examples, recipe.data.batch_size,
                                          tokenizer.vocab_size, seed + 1,
                                          recipe.data.mask_probability)
+    if teacher is not None:
+        scores = mlm_metrics(teacher, valid_batches)
+        log("teacher: " + " ".join(f"{k} {v:.4f}" for k, v in scores.items()))
 
     def validate(m: torch.nn.Module) -> dict[str, float]:
         return mlm_metrics(m, valid_batches)
@@ -189,7 +237,8 @@ def train_mlm(recipe: MLMRecipe, out_dir: str | Path, resume: bool = False) -> d
 
 @torch.no_grad()
 def mlm_metrics(model: torch.nn.Module, batches: Sequence[EncoderBatch]) -> dict[str, float]:
-    """Mean loss and accuracy over every masked position of ``batches``."""
+    """Mean masked-token NLL and accuracy over every masked position of ``batches`` (the
+    hard-label part only, so a distilled student is scored like its teacher)."""
     device = next(model.parameters()).device
     loss_sum, correct, n = 0.0, 0, 0
     for batch in batches:
@@ -197,8 +246,8 @@ def mlm_metrics(model: torch.nn.Module, batches: Sequence[EncoderBatch]) -> dict
         out = model(batch)
         scored = batch.labels.ne(IGNORE)
         count = int(scored.sum())
-        loss_sum += float(out.loss) * count
-        correct += int((out.logits.argmax(-1)[scored] == batch.labels[scored]).sum())
+        loss_sum += float(out.nll) * count
+        correct += int((out.logits.argmax(-1) == batch.labels[scored]).sum())
         n += count
     return {"valid_loss": loss_sum / max(n, 1), "valid_accuracy": correct / max(n, 1)}
 
