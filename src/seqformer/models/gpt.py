@@ -125,18 +125,8 @@ class GPT(nn.Module):
         # Sines have amplitude 1 while N(0, 0.02) token vectors are tiny; scale tokens up so the
         # position signal does not drown them (learned positions start at the same 0.02).
         self.embed_scale = math.sqrt(c.d_model) if c.positional == "sinusoidal" else 1.0
-
-    @property
-    def pad_id(self) -> int:
-        return self.config.pad_id
-
-    @property
-    def bos_id(self) -> int:
-        return self.config.bos_id
-
-    @property
-    def eos_id(self) -> int:
-        return self.config.eos_id
+        # Plain attributes (decoding reads model.pad_id/bos_id/eos_id); the config decides them.
+        self.pad_id, self.bos_id, self.eos_id = c.pad_id, c.bos_id, c.eos_id
 
     def _init_weights(self) -> None:
         """GPT-2's init: N(0, 0.02) everywhere, and the projections that write into the residual

@@ -135,18 +135,8 @@ class Seq2Seq(nn.Module):
         if c.tie_output:
             self.output.weight = self.tgt_embed.weight
         self.embed_scale = math.sqrt(c.d_model) if c.scale_embedding else 1.0
-
-    @property
-    def pad_id(self) -> int:
-        return self.config.pad_id
-
-    @property
-    def bos_id(self) -> int:
-        return self.config.bos_id
-
-    @property
-    def eos_id(self) -> int:
-        return self.config.eos_id
+        # Plain attributes (decoding reads model.pad_id/bos_id/eos_id); the config decides them.
+        self.pad_id, self.bos_id, self.eos_id = c.pad_id, c.bos_id, c.eos_id
 
     def _init_weights(self) -> None:
         """Xavier for matrices (as in the reference Transformer), N(0, d^-1/2) for embeddings so
