@@ -307,8 +307,8 @@ def test_imported_model_translates_padded_batches_like_single_sentences(
 
     import_hf(marian_dir, tmp_path / "m")
     model = Transducer.load(tmp_path / "m")
-    texts = [TEXTS[0], TEXTS[6], "a dog", TEXTS[8]]
-    args = dict(beam=4, max_length=12, alpha=1.0, penalty="plain")
+    texts = [TEXTS[0], "a dog", TEXTS[8]]
+    args = dict(beam=4, max_length=10, alpha=1.0, penalty="plain")
     together = [t.texts[0] for t in model.transduce(texts, **args)]
     alone = [model.transduce([t], **args)[0].texts[0] for t in texts]
     assert together == alone
