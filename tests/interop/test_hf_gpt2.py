@@ -212,3 +212,11 @@ def test_cli_import_generate_export(gpt2_dir: Path, tmp_path: Path, capsys) -> N
     with torch.no_grad():
         torch.testing.assert_close(hf_model(exported)(input_ids=x).logits,
                                    ref(input_ids=x).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_sharded_safetensors_load(gpt2_dir: Path, tmp_path: Path) -> None:
+    hf_model(gpt2_dir).save_pretrained(tmp_path, max_shard_size="40KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    x = torch.randint(0, 50, (1, 7))
+    torch.testing.assert_close(GPT.from_hf(tmp_path).logits(x), GPT.from_hf(gpt2_dir).logits(x),
+                               atol=0, rtol=0)
