@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from seqformer.cli import main
 
@@ -58,6 +59,8 @@ tokenizer: {source: word, target: word}
         assert (run / "model.safetensors").is_file()
         config = json.loads((run / "config.json").read_text())
         assert config["max_len"] >= result["length"] + 2  # room for the whole sequence
+        recipe_yaml = yaml.safe_load((run / "recipe.yaml").read_text())
+        assert recipe_yaml["decode"]["max_length"] == result["length"] + 1
         assert int(row[3].replace(",", "")) == result["params"] > 0
         assert all(result[k] > 0 for k in ("epoch_s", "train_tok_s", "decode_sent_s"))
         assert 0 <= result["wer"] <= 100

@@ -146,6 +146,7 @@ class RNNSeq2Seq(nn.Module):
                               "the tokenizers (both > 4)")
         self.config = c = config
         rnn_cls = RNN_CLASSES[c.kind]
+
         def between(layers: int) -> float:  # torch warns about dropout on a single layer
             return c.dropout if layers > 1 else 0.0
 

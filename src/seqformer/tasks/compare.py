@@ -12,7 +12,9 @@ other command accepts. The table (``OUT/compare.md``, and ``compare.json``) repo
 parameters; training seconds per epoch, computed as target tokens per epoch / training tokens
 per second (the trainer's logged throughput, which excludes validation); decoding speed on the
 test split (sentences and output tokens per second, with the recipe's decoding); and the test
-PER and WER (for the synthetic tasks WER is 100 - exact-match accuracy).
+PER and WER (for the synthetic tasks WER is 100 - exact-match accuracy, and test decoding stops
+at ``length + 1`` tokens unless ``decode.max_length`` is set: a model that never emits eos would
+otherwise spend most of the sweep generating ``2 * length + 10`` tokens of nothing).
 """
 
 from __future__ import annotations
@@ -120,9 +122,12 @@ def _plan(compare: CompareRecipe, out: Path) -> list[tuple[str, int | None, str,
             model = dict(section)
             if compare.synthetic:  # room for the whole sequence plus bos/eos
                 model["max_len"] = max(int(model.get("max_len", 0)), length + 2)
+            decode = dict(compare.decode)
+            if compare.synthetic:  # every target has exactly `length` tokens, plus eos
+                decode.setdefault("max_length", length + 1)
             tree = {"name": f"{compare.name}-{label}", "task": "transduction",
                     "data": data, "tokenizer": compare.tokenizer, "model": model,
-                    "train": compare.train, "decode": compare.decode}
+                    "train": compare.train, "decode": decode}
             recipe = recipe_from_dict(copy.deepcopy(tree), f"{compare.name}: models.{label}")
             run_dir = out / task / label if compare.synthetic else out / label
             if (run_dir / "log.jsonl").is_file():
@@ -180,8 +185,8 @@ def run_compare(compare: CompareRecipe, out_dir: str | Path) -> list[Row]:
                         round(minutes, 2), epoch_tokens / tok_s, tok_s,
                         metrics["n"] / decode_s, out_tokens / decode_s,
                         metrics["per"], metrics["wer"], str(run_dir)))
-        write_table(rows, out / "compare.md")
-    (out / "compare.json").write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
+        write_table(rows, out / "compare.md")  # after every run: a long sweep shows progress
+        (out / "compare.json").write_text(json.dumps([asdict(r) for r in rows], indent=1) + "\n")
     plot(rows, out / "compare.png")
     return rows
 
