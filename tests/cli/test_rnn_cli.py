@@ -74,3 +74,20 @@ def test_recipe_errors_name_the_field(trained, capsys) -> None:
     message = error_of(["train", recipe, "--set", "model={}", "--set", "model.kind=gru",
                         "--set", "model.hiden_size=8"], capsys)
     assert "hidden_size" in message
+
+
+def test_attention_chart_of_a_model_without_attention_is_a_clear_error(trained, tmp_path,
+                                                                       capsys) -> None:
+    import dataclasses
+    import shutil
+
+    from seqformer.models.rnn import RNNSeq2Seq
+
+    run, _ = trained
+    copy = tmp_path / "none"
+    shutil.copytree(run, copy)
+    model = RNNSeq2Seq.load(run)
+    RNNSeq2Seq(dataclasses.replace(model.config, attention="none")).save(copy)
+    message = error_of(["attention", "--model", str(copy), "abc", "--out",
+                        str(tmp_path / "x.png")], capsys)
+    assert "attention: none" in message
