@@ -188,6 +188,11 @@ train: {{epochs: 4, lr: 0.005, progress: false, device: cpu, metric: {metric},
         metrics = json.loads((out / "test_metrics.json").read_text())
         assert 0.0 <= metrics["test_f1"] <= (100.0 if task == "qa" else 1.0)
         assert "from scratch" in capsys.readouterr().err
+        assert main(["evaluate", "--model", str(out), "--data", str(tmp_path / data)]) == 0
+        shown = capsys.readouterr().out
+        assert f"f1 {metrics['test_f1']:.4f}" in shown
+        if task == "qa":
+            assert "exact" in shown
 
 
 def test_freeze_presets_freeze_exactly_what_they_name() -> None:
@@ -224,3 +229,14 @@ data: {{sources: [files], files: [{root / 'text.txt'}], valid_percent: 10, batch
     assert (out / "tokenizer" / "wordpiece.json").read_text() == \
         (run / "tokenizer" / "wordpiece.json").read_text()
     assert main(["fill-mask", "--model", str(out), "The [MASK] sees the fox."]) == 0
+
+
+@pytest.mark.parametrize("name", ["bert-pretrain", "fortune-classify", "distil"])
+def test_bundled_encoder_recipes_validate(name) -> None:
+    from seqformer.recipe import load_recipe
+    from seqformer.recipe_encoder import DistilRecipe, FinetuneRecipe, MLMRecipe
+
+    recipe = load_recipe(name)
+    expected = {"bert-pretrain": MLMRecipe, "fortune-classify": FinetuneRecipe,
+                "distil": DistilRecipe}[name]
+    assert isinstance(recipe, expected)
