@@ -313,3 +313,81 @@ def test_imported_model_translates_padded_batches_like_single_sentences(
     alone = [model.transduce([t], **args)[0].texts[0] for t in texts]
     assert together == alone
     assert sum(1 for t in together if t) >= 2  # real outputs, not only empty ones
+
+
+# -- fine-tuning: recipe init_from: hf:PATH ----------------------------------------------------
+@pytest.fixture
+def one_thread():
+    """A 40k-parameter model trains ~100x faster on one thread than on two contended ones."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_fine_tune_with_init_from_then_export(marian_dir: Path, tmp_path: Path,
+                                              one_thread) -> None:
+    from transformers import MarianMTModel
+
+    from seqformer.cli import main
+    from seqformer.tasks.transduction import Transducer, validation_loss
+
+    pairs = [(t, " ".join(reversed(t.split()))) for t in TEXTS]  # reverse the word order
+    tsv = tmp_path / "train.tsv"
+    tsv.write_text("".join(f"{s}\t{t}\n" for s, t in pairs), encoding="utf-8")
+    recipe = tmp_path / "tune.yaml"
+    recipe.write_text(f"""
+name: tune
+init_from: hf:{marian_dir}
+data: {{corpus: files, train: {tsv}, valid: {tsv}, batch_tokens: 300, valid_decode: 4}}
+model: {{dropout: 0.0, label_smoothing: 0.0}}
+train: {{max_steps: 30, lr: 0.003, warmup_steps: 5, eval_every: 15, save_every: 15,
+         metric: valid_loss, metric_mode: min, progress: false, device: cpu}}
+""")
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(run)]) == 0
+
+    tuned = Transducer.load(run)
+    src_ids = [tuned.src_tok.encode(s) for s, _ in pairs]
+    tgt_ids = [tuned.tgt_tok.encode(t) for _, t in pairs]
+    assert all(ids[-1] == 0 for ids in src_ids)  # Marian sources end with </s> (id 0)
+    before = validation_loss(Seq2Seq.from_hf(marian_dir), src_ids, tgt_ids, 300)["valid_nll"]
+    after = validation_loss(tuned.model, src_ids, tgt_ids, 300)["valid_nll"]
+    assert after < 0.5 * before, (before, after)
+
+    exported = tmp_path / "exported"
+    assert main(["export", str(run), "--out", str(exported)]) == 0
+    src, mask = source_batch(tuned.model.pad_id, tuned.model.config.src_vocab_size)
+    tgt_in = torch.full((4, 2), tuned.model.pad_id)
+    with torch.no_grad():
+        theirs = MarianMTModel.from_pretrained(exported).eval()(
+            input_ids=src, attention_mask=mask, decoder_input_ids=tgt_in).logits
+        memory, memory_mask, _ = tuned.model.encode(src)
+        ours, _ = tuned.model.decode(tgt_in, memory, memory_mask)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_init_from_refuses_architecture_changes(marian_dir: Path) -> None:
+    from seqformer.interop.finetune import load_init
+
+    with pytest.raises(ConfigError, match="model.d_model"):
+        load_init(f"hf:{marian_dir}", {"d_model": 64})
+
+
+def test_batches_get_the_model_special_ids_by_position() -> None:
+    """0, 1 and 2 are ordinary tokens in an imported vocabulary: only the positions of padding,
+    decoder start and end change, never tokens that happen to share seqformer's ids."""
+    from types import SimpleNamespace
+
+    from seqformer.data.batching import collate_pairs
+    from seqformer.interop.finetune import with_model_ids
+
+    src, tgt = [[7, 2, 0], [1]], [[2, 0, 1], [5]]
+    batch = with_model_ids(collate_pairs(src, tgt, [0, 1]),
+                           SimpleNamespace(pad_id=9, bos_id=9, eos_id=0), src, tgt)
+    assert batch.src.tolist() == [[7, 2, 0], [1, 9, 9]]
+    assert batch.tgt_in.tolist() == [[9, 2, 0, 1], [9, 5, 9, 9]]
+    assert batch.tgt_out.tolist() == [[2, 0, 1, 0], [5, 0, 9, 9]]
+    default = collate_pairs(src, tgt, [0, 1])
+    assert with_model_ids(default, SimpleNamespace(pad_id=0, bos_id=1, eos_id=2), src,
+                          tgt) is default
