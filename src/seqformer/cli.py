@@ -8,12 +8,18 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from seqformer.errors import DataError, UserError
 
 EXAMPLES = 5
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or a plain process (kept import-free: the CLI starts fast)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _device(name: str) -> str:
@@ -29,15 +35,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     from seqformer.tasks.transduction import Transducer, check_resumable, load_splits, train
 
     recipe = load_recipe(args.recipe, args.set)
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_torchrun(args.nproc)
     out = Path(args.out or f"runs/{recipe.name}")
     if isinstance(recipe, LMRecipe):
         return train_lm(args, recipe, out)
+    from seqformer.cli_encoder import is_encoder_recipe, train_encoder
+
+    if is_encoder_recipe(recipe):
+        return train_encoder(args, recipe, out)
     if args.resume:
         check_resumable(out)  # before the corpus is read: a typo here should fail fast
     splits = load_splits(recipe)
     summary = train(recipe, out, resume=args.resume, splits=splits)
     if _interrupted(args, summary, out):
         return 130
+    if not is_main_process():
+        return 0  # rank 0 reports for the whole job
     test = splits[0]["test"]
     if test:
         transducer = Transducer.load(out, _device(recipe.train.device))
@@ -52,6 +66,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"hypotheses written to {out / 'test.hyp.tsv'}")
     print(f"model saved in {out}")
     return 0
+
+
+def launch_torchrun(nproc: int) -> int:
+    """``seqformer train --nproc N ...`` = ``torchrun --nproc-per-node N -m seqformer train ...``.
+
+    The same command line is re-run in N processes (without ``--nproc``); the Trainer finds
+    its rank in the environment torchrun sets.
+    """
+    import subprocess
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            argv.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={nproc}", "-m", "seqformer", *argv]
+    print("running: " + " ".join(command[2:]), file=sys.stderr)
+    return subprocess.call(command)
 
 
 def _interrupted(args: argparse.Namespace, summary: dict, out: Path) -> bool:
@@ -70,6 +106,8 @@ def train_lm(args: argparse.Namespace, recipe, out: Path) -> int:
     summary = lm.train(recipe, out, resume=args.resume)
     if _interrupted(args, summary, out):
         return 130
+    if not is_main_process():
+        return 0
     model = lm.LanguageModel.load(out, _device(recipe.train.device))
     generator = torch.Generator(device=model.device).manual_seed(recipe.train.seed)
     prompt = recipe.generate.prompt
@@ -176,7 +214,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sys.stdout.write(prompt)
         for piece in model.stream(prompt, args.max_new, args.temperature, args.top_k,
                                   args.top_p, generator, stops,
-                                  args.repetition_penalty):
+                                  args.repetition_penalty, args.min_new,
+                                  args.no_repeat_ngram, args.bad_words):
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
@@ -187,6 +226,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if _family(args.model[0]) == "gpt":
         return evaluate_lm(args)
+    if _family(args.model[0]) == "bert":
+        from seqformer.cli_encoder import evaluate_encoder
+
+        return evaluate_encoder(args)
     if not args.data:
         raise UserError(f"evaluate: {args.model[0]} is an encoder-decoder model; give --data "
                         "TSV (or source and target files)")
@@ -197,10 +240,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics, lines = transducer.evaluate(pairs, beam=args.beam, alpha=args.alpha,
                                          progress=True, **decoding_controls(args))
     print(format_metrics(metrics, f"{' '.join(args.data)} ({int(metrics['n'])} sources)"))
+    print_signatures(pairs, lines)
     out = Path(args.out) if args.out else Path(args.model[0]) / "eval.hyp.tsv"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"hypotheses written to {out}")
     return 0
+
+
+def print_signatures(pairs: list, lines: list[str]) -> None:
+    """sacrebleu's signatures, so scores can be compared with published ones, and a warning
+    when the text looks tokenized (sacrebleu tokenizes again, giving incomparable scores)."""
+    from seqformer.metrics import looks_tokenized, signatures
+    from seqformer.tasks.transduction import group_references
+
+    _, references = group_references(pairs)
+    hyps = [line.split("\t", 1)[1] for line in lines]
+    for name, signature in signatures(hyps, [list(r) for r in references]).items():
+        print(f"  {name.upper()} signature: {signature}")
+    if looks_tokenized([r[0] for r in references]) or looks_tokenized(hyps):
+        print("warning: the text looks tokenized (e.g. 'word .' or 'don 't'); BLEU/chrF/TER "
+              "tokenize by themselves, so detokenize first or the scores match no published "
+              "result", file=sys.stderr)
 
 
 def evaluate_lm(args: argparse.Namespace) -> int:
@@ -262,6 +322,17 @@ def cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from seqformer.tasks.compare import load_compare, run_compare
+
+    compare = load_compare(args.recipe, args.set)
+    out = Path(args.out or f"runs/{compare.name}")
+    rows = run_compare(compare, out)
+    print((out / "compare.md").read_text(encoding="utf-8"), end="")
+    print(f"{len(rows)} runs; table in {out / 'compare.md'}, plot in {out / 'compare.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqformer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -272,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a recipe field, e.g. --set model.layers=4")
     p.add_argument("--out", help="run directory (default runs/<recipe name>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train data-parallel in N processes (torchrun; one per GPU, or gloo "
+                   "on CPU); the recipe's batch is the global batch")
     p.set_defaults(func=cmd_train)
 
     decode_args = argparse.ArgumentParser(add_help=False)
@@ -325,6 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "covering probability P, in (0, 1]")
     p.add_argument("--repetition-penalty", type=float, default=None,
                    help="> 1 discourages tokens already present")
+    p.add_argument("--min-new", type=int, default=0, metavar="N",
+                   help="no end of text before N new tokens")
+    p.add_argument("--no-repeat-ngram", type=int, default=0, metavar="N",
+                   help="no N-gram of new tokens occurs twice (0 = off)")
+    p.add_argument("--bad-words", nargs="+", default=[], metavar="TEXT",
+                   help="texts the continuation must never contain")
     p.add_argument("--seed", type=int, default=1, help="random seed: same seed, same text")
     p.add_argument("--num", type=int, default=1, help="number of samples")
     p.add_argument("--stop", action="append", default=[], metavar="STRING",
@@ -369,6 +449,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("recipes", help="list bundled recipes")
     p.set_defaults(func=cmd_recipes)
+
+    p = sub.add_parser("compare", help="train several model kinds on one task and tabulate "
+                       "parameters, speed and accuracy")
+    p.add_argument("recipe", help="compare recipe (e.g. compare-g2p, compare-reverse)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field, e.g. --set train.max_steps=100")
+    p.add_argument("--out", help="output directory (default runs/<recipe name>)")
+    p.set_defaults(func=cmd_compare)
+
+    from seqformer.cli_encoder import add_parsers
+
+    add_parsers(sub)  # fill-mask, embed
+    from seqformer.cli_interop import add_parsers as add_interop_parsers
+
+    add_interop_parsers(sub)  # import, export (Hugging Face)
     return parser
 
 

@@ -29,13 +29,14 @@ from seqformer.config import (
 )
 from seqformer.errors import ConfigError
 from seqformer.models.gpt import GPTConfig
-from seqformer.models.seq2seq import Seq2SeqConfig
+from seqformer.models.registry import SeqConfig, seq2seq_config, seq2seq_config_class
 from seqformer.training.trainer import TrainConfig
 
 CORPORA = ("files", "cmudict", "bible")
 TOKENIZER_KINDS = ("char", "word", "bpe")
-METRICS = ("valid_loss", "valid_nll", "per", "wer", "bleu", "chrf", "exact")
-TASKS = ("transduction", "lm")
+METRICS = ("valid_loss", "valid_nll", "per", "wer", "cer", "ter", "bleu", "chrf", "exact")
+HIGHER_IS_BETTER = ("bleu", "chrf", "exact")
+TASKS = ("transduction", "lm", "mlm", "classify", "tag", "qa", "distil")
 # Language-model corpora: plain text files, or a Bible read from its installed SWORD module.
 LM_CORPORA = {"files": None, "kjv": "engKJV2006eb", "web": "engWEB2015eb"}
 LM_METRICS = ("valid_loss", "valid_ppl", "valid_bpc")
@@ -130,6 +131,8 @@ class Recipe:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     # Written by `train` into the run's recipe.yaml: split and tokenizer fingerprints.
     fingerprints: dict[str, str] = field(default_factory=dict)
+    # Fine-tune an imported model: "hf:PATH" (Hugging Face Marian dir) or a model directory.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.task != "transduction":
@@ -137,10 +140,17 @@ class Recipe:
         if self.train.metric not in METRICS:
             raise ConfigError(f"train.metric={self.train.metric!r}; use one of "
                               f"{', '.join(METRICS)}")
+        mode = "max" if self.train.metric in HIGHER_IS_BETTER else "min"
+        if self.train.metric_mode != mode:
+            # The wrong direction would keep the worst checkpoint and stop early on progress.
+            raise ConfigError(f"train.metric_mode={self.train.metric_mode!r} but "
+                              f"{self.train.metric} is better when "
+                              f"{'higher' if mode == 'max' else 'lower'}; set "
+                              f"train.metric_mode: {mode}")
 
-    def model_config(self, src_vocab_size: int, tgt_vocab_size: int) -> Seq2SeqConfig:
-        data = {**self.model, "src_vocab_size": src_vocab_size, "tgt_vocab_size": tgt_vocab_size}
-        return from_dict(Seq2SeqConfig, data, "recipe", "model.")
+    def model_config(self, src_vocab_size: int, tgt_vocab_size: int) -> SeqConfig:
+        """``model.kind`` (transformer by default, or rnn/lstm/gru) picks the config class."""
+        return seq2seq_config(self.model, src_vocab_size, tgt_vocab_size)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -283,6 +293,10 @@ def recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Recipe | LM
 
     ``task`` picks the recipe class: :class:`Recipe` (transduction) or :class:`LMRecipe`.
     """
+    if tree.get("task") in ("mlm", "classify", "tag", "qa", "distil"):  # BERT: recipe_encoder
+        from seqformer.recipe_encoder import encoder_recipe_from_dict
+
+        return encoder_recipe_from_dict(tree, where)
     model = tree.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"{where}: model must be a mapping of fields")
@@ -291,8 +305,11 @@ def recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Recipe | LM
         raise ConfigError(f"{where}: task={task!r}; use one of {', '.join(TASKS)}")
     lm = task == "lm"
     config_cls, vocab_fields = ((GPTConfig, {"vocab_size"}) if lm else
-                                (Seq2SeqConfig, {"src_vocab_size", "tgt_vocab_size"}))
+                                (seq2seq_config_class(model.get("kind", "transformer"), where),
+                                 {"src_vocab_size", "tgt_vocab_size"}))
     valid = {f.name for f in dataclasses.fields(config_cls)} - vocab_fields
+    if not lm:
+        valid.add("kind")  # picks the family: see seqformer.models.registry
     for key in model:
         if key not in valid:
             raise unknown_field_error(key, sorted(valid), where, "model.")

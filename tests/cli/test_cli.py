@@ -97,6 +97,8 @@ def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys) -> None:
         ["train", str(plain), "--set", "model.layer=4"], capsys)
     assert "train.max_steps expects int" in error_of(
         ["train", str(plain), "--set", "train.max_steps=many"], capsys)
+    assert "bleu is better when higher; set train.metric_mode: max" in error_of(
+        ["train", str(plain), "--set", "train.metric=bleu"], capsys)
 
     bad_tsv = tmp_path / "bad.tsv"
     bad_tsv.write_text("ab\tb a\nno tab here\n")

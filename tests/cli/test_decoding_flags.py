@@ -102,8 +102,18 @@ def test_evaluate_takes_the_decoding_controls(run: Path, tmp_path: Path, capsys)
     data = tmp_path / "test.tsv"
     data.write_text("abc\tc b a\nhgf\tf g h\n")
     out = tmp_path / "hyp.tsv"
+    capsys.readouterr()
     assert main(["evaluate", "--model", str(run), "--data", str(data), "--min-length", "6",
                  "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert "TER " in printed.out and "CER " in printed.out
+    assert "BLEU signature: nrefs:1|case:mixed|eff:no|tok:13a" in printed.out
+    assert "looks tokenized" not in printed.err
+    tokenized = tmp_path / "tok.tsv"
+    tokenized.write_text("abc\tc , b .\nhgf\tf g 's h .\n")
+    assert main(["evaluate", "--model", str(run), "--data", str(tokenized), "--out",
+                 str(tmp_path / "h2.tsv")]) == 0
+    assert "looks tokenized" in capsys.readouterr().err
     hyps = [line.split("\t")[1].split() for line in out.read_text().splitlines()]
     assert len(hyps) == 2 and all(len(h) >= 6 for h in hyps)
 

@@ -87,6 +87,19 @@ def test_generate_is_reproducible_by_seed_and_stops(lm_run, capsys) -> None:
     assert one_line.endswith("\n") and "\n" not in one_line[:-1]
 
 
+def test_generate_takes_the_decoding_controls(lm_run, capsys) -> None:
+    run, _ = lm_run
+    args = ["generate", "--model", str(run), "--prompt", "the ", "--max-new", "30",
+            "--temperature", "1.0", "--seed", "2"]
+    plain = generated(args, capsys)[len("the "):]
+    assert "o" in plain and "e" in plain  # the words are full of them
+    banned = generated(args + ["--bad-words", "o", "e"], capsys)[len("the "):]
+    assert "o" not in banned and "e" not in banned
+    unique = generated(args + ["--no-repeat-ngram", "1"], capsys)[len("the "):].rstrip("\n")
+    assert len(set(unique)) == len(unique)
+    assert "--bad-words" in error_of(args + ["--bad-words", "\u00e9"], capsys)
+
+
 def test_few_shot_prompt_file_and_greedy(lm_run, tmp_path, capsys) -> None:
     run, _ = lm_run
     prompt = tmp_path / "shots.txt"

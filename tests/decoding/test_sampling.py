@@ -113,3 +113,24 @@ def test_eos_ends_generation_and_bad_settings_are_refused() -> None:
         keep_top_p(1.5)
     with pytest.raises(ValueError, match="top_k"):
         keep_top_k(0)
+
+
+def test_search_controls_apply_to_sampling_too() -> None:
+    from seqformer.decoding.processors import BadWords, MinLength, NoRepeatNGram
+
+    def samples(seed: int, control) -> list[list[int]]:
+        rows = zip(*draw(model, seed, temperature=1.5, eos_id=3, controls=[control]))
+        return [list(r)[:list(r).index(3)] if 3 in r else list(r) for r in rows]
+
+    model = tiny()
+    for seed in range(3):
+        rows = samples(seed, NoRepeatNGram(1))
+        assert all(len(set(r)) == len(r) for r in rows)  # no token twice within a sample
+        assert all(7 not in r and 9 not in r for r in samples(seed, BadWords([[7], [9]])))
+    # eos (3) cannot come before 10 new tokens; without the control this model ends early.
+    gen = torch.Generator().manual_seed(0)
+    steps = [t.tolist() for t in generate(model, torch.tensor([[1, 5]]), 12, generator=gen,
+                                          eos_id=3, controls=[MinLength(10, 3)])]
+    assert len(steps) >= 10 and all(s[0] != 3 for s in steps[:10])
+    with pytest.raises(ValueError, match="eos_id"):
+        next(generate(model, torch.tensor([[1, 5]]), 3, controls=[MinLength(2, 3)]))

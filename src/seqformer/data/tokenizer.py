@@ -33,7 +33,7 @@ SPECIAL_TOKENS: list[str] = [PAD, BOS, EOS, UNK]
 
 TOKENIZER_FILE = "tokenizer.json"
 BPE_FILE = "bpe.json"  # the plain HF file, so `tokenizers.Tokenizer.from_file` can read it too
-KINDS = ("char", "word", "bpe")
+KINDS = ("char", "word", "bpe", "wordpiece")  # wordpiece: BERT's, in data/wordpiece.py
 DEFAULT_BPE_VOCAB_SIZE = 8000
 
 # Labels for characters that would be invisible (or break a chart's layout) in `pieces`.
@@ -265,6 +265,10 @@ def train_tokenizer(
     if kind == "word":
         return _train_symbols(WordTokenizer, texts, min_frequency)
     size = DEFAULT_BPE_VOCAB_SIZE if vocab_size is None else vocab_size
+    if kind == "wordpiece":
+        from seqformer.data.wordpiece import train_wordpiece
+
+        return train_wordpiece(texts, size, min_frequency)
     if size <= len(SPECIAL_TOKENS):
         raise ConfigError(f"bpe vocab_size must be > {len(SPECIAL_TOKENS)}, got {size}; raise it")
     return _train_bpe(texts, size, min_frequency)
@@ -302,6 +306,14 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             from seqformer.interop.hf_tokenizers import load_saved
 
             return load_saved(directory, meta)
+        if kind == "wordpiece":
+            from seqformer.data.wordpiece import WORDPIECE_FILE, WordPieceTokenizer
+
+            wp_path = Path(directory) / str(meta.get("file", WORDPIECE_FILE))
+            if not wp_path.is_file():
+                raise CheckpointError(f"{wp_path}: WordPiece file not found; restore it next "
+                                      f"to {path}")
+            return WordPieceTokenizer.from_file(wp_path)
     except CheckpointError:
         raise
     except Exception as e:  # tokenizers raises plain Exception on bad JSON

@@ -16,6 +16,9 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from seqformer.decoding.processors import Processor as SearchProcessor
+from seqformer.decoding.processors import apply_processors
+
 Processor = Callable[[Tensor, Tensor], Tensor]  # (logits, tokens so far) -> logits
 
 
@@ -107,6 +110,7 @@ def generate(
     eos_id: int | None = None,
     repetition_penalty: float | None = None,
     suppress: Sequence[int] = (0, 1),
+    controls: Sequence[SearchProcessor] = (),
 ) -> Iterator[Tensor]:
     """Yield the next token of every row (batch,) up to ``max_new`` times, as soon as it exists.
 
@@ -114,6 +118,10 @@ def generate(
     ``temperature == 0`` is greedy (argmax) decoding. Rows that emitted ``eos_id`` keep yielding
     it; generation ends once every row has. Tokens in ``suppress`` (default pad and bos) are
     never emitted. Stop strings are text, so the caller checks them and simply stops iterating.
+    ``controls`` are the masking processors of :mod:`seqformer.decoding.processors` (minimum
+    length, no-repeat n-gram, bad words, forced prefix), applied first, on the tokens generated
+    so far (the prompt is not part of their history), so the same flags work for sampling as
+    for beam search.
 
     When the context ``model.config.max_len`` fills up, the model is restarted on the most
     recent half-context: learned positions cannot go further, and re-running half a context once
@@ -121,16 +129,21 @@ def generate(
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if controls and eos_id is None:
+        raise ValueError("controls need eos_id: a row they leave no token may only end")
     # Greedy still applies the repetition penalty; top-k/top-p cannot change the argmax.
     processors = make_processors(temperature or 1.0, top_k, top_p, repetition_penalty)
     context = model.config.max_len
     tokens = prompt_ids[:, -context:]
     state = model.start(tokens)
     done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+    history = tokens[:, :0]  # generated so far, for the controls
     for i in range(max_new):
         logits = state.log_probs.clone()
         if suppress:
             logits[:, list(suppress)] = float("-inf")
+        if controls:
+            logits = apply_processors(logits, history, i, controls, eos_id)
         if temperature == 0:
             for process in processors:
                 logits = process(logits, tokens)
@@ -144,6 +157,7 @@ def generate(
         if i == max_new - 1 or (eos_id is not None and bool(done.all())):
             return
         tokens = torch.cat([tokens, next_tokens.unsqueeze(1)], dim=1)
+        history = torch.cat([history, next_tokens.unsqueeze(1)], dim=1)
         if state.step >= context:
             state = model.start(tokens[:, -(context // 2 or 1):])
         else:

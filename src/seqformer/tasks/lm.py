@@ -27,12 +27,13 @@ from seqformer.data.lm import (
     read_text_files,
     split_tail,
 )
-from seqformer.data.tokenizer import EOS_ID, PAD_ID, Tokenizer, load_tokenizer, train_tokenizer
+from seqformer.data.tokenizer import PAD_ID, Tokenizer, load_tokenizer, train_tokenizer
 from seqformer.decoding.sampling import generate
 from seqformer.errors import CheckpointError, DataError
 from seqformer.models.gpt import GPT, config_json
 from seqformer.recipe import LM_CORPORA, GenerateConfig, LMRecipe, recipe_from_dict
 from seqformer.tasks.rundir import write_run_metadata
+from seqformer.training.distributed import is_main_process
 from seqformer.training.trainer import Trainer
 
 TOKENIZER_DIR = "tokenizer"
@@ -142,22 +143,49 @@ class LanguageModel:
 
     def encode_prompt(self, prompt: str) -> list[int]:
         ids = encode_text(self.tokenizer, prompt)
-        unknown = sum(1 for i in ids if i == self.tokenizer.unk_id)
+        ids[0] = self.model.bos_id  # an imported model (GPT-2) has its own start id
+        unknown = sum(1 for i in ids[1:] if i == self.tokenizer.unk_id)
         if unknown:
             log(f"warning: {unknown} prompt symbol(s) unknown to the tokenizer were mapped to "
                 "<unk>")
         return ids
 
+    def controls(self, min_new: int = 0, no_repeat_ngram: int = 0,
+                 bad_words: Sequence[str] = ()) -> list:
+        """The search processors for these flags; bad values are errors naming the flag."""
+        from seqformer.decoding.processors import BadWords, MinLength, NoRepeatNGram
+        from seqformer.errors import ConfigError
+
+        if min_new < 0 or no_repeat_ngram < 0:
+            raise ConfigError("--min-new and --no-repeat-ngram must be >= 0 (0 = off)")
+        out: list = []
+        if min_new:
+            out.append(MinLength(min_new, self.model.eos_id))
+        if no_repeat_ngram:
+            out.append(NoRepeatNGram(no_repeat_ngram))
+        banned = []
+        for text in bad_words:
+            ids = self.tokenizer.encode(text)
+            if not ids or self.tokenizer.unk_id in ids:
+                raise ConfigError(f"--bad-words {text!r} cannot be encoded by the model's "
+                                  "tokenizer (empty or unknown symbols); fix or drop it")
+            banned.append(ids)
+        if banned:
+            out.append(BadWords(banned))
+        return out
+
     def stream(self, prompt: str, max_new: int | None = None, temperature: float | None = None,
                top_k: int | None = None, top_p: float | None = None,
                generator: torch.Generator | None = None, stop: Sequence[str] = (),
-               repetition_penalty: float | None = None) -> Iterator[str]:
+               repetition_penalty: float | None = None, min_new: int = 0,
+               no_repeat_ngram: int = 0, bad_words: Sequence[str] = ()) -> Iterator[str]:
         """Yield pieces of the continuation of ``prompt`` as tokens are sampled.
 
         Ends at eos, after ``max_new`` tokens, or just before the first stop string (which is
         not yielded). Text that could be the start of a stop string is held back until the next
         tokens decide, so nothing past a stop string ever reaches the terminal. Arguments left
-        None take the run's ``generate`` recipe section.
+        None take the run's ``generate`` recipe section. ``min_new``, ``no_repeat_ngram`` and
+        ``bad_words`` are the decoding controls beam search has (0 / empty = off).
         """
         d = self.defaults
         stops = [s for s in stop if s]
@@ -175,13 +203,16 @@ class LanguageModel:
             d.max_new if max_new is None else max_new,
             d.temperature if temperature is None else temperature,
             d.top_k if top_k is None else top_k, d.top_p if top_p is None else top_p,
-            generator, EOS_ID,
+            generator, self.model.eos_id,
             d.repetition_penalty if repetition_penalty is None else repetition_penalty,
-            suppress=(PAD_ID, self.tokenizer.bos_id, self.tokenizer.unk_id))
+            # GPT-2 uses one id for all of these: never suppress the end of text.
+            suppress=tuple(sorted({self.model.pad_id, self.tokenizer.bos_id,
+                                   self.tokenizer.unk_id} - {self.model.eos_id})),
+            controls=self.controls(min_new, no_repeat_ngram, bad_words))
         completion = ""
         for token in tokens:
             token_id = int(token[0])
-            if token_id == EOS_ID:
+            if token_id == self.model.eos_id:
                 break
             generated.append(token_id)
             completion = decode(self.tokenizer, prompt_ids + generated)[len(prefix):]
@@ -250,7 +281,7 @@ def train(recipe: LMRecipe, out_dir: str | Path, resume: bool = False) -> dict:
                                                "tokenizer": tokenizer.fingerprint},
                            config_json(config))
 
-    if not resume:
+    if not resume and is_main_process():
         tokenizer.save(out / TOKENIZER_DIR)  # written once, before any checkpoint
     save_run(out)
 

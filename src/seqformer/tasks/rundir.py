@@ -11,11 +11,17 @@ from typing import Any
 import yaml
 
 from seqformer.training.checkpoint import atomic_write_text
+from seqformer.training.distributed import is_main_process
 
 
 def write_run_metadata(directory: Path, recipe: Any, fingerprints: dict[str, str],
                        model_config: dict[str, Any]) -> None:
-    """Atomically (re)write recipe.yaml and config.json; called at start and at every save."""
+    """Atomically (re)write recipe.yaml and config.json; called at start and at every save.
+
+    Under torchrun only rank 0 writes (every rank calls this with the same content).
+    """
+    if not is_main_process():
+        return
     directory.mkdir(parents=True, exist_ok=True)
     resolved = recipe.to_dict()
     resolved["fingerprints"] = fingerprints

@@ -33,10 +33,13 @@ from seqformer.decoding.processors import (
 )
 from seqformer.decoding.search import Hypothesis, beam_search, greedy_search
 from seqformer.errors import CheckpointError, ConfigError, DataError
-from seqformer.metrics import bleu, chrf, error_rates
-from seqformer.models.seq2seq import Seq2Seq, config_json
+from seqformer.interop.finetune import ModelIdStream, load_init, with_model_ids
+from seqformer.metrics import bleu, char_error_rate, chrf, error_rates, ter
+from seqformer.models.registry import build_seq2seq, load_seq2seq, seq2seq_config_json
+from seqformer.models.seq2seq import Seq2Seq
 from seqformer.recipe import DecodeConfig, Recipe, recipe_from_dict
 from seqformer.tasks.rundir import write_run_metadata
+from seqformer.training.distributed import is_main_process
 from seqformer.training.trainer import Trainer
 
 
@@ -129,9 +132,10 @@ def encode_pairs(pairs: list[Pair], src_tok: Tokenizer, tgt_tok: Tokenizer, max_
 def score(hypotheses: list[str], references: list[tuple[str, ...]]) -> dict[str, float]:
     """Every metric the task reports; cheap enough to compute them all each time."""
     rates = error_rates(hypotheses, references)
+    refs = [list(r) for r in references]
     return {"per": rates["per"], "wer": rates["wer"], "exact": 100.0 - rates["wer"],
-            "bleu": bleu(hypotheses, [list(r) for r in references]),
-            "chrf": chrf(hypotheses, [list(r) for r in references])}
+            "cer": char_error_rate(hypotheses, refs), "ter": ter(hypotheses, refs),
+            "bleu": bleu(hypotheses, refs), "chrf": chrf(hypotheses, refs)}
 
 
 # -- the inference side ---------------------------------------------------------------------------
@@ -154,7 +158,7 @@ class Transducer:
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu") -> Transducer:
         run_dir = Path(run_dir)
-        model = Seq2Seq.load(run_dir, map_location=device)
+        model = load_seq2seq(run_dir, map_location=device)
         src_tok = load_tokenizer(run_dir / "tokenizer" / "source")
         tgt_tok = load_tokenizer(run_dir / "tokenizer" / "target")
         if (src_tok.vocab_size, tgt_tok.vocab_size) != (model.config.src_vocab_size,
@@ -315,7 +319,8 @@ class Transducer:
 
         def run(indices: Sequence[int]) -> list[list[Hypothesis]]:
             batch = collate_pairs([ids[i] for i in indices], None, list(indices))
-            src = batch.src.to(self.device)
+            # An imported vocabulary (Marian) pads with its own id; 0 is a real token there.
+            src = with_model_ids(batch, self.model, ids, None).src.to(self.device)
             if beam == 1 and nbest == 1:
                 return [[h] for h in greedy_search(self.model, src, max_length, processors)]
             return beam_search(self.model, src, beam, max_length, alpha, penalty, nbest,
@@ -336,17 +341,27 @@ class Transducer:
         return results  # type: ignore[return-value]
 
     def evaluate(self, pairs: list[Pair], **decode_args) -> tuple[dict[str, float], list[str]]:
-        """Metrics of the 1-best outputs against every acceptable reference of each source."""
-        grouped: dict[str, list[str]] = {}
-        for p in pairs:  # the same source with several targets = several references
-            refs = grouped.setdefault(p.source, [])
-            refs.extend(r for r in p.references if r not in refs)
-        sources = list(grouped)
+        """Metrics of the 1-best outputs against every acceptable reference of each source.
+
+        The lines returned are ``source<TAB>hypothesis`` in the order of
+        :func:`group_references`.
+        """
+        sources, references = group_references(pairs)
         outs = self.transduce(sources, **decode_args)
         hyps = [o.texts[0] for o in outs]
-        metrics = score(hyps, [tuple(grouped[s]) for s in sources])
+        metrics = score(hyps, references)
         metrics["n"] = float(len(sources))
         return metrics, [f"{s}\t{h}" for s, h in zip(sources, hyps)]
+
+
+def group_references(pairs: list[Pair]) -> tuple[list[str], list[tuple[str, ...]]]:
+    """Distinct sources in first-seen order, each with all its references: the same source
+    with several targets (several pronunciations, several translations) is one test item."""
+    grouped: dict[str, list[str]] = {}
+    for p in pairs:
+        refs = grouped.setdefault(p.source, [])
+        refs.extend(r for r in p.references if r not in refs)
+    return list(grouped), [tuple(r) for r in grouped.values()]
 
 
 # -- training -------------------------------------------------------------------------------------
@@ -357,6 +372,7 @@ def validation_loss(model: Seq2Seq, src_ids, tgt_ids, batch_tokens: int) -> dict
         lengths = [max(len(s), len(t) + 1) for s, t in zip(src_ids, tgt_ids)]
         for idx in token_budget_batches(lengths, batch_tokens, shuffle=False, seed=0):
             batch = collate_pairs([src_ids[i] for i in idx], [tgt_ids[i] for i in idx], idx)
+            batch = with_model_ids(batch, model, src_ids, tgt_ids)
             out = model(batch.to(device))
             total_loss += float(out.loss) * out.n_tokens
             total_nll += float(out.nll) * out.n_tokens
@@ -382,13 +398,18 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False,
     splits, fingerprint = splits or load_splits(recipe)
     log(f"data: {len(splits['train'])} train / {len(splits['valid'])} valid / "
         f"{len(splits['test'])} test pairs (split {fingerprint}), read in {time.time() - t0:.1f}s")
+    # init_from: fine-tune an imported model; its architecture and tokenizers come with it.
+    init = load_init(recipe.init_from, recipe.model) if recipe.init_from else None
     if resume:
         src_tok = load_tokenizer(out / "tokenizer" / "source")
         tgt_tok = load_tokenizer(out / "tokenizer" / "target")
+    elif init:
+        src_tok, tgt_tok = init.source, init.target
     else:
         src_tok, tgt_tok = build_tokenizers(recipe, splits["train"])
     d = recipe.data
-    config = recipe.model_config(src_tok.vocab_size, tgt_tok.vocab_size)
+    config = (init.model.config if init
+              else recipe.model_config(src_tok.vocab_size, tgt_tok.vocab_size))
     # The model embeds at most max_len positions; the decoder also needs room for bos/eos.
     max_src = min(d.max_source_len, config.max_len)
     max_tgt = min(d.max_target_len, config.max_len - 1)
@@ -397,7 +418,7 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False,
     v_src, v_tgt, v_kept = encode_pairs(splits["valid"], src_tok, tgt_tok, max_src, max_tgt,
                                         "valid")
     torch.manual_seed(recipe.train.seed)
-    model = Seq2Seq(config)
+    model = init.model if init else build_seq2seq(config)  # kind: transformer | rnn | ...
     log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, vocab {src_tok.vocab_size} -> "
         f"{tgt_tok.vocab_size}, {config.n_encoder_layers}+{config.n_decoder_layers} layers, "
         f"d_model {config.d_model}")
@@ -407,9 +428,9 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False,
         write_run_metadata(directory, recipe, {"split": fingerprint,
                                                "source_tokenizer": src_tok.fingerprint,
                                                "target_tokenizer": tgt_tok.fingerprint},
-                           config_json(config))
+                           seq2seq_config_json(config))
 
-    if not resume:
+    if not resume and is_main_process():
         # Tokenizers never change during a run: written once, before the first step, so an
         # interrupted checkpoint can never leave a half-written one.
         src_tok.save(out / "tokenizer" / "source")
@@ -428,7 +449,8 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False,
         m.train(was_training)
         return metrics
 
-    stream = BatchStream(src_ids, tgt_ids, d.batch_tokens, recipe.train.seed)
+    stream = ModelIdStream(BatchStream(src_ids, tgt_ids, d.batch_tokens, recipe.train.seed),
+                           model, src_ids, tgt_ids)
     trainer = Trainer(model, recipe.train, stream, out, validate=validate, on_save=save_run)
     summary = trainer.train(resume=resume)
     return summary

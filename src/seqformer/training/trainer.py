@@ -62,6 +62,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from seqformer.errors import CheckpointError, ConfigError
+from seqformer.training import distributed
 from seqformer.training.averaging import checkpoint_path, prune_checkpoints
 from seqformer.training.checkpoint import (
     WEIGHTS_NAME,
@@ -251,8 +252,9 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
 
 
 def _say(message: str) -> None:
-    """Print a line without tearing the progress bar."""
-    tqdm.write(message, file=sys.stderr)
+    """Print a line without tearing the progress bar (rank 0 only under torchrun)."""
+    if os.environ.get("RANK", "0") == "0":
+        tqdm.write(message, file=sys.stderr)
 
 
 class Trainer:
@@ -272,12 +274,23 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.validate = validate
         self.on_save = on_save
+        self.dist = distributed.context_from_env()
         self.device = resolve_device(config.device)
+        if self.dist.active and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        distributed.init(self.dist, self.device.type)
         self.amp_dtype = resolve_amp(config.amp, self.device)
         # self.model stays the plain module: its state_dict keys are the ones we save, and
         # validation runs on it (variable eval shapes would make a compiled model recompile).
         self.model = model.to(self.device)
         self.forward = torch.compile(self.model) if config.compile else self.model
+        if self.dist.active:
+            # Wraps the (compiled) module: DDP all-reduces gradients as backward produces them.
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.forward, device_ids=ids)
         if config.freeze:
             # Before the optimizer is built, and the same on resume, so its groups line up.
             freeze_parameters(self.model, config.freeze)
@@ -322,7 +335,9 @@ class Trainer:
             self._resume()
         else:
             self._refuse_to_overwrite_a_run()
-            seed_everything(cfg.seed)
+            seed_everything(cfg.seed + self.dist.rank)  # ranks draw different dropout masks
+        # No rank may start writing before every rank has checked the run directory.
+        distributed.barrier(self.dist)
         batches = iter(self.train_stream)
         stop_reason: str | None = None
         if cfg.patience and self.bad_evals >= cfg.patience:
@@ -343,25 +358,34 @@ class Trainer:
             initial=self.step,
             unit="step",
             file=sys.stderr,
-            disable=not cfg.progress,
+            disable=not cfg.progress or not self.dist.main,
             dynamic_ncols=True,
         )
-        log = open(self.run_dir / LOG_NAME, "a", encoding="utf-8")
+        # Only rank 0 writes; the others log into nowhere.
+        log = (open(self.run_dir / LOG_NAME, "a", encoding="utf-8") if self.dist.main
+               else open(os.devnull, "w", encoding="utf-8"))
         try:
             while stop_reason is None and self.step < cfg.max_steps:
                 # ---- one update from `accumulate` micro-batches --------------------------
                 lr = self.optimizer.param_groups[0]["lr"]
-                for _ in range(cfg.accumulate):
-                    batch = next(batches).to(self.device)
-                    with self._autocast():
-                        out = self.forward(batch)
-                    (out.loss / cfg.accumulate).backward()
-                    window_loss += out.loss.detach().float() / cfg.accumulate
+                for micro in range(cfg.accumulate):
+                    global_batch = next(batches)
+                    batch, weight = distributed.shard(global_batch, self.dist)
+                    batch = batch.to(self.device)
+                    # Gradients are all-reduced once per update, on the last micro-batch.
+                    sync = (self.forward.no_sync() if self.dist.active
+                            and micro < cfg.accumulate - 1 else contextlib.nullcontext())
+                    with sync:
+                        with self._autocast():
+                            out = self.forward(batch)
+                        (out.loss * (weight / cfg.accumulate)).backward()
+                    # Weighted like the gradient: summed over ranks it is the global mean.
+                    window_loss += out.loss.detach().float() * (weight / cfg.accumulate)
                     nll = getattr(out, "nll", None)
                     if nll is not None:
-                        nll = nll.detach().float() / cfg.accumulate
+                        nll = nll.detach().float() * (weight / cfg.accumulate)
                         window_nll = nll if window_nll is None else window_nll + nll
-                    window_tokens += int(batch.n_tgt_tokens)
+                    window_tokens += int(global_batch.n_tgt_tokens)
                 grad_norm = self._clip_gradients()
                 self.optimizer.step()
                 self.scheduler.step()
@@ -374,9 +398,15 @@ class Trainer:
 
                 # ---- log, evaluate, checkpoint, stop ------------------------------------
                 out_of_time = budget_s > 0 and time.perf_counter() - self._started >= budget_s
+                if budget_s > 0:
+                    out_of_time = distributed.any_rank(self.dist, out_of_time, self.device)
                 finished = self.step >= cfg.max_steps or out_of_time
                 if self.step % cfg.log_every == 0 or finished:
                     seconds = time.perf_counter() - window_start - window_paused
+                    if self.dist.active:  # every rank gets here at the same step
+                        window_loss = distributed.global_mean(self.dist, window_loss)
+                        if window_nll is not None:
+                            window_nll = distributed.global_mean(self.dist, window_nll)
                     record = {
                         "step": self.step,
                         "epoch": getattr(self.train_stream, "epoch", None),
@@ -434,6 +464,7 @@ class Trainer:
             stop_reason = "max_steps"  # resumed a run that had already reached max_steps
         if self.validate is None and stop_reason != "interrupted":
             self._save_best()
+        distributed.barrier(self.dist)  # nobody reads the run before rank 0 has written it
         return self._summary(stop_reason, run_tokens + window_tokens)
 
     # ---------------------------------------------------------------------------------------
@@ -499,6 +530,8 @@ class Trainer:
         return self.model if self.ema is None else self.ema.module
 
     def _save_best(self) -> None:
+        if not self.dist.main:
+            return
         save_weights(self.final_model, self.run_dir / WEIGHTS_NAME)
         if self.on_save is not None:
             self.on_save(self.run_dir)
@@ -509,6 +542,9 @@ class Trainer:
         The three files belong together; writing them in place would leave a mix of old and
         new files if Ctrl-C or a crash came between two of them.
         """
+        self.saved_step = self.step
+        if not self.dist.main:
+            return
         scratch = self.run_dir / f"{LAST_DIR}.partial"
         shutil.rmtree(scratch, ignore_errors=True)
         save_weights(self.model, scratch / WEIGHTS_NAME)
