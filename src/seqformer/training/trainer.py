@@ -333,6 +333,10 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             self._resume()
+            if self.dist.rank > 0:
+                # last/ holds rank 0's random state only; the other ranks re-seed
+                # deterministically so their dropout masks still differ from rank 0's.
+                seed_everything(cfg.seed + self.dist.rank + 1_000_003 * self.step)
         else:
             self._refuse_to_overwrite_a_run()
             seed_everything(cfg.seed + self.dist.rank)  # ranks draw different dropout masks
