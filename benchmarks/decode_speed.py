@@ -15,6 +15,7 @@ machine noise hits both sides alike; the ratio is the figure to quote.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -24,6 +25,7 @@ import torch
 from common import emit, hardware
 
 from seqformer.decoding.processors import MinLength
+from seqformer.decoding.quantize import quantize_int8
 from seqformer.decoding.search import beam_search, greedy_search
 from seqformer.models.seq2seq import Seq2Seq
 
@@ -70,6 +72,8 @@ def main() -> None:
                         help="sentences timed for batch 1 (slow; sent/s is what counts)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--small", action="store_true")
+    parser.add_argument("--int8", action="store_true",
+                        help="also time our model with int8 Linear layers (CPU)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -81,16 +85,17 @@ def main() -> None:
     build_marian(work, args.small)
     theirs = MarianMTModel.from_pretrained(work).eval().to(device)
     ours = Seq2Seq.from_hf(work).eval().to(device)
+    ours_int8 = quantize_int8(copy.deepcopy(ours)) if args.int8 else None
     vocab, pad, eos = theirs.config.vocab_size, theirs.config.pad_token_id, 0
     gen = torch.Generator().manual_seed(1)
     sources = torch.randint(1, vocab - 1, (args.sentences, SOURCE_LEN), generator=gen)
     sources = sources.to(device)
     force = [MinLength(NEW_TOKENS, ours.eos_id)]
 
-    def run_ours(src: torch.Tensor, beam: int) -> list[list[int]]:
+    def run_ours(src: torch.Tensor, beam: int, model=ours) -> list[list[int]]:
         if beam == 1:
-            return [h.tokens for h in greedy_search(ours, src, NEW_TOKENS + 1, force)]
-        return [n[0].tokens for n in beam_search(ours, src, beam, NEW_TOKENS + 1,
+            return [h.tokens for h in greedy_search(model, src, NEW_TOKENS + 1, force)]
+        return [n[0].tokens for n in beam_search(model, src, beam, NEW_TOKENS + 1,
                                                  processors=force)]
 
     def run_theirs(src: torch.Tensor, beam: int) -> list[list[int]]:
@@ -118,10 +123,18 @@ def main() -> None:
             row = {"beam": beam, "batch": batch, "sentences": n,
                    "ours_sent_s": round(n / t_ours, 2), "hf_sent_s": round(n / t_theirs, 2),
                    "ratio": round(t_theirs / t_ours, 2), "identical_outputs": same}
+            if ours_int8 is not None:
+                run_ours(chunks[0], beam, ours_int8)
+                t_int8, _ = timed(lambda cs=chunks, b=beam: [
+                    x for c in cs for x in run_ours(c, b, ours_int8)], args.repeats)
+                row["ours_int8_sent_s"] = round(n / t_int8, 2)
+                row["int8_ratio"] = round(t_theirs / t_int8, 2)
             result["settings"].append(row)
             name = f"{'greedy' if beam == 1 else f'beam {beam}'}, batch {batch}"
             print(f"{name:<22} {row['ours_sent_s']:>12} {row['hf_sent_s']:>10} "
-                  f"{row['ratio']:>6}x {same:>8.0%}", flush=True)
+                  f"{row['ratio']:>6}x {same:>8.0%}"
+                  + (f"  int8 {row['ours_int8_sent_s']} ({row['int8_ratio']}x)"
+                     if ours_int8 is not None else ""), flush=True)
     emit(result, args.json)
 
 

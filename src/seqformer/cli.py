@@ -154,7 +154,8 @@ def load_transducer(args: argparse.Namespace):
     """The model of ``--model``, or the ensemble of every ``--model`` given."""
     from seqformer.tasks.transduction import Transducer
 
-    return Transducer.load_ensemble(args.model, _device(args.device), args.combine)
+    return Transducer.load_ensemble(args.model, _device(args.device), args.combine,
+                                    args.int8)
 
 
 def one_model(args: argparse.Namespace, command: str) -> str:
@@ -282,7 +283,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
     if not args.out and not args.html:
         raise UserError("attention: give --out FIG.png and/or --html REPORT.html")
-    transducer = Transducer.load(one_model(args, "attention"), _device(args.device))
+    transducer = Transducer.load(one_model(args, "attention"), _device(args.device), args.int8)
     maps = attention_maps(transducer, args.text, beam=args.beam or 1)
     print(f"{maps.source} -> {maps.output}")
     if args.out:
@@ -360,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
                              help="length penalty: gnmt ((5+len)/6)^alpha or plain len^alpha "
                              "(default from the recipe, gnmt)")
     decode_args.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    decode_args.add_argument("--int8", action="store_true",
+                             help="int8 weights in the Linear layers: faster CPU decoding, "
+                             "slightly different scores")
 
     controls = argparse.ArgumentParser(add_help=False)
     controls.add_argument("--max-length", type=int, default=None,

@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 from test_cli import error_of
 
 from seqformer.cli import main
@@ -139,3 +140,23 @@ def test_out_of_memory_in_a_batch_splits_it_and_changes_no_output(run: Path,
     monkeypatch.setattr(transducer.model, "step", small_memory_step)
     assert [t.texts for t in transducer.transduce(inputs, beam=3, nbest=2)] == expected
     assert max(widths) > 6 and widths[-1] <= 6
+
+
+def test_int8_decoding_replaces_the_linear_layers_and_keeps_the_outputs(run: Path,
+                                                                         capsys) -> None:
+    from torch import nn
+
+    from seqformer.tasks.transduction import Transducer
+
+    quantized = Transducer.load(run, int8=True).model
+    assert not any(type(m) is nn.Linear for m in quantized.modules())
+    inputs = ["abcab", "hgf", "aaaa", "bcd", "hhgfe", "ab", "gfedcba", "ccc", "dhea", "bbgh"]
+    full = transduce(run, capsys, *inputs, "--beam", "3")
+    int8 = transduce(run, capsys, *inputs, "--beam", "3", "--int8")
+    assert sum(a == b for a, b in zip(full, int8)) >= 8  # a few near-ties may flip
+    plain = Transducer.load(run).model
+    src = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        a, _ = plain.step(torch.tensor([plain.bos_id]), plain.start(src))
+        b, _ = quantized.step(torch.tensor([plain.bos_id]), quantized.start(src))
+    assert (a - b).abs().max() < 0.1 * a.abs().max()

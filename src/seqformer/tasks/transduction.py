@@ -156,7 +156,9 @@ class Transducer:
         self.device = next(model.parameters()).device
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu") -> Transducer:
+    def load(cls, run_dir: str | Path, device: str = "cpu", int8: bool = False) -> Transducer:
+        """``int8``: dynamic int8 Linear layers for faster CPU decoding (see
+        :mod:`seqformer.decoding.quantize`)."""
         run_dir = Path(run_dir)
         model = load_seq2seq(run_dir, map_location=device)
         src_tok = load_tokenizer(run_dir / "tokenizer" / "source")
@@ -179,18 +181,22 @@ class Transducer:
                         f"{run_dir / 'tokenizer' / side}: fingerprint {tok.fingerprint} differs "
                         f"from the {expected} the model was trained with; restore the run's "
                         "own tokenizer")
+        if int8:
+            from seqformer.decoding.quantize import quantize_int8
+
+            model = quantize_int8(model)
         return cls(model, src_tok, tgt_tok, decode)
 
     @classmethod
     def load_ensemble(cls, run_dirs: Sequence[str | Path], device: str = "cpu",
-                      combine: str = "logprob") -> Transducer:
+                      combine: str = "logprob", int8: bool = False) -> Transducer:
         """One Transducer over several runs whose per-step distributions are combined.
 
         The members must share both tokenizers exactly (same fingerprints): averaging
         distributions over different vocabularies would silently mix unrelated tokens. The
         first run's recipe supplies the decoding defaults.
         """
-        members = [cls.load(d, device) for d in run_dirs]
+        members = [cls.load(d, device, int8) for d in run_dirs]
         if len(members) == 1:
             return members[0]
         first = members[0]
