@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from seqformer.data.tokenizer import TOKENIZER_FILE, Tokenizer
-from seqformer.errors import CheckpointError
+from seqformer.errors import CheckpointError, ConfigError
 
 HF_FILE = "hf_tokenizer.json"
 SPM_FILE = "spm.model"
@@ -108,8 +108,11 @@ class SentencePieceTokenizer(_ImportedTokenizer):
 
     def __init__(self, spm_path: str | Path, vocab: dict[str, int], special_ids: dict[str, int],
                  append_eos: bool = False) -> None:
-        import sentencepiece
-
+        try:
+            import sentencepiece
+        except ImportError:
+            raise ConfigError("Marian tokenizers need the sentencepiece package: "
+                              "pip install sentencepiece") from None
         super().__init__(special_ids)
         self.spm_path = Path(spm_path)
         self.spm = sentencepiece.SentencePieceProcessor()
