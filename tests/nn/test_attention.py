@@ -84,3 +84,27 @@ def test_static_cache_projects_memory_once() -> None:
     torch.testing.assert_close(first, second)
     kept = cache.select(torch.tensor([1, 1]))
     assert torch.equal(kept.key[0], kept.key[1])
+
+
+def test_kv_cache_buffers_equal_concatenation_through_growth_and_selection() -> None:
+    from seqformer.nn.attention import KVCache
+
+    torch.manual_seed(0)
+    cache, keys, values, batch = KVCache(), [], [], 3
+    for step in range(40):  # crosses the initial capacity (16) and one doubling
+        n = 1 if step else 5
+        k, v = torch.randn(batch, 2, n, 4), torch.randn(batch, 2, n, 4)
+        keys.append(k)
+        values.append(v)
+        got_k, got_v = cache.append(k, v)
+        assert torch.equal(got_k, torch.cat(keys, 2)) and torch.equal(got_v, torch.cat(values, 2))
+        if step == 20:
+            idx = torch.tensor([2, 2, 0, 1])
+            cache, batch = cache.select(idx), 4
+            keys = [k.index_select(0, idx) for k in keys]
+            values = [v.index_select(0, idx) for v in values]
+            assert torch.equal(cache.key, torch.cat(keys, 2))
+    assert cache._key_buf.shape[2] >= cache.key.shape[2] == 44
+    static = KVCache(static=True)
+    k = torch.randn(2, 2, 7, 4)
+    assert static.append(k, k)[0] is k and static._key_buf is None

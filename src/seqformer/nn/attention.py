@@ -13,7 +13,7 @@ attention is forbidden, or a float mask added to the scores.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,26 +28,52 @@ class KVCache:
 
     Decoder self-attention appends one step at a time; cross-attention fills it once from the
     encoder output (``static``) so the memory is projected a single time per sentence.
+
+    Appended keys/values live in buffers with spare time capacity (doubled when full), and
+    ``key``/``value`` are views of their filled part: a step writes one position instead of
+    copying the whole prefix (``torch.cat`` per step made greedy decoding quadratic in
+    memory traffic).
     """
 
     key: Tensor | None = None
     value: Tensor | None = None
     static: bool = False
+    _key_buf: Tensor | None = field(default=None, repr=False)
+    _value_buf: Tensor | None = field(default=None, repr=False)
 
     def append(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
-        if self.key is None:
+        if self.static:
             self.key, self.value = key, value
-        else:
-            self.key = torch.cat([self.key, key], dim=2)
-            self.value = torch.cat([self.value, value], dim=2)
+            return key, value
+        length = 0 if self.key is None else self.key.shape[2]
+        end = length + key.shape[2]
+        if self._key_buf is None or end > self._key_buf.shape[2]:
+            capacity = max(16, 2 * end)
+            shape = (key.shape[0], key.shape[1], capacity, key.shape[3])
+            k_buf, v_buf = key.new_empty(shape), value.new_empty(shape)
+            if length:
+                k_buf[:, :, :length] = self.key
+                v_buf[:, :, :length] = self.value
+            self._key_buf, self._value_buf = k_buf, v_buf
+        self._key_buf[:, :, length:end] = key
+        self._value_buf[:, :, length:end] = value
+        self.key, self.value = self._key_buf[:, :, :end], self._value_buf[:, :, :end]
         return self.key, self.value
 
     def select(self, indices: Tensor) -> KVCache:
         """Reorder along the batch axis: beam search keeps, drops and duplicates hypotheses."""
         if self.key is None:
             return KVCache(static=self.static)
-        return KVCache(self.key.index_select(0, indices), self.value.index_select(0, indices),
-                       self.static)
+        if self.static or self._key_buf is None:
+            return KVCache(self.key.index_select(0, indices),
+                           self.value.index_select(0, indices), self.static)
+        # One copy of the filled part, straight into a buffer that keeps its spare capacity.
+        length = self.key.shape[2]
+        shape = (indices.numel(), *self._key_buf.shape[1:])
+        k_buf, v_buf = self._key_buf.new_empty(shape), self._value_buf.new_empty(shape)
+        torch.index_select(self.key, 0, indices, out=k_buf[:, :, :length])
+        torch.index_select(self.value, 0, indices, out=v_buf[:, :, :length])
+        return KVCache(k_buf[:, :, :length], v_buf[:, :, :length], False, k_buf, v_buf)
 
 
 def build_attention_mask(
