@@ -14,6 +14,7 @@ from seqformer.interop import hf_gpt2
 from seqformer.models.gpt import GPT, GPTConfig
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Hello world, hello GPT-2!",
          "Byte-level BPE never needs an unknown token: caf\u00e9 na\u00efve \U0001f600"] * 5

@@ -16,6 +16,7 @@ from seqformer.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
 transformers = pytest.importorskip("transformers")
 spm = pytest.importorskip("sentencepiece")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEXTS = ["the cat sat on the mat", "a dog ran in the park", "the quick brown fox",
          "hello world and hello again", "birds fly over the river", "we read books at night",
@@ -316,17 +317,7 @@ def test_imported_model_translates_padded_batches_like_single_sentences(
 
 
 # -- fine-tuning: recipe init_from: hf:PATH ----------------------------------------------------
-@pytest.fixture
-def one_thread():
-    """A 40k-parameter model trains ~100x faster on one thread than on two contended ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_fine_tune_with_init_from_then_export(marian_dir: Path, tmp_path: Path,
-                                              one_thread) -> None:
+def test_fine_tune_with_init_from_then_export(marian_dir: Path, tmp_path: Path) -> None:
     from transformers import MarianMTModel
 
     from seqformer.cli import main
