@@ -221,3 +221,15 @@ def test_sharded_safetensors_load(gpt2_dir: Path, tmp_path: Path) -> None:
     x = torch.randint(0, 50, (1, 7))
     torch.testing.assert_close(GPT.from_hf(tmp_path).logits(x), GPT.from_hf(gpt2_dir).logits(x),
                                atol=0, rtol=0)
+
+
+def test_perplexity_of_imported_gpt2_is_refused_not_wrong(gpt2_dir: Path, tmp_path: Path,
+                                                          capsys) -> None:
+    from seqformer.cli import main
+
+    assert main(["import", str(gpt2_dir), "--out", str(tmp_path / "m")]) == 0
+    (tmp_path / "t.txt").write_text(TEXTS[0], encoding="utf-8")
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(tmp_path / "m"), "--text",
+                 str(tmp_path / "t.txt")]) == 2
+    assert "not supported yet" in capsys.readouterr().err
