@@ -77,3 +77,14 @@ def test_max_length_is_respected() -> None:
     for hyps in beam_search(model, SRC, beam=3, max_length=3):
         assert all(len(h.tokens) <= 2 for h in hyps)
     assert all(len(h.tokens) <= 2 for h in greedy_search(model, SRC, max_length=3))
+
+
+def test_sharing_the_encoder_side_across_beams_changes_nothing(monkeypatch) -> None:
+    from seqformer.models.seq2seq import DecoderState
+
+    model = random_model(3)
+    shared = beam_search(model, SRC, beam=4, max_length=12, alpha=0.6, nbest=4)
+    monkeypatch.delattr(DecoderState, "select_beams")  # force the copying select
+    copied = beam_search(model, SRC, beam=4, max_length=12, alpha=0.6, nbest=4)
+    assert [[(h.tokens, h.score) for h in n] for n in shared] == \
+        [[(h.tokens, h.score) for h in n] for n in copied]

@@ -38,6 +38,10 @@ class EnsembleState:
     def select(self, indices: Tensor) -> EnsembleState:
         return EnsembleState([s.select(indices) for s in self.states])
 
+    def select_beams(self, indices: Tensor) -> EnsembleState:
+        return EnsembleState([getattr(s, "select_beams", s.select)(indices)
+                              for s in self.states])
+
 
 class Ensemble(nn.Module):
     """Members decode in lockstep; their per-step distributions are combined by ``combine``."""

@@ -2,7 +2,9 @@
 
 The contract (see docs/architecture.md): ``model.start(src) -> state`` runs the encoder once;
 ``model.step(tokens, state) -> (log_probs, state)`` advances every hypothesis by one token using
-the cache inside ``state``; ``state.select(indices)`` keeps, drops or duplicates hypotheses.
+the cache inside ``state``; ``state.select(indices)`` keeps, drops or duplicates hypotheses
+(an optional ``state.select_beams(indices)`` does the same for indices that stay inside each
+sentence's group of beams, so it may skip copying what the beams of a sentence share).
 Nothing here knows whether the model is a Transformer, an RNN or anything later.
 """
 
@@ -226,7 +228,9 @@ def beam_search(
         scores = torch.where(done_t, torch.full_like(new_scores, float("-inf")), new_scores)
         true_lps = new_true
         flat = (offsets + src_beam).view(-1)
-        state = state.select(flat)
+        # Indices stay within each sentence's beams: a state may skip copying what its beams
+        # share (the encoder side); one without ``select_beams`` copies everything.
+        state = getattr(state, "select_beams", state.select)(flat)
         history = torch.cat([history.view(batch * beam, -1).index_select(0, flat)
                              .view(batch, beam, -1), new_tok.unsqueeze(-1)], dim=2)
         tokens = new_tok.view(-1)

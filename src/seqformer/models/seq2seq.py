@@ -110,6 +110,16 @@ class DecoderState:
             self.extras,
         )
 
+    def select_beams(self, indices: Tensor) -> DecoderState:
+        """``select`` for beam search's per-step reordering, where every index stays inside its
+        sentence's group of beams: the encoder memory and the cross-attention keys/values are
+        identical across a group, so only the decoder's own caches need copying (the memory
+        side is most of the cache: copying it every step cost more than the step's
+        attention)."""
+        return DecoderState(self.memory, self.memory_padding_mask,
+                            [LayerCache(c.self_attn.select(indices), c.cross_attn)
+                             for c in self.caches], self.step, self.extras)
+
 
 class Seq2Seq(nn.Module):
     """Embeddings -> encoder stack -> decoder stack -> linear output (softmax in the loss)."""
