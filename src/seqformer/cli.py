@@ -209,9 +209,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     generator = torch.Generator(device=model.device).manual_seed(args.seed)
     # Shells make a real newline awkward to type, so "\\n" and "\\t" are understood too.
     stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]
-    for i in range(args.num):
-        if args.num > 1:
-            print(f"--- sample {i + 1} ---", flush=True)
+    if args.num > 1:  # drawn together as one batch; each printed when all are done
+        texts = model.samples(prompt, args.num, args.max_new, args.temperature, args.top_k,
+                              args.top_p, generator, stops, args.repetition_penalty,
+                              args.min_new, args.no_repeat_ngram, args.bad_words)
+        for i, text in enumerate(texts):
+            print(f"--- sample {i + 1} ---\n{prompt}{text}", flush=True)
+        return 0
+    for _ in range(args.num):
         sys.stdout.write(prompt)
         for piece in model.stream(prompt, args.max_new, args.temperature, args.top_k,
                                   args.top_p, generator, stops,

@@ -78,7 +78,12 @@ def test_generate_is_reproducible_by_seed_and_stops(lm_run, capsys) -> None:
     assert generated(args, capsys) == first
     assert generated(args[:-1] + ["4"], capsys) != first
     three = generated(args + ["--num", "3"], capsys)
-    assert three.count("--- sample") == 3
+    assert three.count("--- sample") == 3 and generated(args + ["--num", "3"], capsys) == three
+    samples = [s.strip("\n") for s in three.split("--- sample ")[1:]]
+    assert len({s.split("---\n", 1)[1] for s in samples}) == 3  # three different texts
+    stopped3 = generated(args + ["--num", "3", "--stop", " "], capsys)
+    assert all(" " not in s.split("---\n", 1)[1][len("the lord"):]
+               for s in stopped3.split("--- sample ")[1:])
     stopped = generated(args + ["--stop", " "], capsys)
     assert " " not in stopped[len("the lord"):].rstrip("\n")
     longer = args[:-1] + ["7", "--max-new", "120"]

@@ -29,7 +29,7 @@ from seqformer.data.lm import (
 )
 from seqformer.data.tokenizer import PAD_ID, Tokenizer, load_tokenizer, train_tokenizer
 from seqformer.decoding.sampling import generate
-from seqformer.errors import CheckpointError, DataError
+from seqformer.errors import CheckpointError, ConfigError, DataError
 from seqformer.models.gpt import GPT, config_json
 from seqformer.recipe import LM_CORPORA, GenerateConfig, LMRecipe, recipe_from_dict
 from seqformer.tasks.rundir import write_run_metadata
@@ -187,7 +187,6 @@ class LanguageModel:
         None take the run's ``generate`` recipe section. ``min_new``, ``no_repeat_ngram`` and
         ``bad_words`` are the decoding controls beam search has (0 / empty = off).
         """
-        d = self.defaults
         stops = [s for s in stop if s]
         hold = max((len(s) for s in stops), default=1) - 1
         prompt_ids = self.encode_prompt(prompt)
@@ -198,17 +197,8 @@ class LanguageModel:
         prefix = decode(self.tokenizer, prompt_ids)
         generated: list[int] = []
         shown = 0
-        tokens = generate(
-            self.model, torch.tensor([prompt_ids], device=self.device),
-            d.max_new if max_new is None else max_new,
-            d.temperature if temperature is None else temperature,
-            d.top_k if top_k is None else top_k, d.top_p if top_p is None else top_p,
-            generator, self.model.eos_id,
-            d.repetition_penalty if repetition_penalty is None else repetition_penalty,
-            # GPT-2 uses one id for all of these: never suppress the end of text.
-            suppress=tuple(sorted({self.model.pad_id, self.tokenizer.bos_id,
-                                   self.tokenizer.unk_id} - {self.model.eos_id})),
-            controls=self.controls(min_new, no_repeat_ngram, bad_words))
+        tokens = self._generate([prompt_ids], max_new, temperature, top_k, top_p, generator,
+                                repetition_penalty, min_new, no_repeat_ngram, bad_words)
         completion = ""
         for token in tokens:
             token_id = int(token[0])
@@ -228,6 +218,52 @@ class LanguageModel:
         if len(completion) > shown:
             yield completion[shown:]
 
+    def _generate(self, prompts: list[list[int]], max_new: int | None,
+                  temperature: float | None, top_k: int | None, top_p: float | None,
+                  generator: torch.Generator | None, repetition_penalty: float | None,
+                  min_new: int, no_repeat_ngram: int, bad_words: Sequence[str]
+                  ) -> Iterator[torch.Tensor]:
+        """``generate`` over equal-length prompts, unset knobs from the recipe's defaults."""
+        d = self.defaults
+        return generate(
+            self.model, torch.tensor(prompts, device=self.device),
+            d.max_new if max_new is None else max_new,
+            d.temperature if temperature is None else temperature,
+            d.top_k if top_k is None else top_k, d.top_p if top_p is None else top_p,
+            generator, self.model.eos_id,
+            d.repetition_penalty if repetition_penalty is None else repetition_penalty,
+            # GPT-2 uses one id for all of these: never suppress the end of text.
+            suppress=tuple(sorted({self.model.pad_id, self.tokenizer.bos_id,
+                                   self.tokenizer.unk_id} - {self.model.eos_id})),
+            controls=self.controls(min_new, no_repeat_ngram, bad_words))
+
+    def samples(self, prompt: str, num: int, max_new: int | None = None,
+                temperature: float | None = None, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None,
+                stop: Sequence[str] = (), repetition_penalty: float | None = None,
+                min_new: int = 0, no_repeat_ngram: int = 0, bad_words: Sequence[str] = ()
+                ) -> list[str]:
+        """``num`` continuations of ``prompt`` drawn together as one batch -- one forward pass
+        per token for all of them -- each cut at eos or just before its first stop string.
+        Arguments as for :meth:`stream`."""
+        prompt_ids = self.encode_prompt(prompt)
+        prefix = decode(self.tokenizer, prompt_ids)
+        rows: list[list[int]] = [[] for _ in range(num)]
+        ended = [False] * num
+        for token in self._generate([prompt_ids] * num, max_new, temperature, top_k, top_p,
+                                    generator, repetition_penalty, min_new, no_repeat_ngram,
+                                    bad_words):
+            for i, t in enumerate(token.tolist()):
+                ended[i] = ended[i] or t == self.model.eos_id
+                if not ended[i]:
+                    rows[i].append(t)
+        texts = []
+        for row in rows:
+            text = decode(self.tokenizer, prompt_ids + row)[len(prefix):]
+            cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+            texts.append(text[:min(cuts)] if cuts else text)
+        return texts
+
     def complete(self, prompt: str, **kwargs) -> str:
         return "".join(self.stream(prompt, **kwargs))
 
@@ -235,6 +271,10 @@ class LanguageModel:
         """Perplexity, mean NLL per token and bits per character of ``text``."""
         if not text.strip():
             raise DataError(f"{where}: empty text; give some text to score")
+        if (self.model.pad_id, self.model.bos_id, self.model.eos_id) != (PAD_ID, 1, 2):
+            # Scoring starts at seqformer's bos 1 and pads with 0: real tokens in such a vocabulary.
+            raise ConfigError("perplexity of a model with its own special ids (an imported "
+                              "GPT-2) is not supported yet; score it with transformers")
         ids = encode_text(self.tokenizer, text)
         unknown = sum(1 for i in ids if i == self.tokenizer.unk_id)
         if unknown:
