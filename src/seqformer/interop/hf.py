@@ -3,7 +3,8 @@
 An imported directory has the layout of a trained run (``config.json`` with ``family``,
 ``model.safetensors``, ``tokenizer/``), so every command that takes ``--model`` takes it:
 ``transduce``/``evaluate`` for Marian (``tokenizer/source`` and ``tokenizer/target``),
-``generate``/``evaluate`` for GPT-2 (``tokenizer/``). Adding an architecture is one entry in
+``generate``/``evaluate`` for GPT-2 (``tokenizer/``), ``embed``/``fill-mask``/``evaluate`` for
+BERT (``tokenizer/``). Adding an architecture is one entry in
 ``IMPORTERS``.
 """
 
@@ -39,8 +40,16 @@ def _import_marian(src: Path, out: Path, trust_pickle: bool) -> str:
     return "seq2seq"
 
 
+def _import_bert(src: Path, out: Path, trust_pickle: bool) -> str:
+    from seqformer.interop import hf_bert_io
+
+    return hf_bert_io.import_dir(src, out, trust_pickle)
+
+
 # model_type in config.json -> (description, importer)
 IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
+    "bert": ("BERT (BertModel, BertForMaskedLM/SequenceClassification/TokenClassification/"
+             "QuestionAnswering)", _import_bert),
     "gpt2": ("GPT-2 (GPT2LMHeadModel)", _import_gpt2),
     "marian": ("Marian / opus-mt (MarianMTModel)", _import_marian),
 }
@@ -93,5 +102,9 @@ def export_hf(model_dir: str | Path, out: str | Path) -> str:
                 tokenizers = pair
         model.to_hf(out, tokenizers)
         return "marian"
+    if family == "bert":
+        from seqformer.interop import hf_bert_io
+
+        return hf_bert_io.export_dir(model_dir, out)
     raise ConfigError(f"{model_dir}: a {family!r} model cannot be exported to Hugging Face "
-                      "format yet; supported: gpt (as gpt2), seq2seq (as marian)")
+                      "format yet; supported: gpt (as gpt2), seq2seq (as marian), bert")

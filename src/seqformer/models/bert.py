@@ -194,6 +194,8 @@ def make_head(kind: str, config: BERTConfig, num_labels: int,
         return TokenClassificationHead(config.d_model, num_labels, config.dropout)
     if kind == "qa":
         return SpanHead(config.d_model)
+    if kind == "none":  # an imported bare encoder (BertModel): hidden states are the output
+        return nn.Identity()
     raise ConfigError(f"unknown head {kind!r}; use one of {', '.join(HEAD_KINDS)}")
 
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from seqformer.nn.feedforward import ACTIVATIONS
 
-HEAD_KINDS = ("mlm", "classify", "tag", "qa")
+HEAD_KINDS = ("mlm", "classify", "tag", "qa", "none")  # none: the encoder alone (embeddings)
 
 
 class MLMHead(nn.Module):
