@@ -96,6 +96,19 @@ def test_greedy_and_beam_search_run_and_agree_at_beam_one() -> None:
         assert all(0 not in h.tokens and 1 not in h.tokens for h in b)
 
 
+def test_sharing_the_encoder_side_across_beams_changes_nothing(monkeypatch) -> None:
+    from seqformer.models.rnn import RNNState
+
+    for kind, attention in (("lstm", "luong"), ("gru", "bahdanau")):
+        model = tiny(kind=kind, attention=attention)
+        shared = beam_search(model, padded_src(), 3, max_length=8, alpha=0.6, nbest=3)
+        with monkeypatch.context() as patch:
+            patch.delattr(RNNState, "select_beams")  # force the copying select
+            copied = beam_search(model, padded_src(), 3, max_length=8, alpha=0.6, nbest=3)
+        assert [[(h.tokens, h.score) for h in n] for n in shared] == \
+            [[(h.tokens, h.score) for h in n] for n in copied]
+
+
 @pytest.mark.parametrize("encoder", ["rnn", "cnn"])
 def test_padding_does_not_change_decoding(encoder: str) -> None:
     model = tiny(kind="lstm", attention="luong", encoder=encoder)

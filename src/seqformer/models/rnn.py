@@ -127,11 +127,24 @@ class RNNState:
         def rows(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.index_select(0, indices)
 
-        hidden = (tuple(h.index_select(1, indices) for h in self.hidden)
-                  if isinstance(self.hidden, tuple) else self.hidden.index_select(1, indices))
         return RNNState(self.memory.index_select(0, indices), rows(self.keys),
-                        rows(self.memory_padding_mask), hidden, rows(self.feed), self.step,
-                        self.extras)
+                        rows(self.memory_padding_mask), self._hidden_rows(indices),
+                        rows(self.feed), self.step, self.extras)
+
+    def select_beams(self, indices: Tensor) -> RNNState:
+        """``select`` for beam search's per-step reordering, where every index stays inside its
+        sentence's group of beams: memory, keys and mask are identical across a group, so only
+        the recurrent state (and Luong's fed-back output) is copied."""
+        feed = None if self.feed is None else self.feed.index_select(0, indices)
+        return RNNState(self.memory, self.keys, self.memory_padding_mask,
+                        self._hidden_rows(indices), feed, self.step, self.extras)
+
+    def _hidden_rows(self, indices: Tensor) -> Hidden:
+        """The recurrent state keeps the batch in dim 1: (layers, batch, hidden)."""
+        if isinstance(self.hidden, tuple):
+            h, c = self.hidden
+            return h.index_select(1, indices), c.index_select(1, indices)
+        return self.hidden.index_select(1, indices)
 
 
 class RNNSeq2Seq(nn.Module):
