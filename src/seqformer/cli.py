@@ -209,6 +209,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     generator = torch.Generator(device=model.device).manual_seed(args.seed)
     # Shells make a real newline awkward to type, so "\\n" and "\\t" are understood too.
     stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]
+    if args.beam > 1:  # the likeliest continuations, not samples
+        hyps = model.beam(prompt, args.beam, args.max_new, args.nbest, args.alpha,
+                          args.penalty, args.min_new, args.no_repeat_ngram, args.bad_words)
+        for text, score in hyps:
+            print(f"{prompt}{text}" + (f"\t{score:.4f}" if args.nbest > 1 else ""))
+        return 0
     if args.num > 1:  # drawn together as one batch; each printed when all are done
         texts = model.samples(prompt, args.num, args.max_new, args.temperature, args.top_k,
                               args.top_p, generator, stops, args.repetition_penalty,
@@ -416,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="texts the continuation must never contain")
     p.add_argument("--seed", type=int, default=1, help="random seed: same seed, same text")
     p.add_argument("--num", type=int, default=1, help="number of samples")
+    p.add_argument("--beam", type=int, default=1, metavar="N",
+                   help="beam search with N beams instead of sampling (1 = sample)")
+    p.add_argument("--nbest", type=int, default=1, help="with --beam: print the N best with "
+                   "their scores")
+    p.add_argument("--alpha", type=float, default=0.0, help="with --beam: length penalty alpha")
+    p.add_argument("--penalty", choices=["gnmt", "plain"], default="gnmt",
+                   help="with --beam: gnmt ((5+len)/6)^alpha or plain len^alpha")
     p.add_argument("--stop", action="append", default=[], metavar="STRING",
                    help="stop before this text (repeatable; \\n and \\t are understood), "
                    "e.g. --stop '\\n\\n' to end at a blank line")

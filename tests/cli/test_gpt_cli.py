@@ -105,6 +105,19 @@ def test_generate_takes_the_decoding_controls(lm_run, capsys) -> None:
     assert "--bad-words" in error_of(args + ["--bad-words", "\u00e9"], capsys)
 
 
+def test_generate_by_beam_search(lm_run, capsys) -> None:
+    run, _ = lm_run
+    args = ["generate", "--model", str(run), "--prompt", "the lord ", "--max-new", "12"]
+    best = generated(args + ["--beam", "4"], capsys)
+    assert best.startswith("the lord ") and generated(args + ["--beam", "4", "--seed", "5"],
+                                                      capsys) == best  # no randomness
+    lines = generated(args + ["--beam", "4", "--nbest", "3", "--alpha", "0.6"],
+                      capsys).splitlines()
+    scores = [float(line.rsplit("\t", 1)[1]) for line in lines]
+    assert len(lines) == 3 and scores == sorted(scores, reverse=True)
+    assert "--nbest" in error_of(args + ["--beam", "2", "--nbest", "3"], capsys)
+
+
 def test_few_shot_prompt_file_and_greedy(lm_run, tmp_path, capsys) -> None:
     run, _ = lm_run
     prompt = tmp_path / "shots.txt"

@@ -233,3 +233,39 @@ def test_perplexity_of_imported_gpt2_is_refused_not_wrong(gpt2_dir: Path, tmp_pa
     assert main(["evaluate", "--model", str(tmp_path / "m"), "--text",
                  str(tmp_path / "t.txt")]) == 2
     assert "not supported yet" in capsys.readouterr().err
+
+
+def test_beam_search_equals_transformers_generate(gpt2_dir: Path) -> None:
+    """Beam 4, length_penalty 1.0, canonical stopping (transformers' early_stopping="never").
+    Both sides end every hypothesis at the last step with eos scored by its real log-prob
+    (transformers via a small processor; by default it keeps cut hypotheses without eos)."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from seqformer.decoding.continuation import Continuation
+    from seqformer.decoding.search import beam_search, greedy_search
+
+    ours, ref = GPT.from_hf(gpt2_dir), hf_model(gpt2_dir)
+    eos, new = ours.config.eos_id, 12
+    prompts = torch.randint(1, ours.config.vocab_size, (3, 5),
+                            generator=torch.Generator().manual_seed(4))
+
+    class EosAtLastStep(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            if input_ids.shape[-1] != prompts.shape[1] + new - 1:
+                return scores
+            forced = torch.full_like(scores, float("-inf"))
+            forced[:, eos] = scores.log_softmax(-1)[:, eos]
+            return forced
+
+    with torch.no_grad():
+        out = ref.generate(prompts, attention_mask=torch.ones_like(prompts), do_sample=False,
+                           num_beams=4, max_new_tokens=new, length_penalty=1.0,
+                           early_stopping="never", pad_token_id=eos,
+                           logits_processor=LogitsProcessorList([EosAtLastStep()]))[:, 5:]
+    expected = [row[: row.index(eos) + 1] if eos in row else row for row in out.tolist()]
+    lm = Continuation(ours)
+    got = [n[0].tokens + [eos] for n in beam_search(lm, prompts, beam=4, max_length=new,
+                                                    alpha=1.0, penalty="plain")]
+    assert got == expected
+    greedy = [h.tokens + [eos] for h in greedy_search(lm, prompts, max_length=new)]
+    assert greedy != got  # the beam found what greedy did not: the test has teeth

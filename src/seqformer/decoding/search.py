@@ -63,7 +63,9 @@ def restrict(log_probs: Tensor, model, last: bool) -> Tensor:
         forced[:, model.eos_id] = log_probs[:, model.eos_id]
         return forced
     log_probs = log_probs.clone()
-    log_probs[:, [model.pad_id, model.bos_id]] = float("-inf")
+    # GPT-2 uses one id for pad, bos and eos: never ban the end of the output.
+    banned = sorted({model.pad_id, model.bos_id} - {model.eos_id})
+    log_probs[:, banned] = float("-inf")
     return log_probs
 
 

@@ -264,6 +264,33 @@ class LanguageModel:
             texts.append(text[:min(cuts)] if cuts else text)
         return texts
 
+    def beam(self, prompt: str, beam: int, max_new: int | None = None, nbest: int = 1,
+             alpha: float = 0.0, penalty: str = "gnmt", min_new: int = 0,
+             no_repeat_ngram: int = 0, bad_words: Sequence[str] = ()) -> list[tuple[str, float]]:
+        """The ``nbest`` most likely continuations by beam search, with their scores
+        (log-prob / length penalty): deterministic, for when the likeliest text is wanted
+        rather than a sample. ``max_new`` counts the end of text too."""
+        from seqformer.decoding.continuation import Continuation
+        from seqformer.decoding.search import beam_search
+
+        if beam < 1 or not 1 <= nbest <= beam:
+            raise ConfigError(f"need --beam >= 1 and 1 <= --nbest <= --beam, got {beam}, "
+                              f"{nbest}")
+        prompt_ids = self.encode_prompt(prompt)
+        max_new = self.defaults.max_new if max_new is None else max_new
+        room = self.model.config.max_len - len(prompt_ids)
+        if room < 1:
+            raise ConfigError(f"the prompt has {len(prompt_ids)} tokens and fills the "
+                              f"context of {self.model.config.max_len}; shorten it")
+        max_new = min(max_new, room)
+        prefix = decode(self.tokenizer, prompt_ids)
+        hyps = beam_search(Continuation(self.model),
+                           torch.tensor([prompt_ids], device=self.device), beam, max_new,
+                           alpha, penalty, nbest,
+                           processors=self.controls(min_new, no_repeat_ngram, bad_words))[0]
+        return [(decode(self.tokenizer, prompt_ids + h.tokens)[len(prefix):], h.score)
+                for h in hyps]
+
     def complete(self, prompt: str, **kwargs) -> str:
         return "".join(self.stream(prompt, **kwargs))
 
