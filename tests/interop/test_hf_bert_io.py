@@ -122,3 +122,40 @@ def test_a_vocabulary_without_the_bert_specials_is_refused(hf_mlm_dir, tmp_path)
     (broken / "vocab.txt").write_text("\n".join(v if v != "[MASK]" else "mask" for v in VOCAB))
     with pytest.raises(CheckpointError, match=r"lacks \[MASK\]"):
         import_hf(broken, tmp_path / "out")
+
+
+def test_an_imported_bert_fine_tunes_and_goes_back_to_transformers(hf_mlm_dir, tmp_path,
+                                                                   one_thread) -> None:
+    """import -> `train` a classify recipe with init_from -> export -> transformers' logits
+    equal ours for the fine-tuned classifier."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    from seqformer.models.bert import BERTModel
+
+    import_hf(hf_mlm_dir, tmp_path / "base")
+    rows = [f"{a} {animal} {verb} {place}\t{animal.rstrip('s')}"
+            for a in ("the", "a", "big", "red") for animal in ("cat", "dog", "cats", "dogs")
+            for verb in ("sat", "ran") for place in ("on the mat", "in the park")]
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+    recipe = tmp_path / "cls.yaml"
+    recipe.write_text(f"""
+name: tuned
+task: classify
+init_from: {tmp_path / 'base'}
+data: {{corpus: files, train: {tmp_path / 'train.tsv'}, batch_size: 8}}
+train: {{epochs: 2, lr: 0.001, progress: false, device: cpu, metric: valid_accuracy,
+         metric_mode: max}}
+""")
+    assert main(["train", str(recipe), "--out", str(tmp_path / "tuned")]) == 0
+    base, tuned = BERTModel.load(tmp_path / "base"), BERTModel.load(tmp_path / "tuned")
+    assert tuned.head_kind == "classify"
+    assert not torch.equal(base.bert.embeddings.word.weight, tuned.bert.embeddings.word.weight)
+    assert export_hf(tmp_path / "tuned", tmp_path / "back") == "bert"
+    ref = BertForSequenceClassification.from_pretrained(tmp_path / "back").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "back")
+    enc = tok(TEXTS, padding=True, return_tensors="pt")
+    run = EncoderRun.load(tmp_path / "tuned")
+    ids, types = run._encode(TEXTS)
+    assert torch.equal(ids, enc.input_ids)  # the exported vocabulary is ours, id for id
+    with torch.no_grad():
+        assert torch.allclose(run.model.logits(ids, types), ref(**enc).logits, atol=1e-4)
