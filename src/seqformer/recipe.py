@@ -248,6 +248,8 @@ class LMRecipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     fingerprints: dict[str, str] = field(default_factory=dict)
+    # Fine-tune an imported model: "hf:PATH" (a GPT-2 directory) or a model directory.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.train.metric not in LM_METRICS:

@@ -223,16 +223,26 @@ def test_sharded_safetensors_load(gpt2_dir: Path, tmp_path: Path) -> None:
                                atol=0, rtol=0)
 
 
-def test_perplexity_of_imported_gpt2_is_refused_not_wrong(gpt2_dir: Path, tmp_path: Path,
-                                                          capsys) -> None:
-    from seqformer.cli import main
+def test_perplexity_of_an_imported_gpt2_equals_transformers(gpt2_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """Scored from GPT-2's own start token, with every end-of-text target counted: the mean
+    NLL equals transformers' loss on the same ids."""
+    from seqformer.interop.hf import import_hf
+    from seqformer.tasks.lm import LanguageModel
 
-    assert main(["import", str(gpt2_dir), "--out", str(tmp_path / "m")]) == 0
-    (tmp_path / "t.txt").write_text(TEXTS[0], encoding="utf-8")
-    capsys.readouterr()
-    assert main(["evaluate", "--model", str(tmp_path / "m"), "--text",
-                 str(tmp_path / "t.txt")]) == 2
-    assert "not supported yet" in capsys.readouterr().err
+    import_hf(gpt2_dir, tmp_path / "m")
+    lm = LanguageModel.load(tmp_path / "m")
+    text = "Hello world, hello GPT-2!<|endoftext|>The quick brown fox."
+    ours = lm.perplexity(text)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gpt2_dir)
+    ids = torch.tensor([[lm.model.bos_id, *tok(text).input_ids]])
+    assert ids.shape[1] <= lm.model.config.max_len and int(ours["tokens"]) == ids.shape[1] - 1
+    with torch.no_grad():
+        loss = hf_model(gpt2_dir)(input_ids=ids, labels=ids).loss
+    assert abs(ours["nll"] - float(loss)) < 1e-5
+    assert lm.model.eos_id in ids[0, 1:].tolist()  # an end-of-text target was scored
 
 
 def test_beam_search_equals_transformers_generate(gpt2_dir: Path) -> None:
@@ -269,3 +279,45 @@ def test_beam_search_equals_transformers_generate(gpt2_dir: Path) -> None:
     assert got == expected
     greedy = [h.tokens + [eos] for h in greedy_search(lm, prompts, max_length=new)]
     assert greedy != got  # the beam found what greedy did not: the test has teeth
+
+
+def test_gpt2_fine_tunes_from_init_from_and_exports(gpt2_dir: Path, tmp_path: Path) -> None:
+    """`train` a task: lm recipe with init_from: hf:PATH; validation loss falls from the
+    imported model's; the result exports to transformers with equal logits."""
+    import json
+
+    from seqformer.cli import main
+
+    (tmp_path / "train.txt").write_text("\n".join(TEXTS * 8) + "\n", encoding="utf-8")
+    recipe = tmp_path / "lm.yaml"
+    recipe.write_text(f"""
+name: tuned-gpt2
+task: lm
+init_from: hf:{gpt2_dir}
+data: {{corpus: files, train: [{tmp_path / 'train.txt'}], valid_percent: 20, batch_size: 4}}
+model: {{dropout: 0.0}}
+train: {{max_steps: 30, lr: 0.003, warmup_steps: 5, eval_every: 15, save_every: 15,
+         progress: false, device: cpu, seed: 3}}
+generate: {{prompt: "Hello", max_new: 5}}
+""")
+    assert main(["train", str(recipe), "--out", str(tmp_path / "run")]) == 0
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["valid"]["valid_loss"] for r in log if "valid" in r]
+    from seqformer.tasks.lm import LanguageModel, score_ids
+
+    base = LanguageModel.load(tmp_path / "run")
+    assert base.model.config.eos_id == hf_model(gpt2_dir).config.eos_token_id
+    imported = GPT.from_hf(gpt2_dir)
+    valid = (tmp_path / "train.txt").read_text()  # any text: the imported model scores worse
+    from seqformer.data.lm import encode_text
+
+    ids = encode_text(base.tokenizer, valid, imported.bos_id)
+    before = score_ids(imported, ids, 40)
+    after = score_ids(base.model, ids, 40)
+    assert after[0] / after[1] < 0.85 * before[0] / before[1] and losses[-1] <= losses[0]
+    assert main(["export", str(tmp_path / "run"), "--format", "hf", "--out",
+                 str(tmp_path / "back")]) == 0
+    back = hf_model(tmp_path / "back")
+    x = torch.tensor([ids[:20]])
+    with torch.no_grad():
+        assert torch.allclose(back(input_ids=x).logits, base.model.logits(x), atol=1e-4)

@@ -28,10 +28,15 @@ from seqformer.data.corpus import read_text
 from seqformer.data.tokenizer import BOS_ID, PAD_ID, Tokenizer
 from seqformer.errors import CheckpointError, ConfigError, DataError
 
+IGNORE = -100  # unscored target positions (the cross-entropy's ignore_index)
+
 
 @dataclass
 class LMBatch:
-    """``inputs`` (batch, time) and ``targets`` = inputs shifted left, PAD_ID where unscored."""
+    """``inputs`` (batch, time) and ``targets`` = inputs shifted left, IGNORE where unscored.
+
+    IGNORE (-100) rather than the pad id marks unscored targets: an imported vocabulary (GPT-2)
+    has no free id, its pad is its end-of-text token, which must still be scored."""
 
     inputs: Tensor
     targets: Tensor
@@ -41,7 +46,7 @@ class LMBatch:
 
     @property
     def n_tgt_tokens(self) -> int:
-        return int(self.targets.ne(PAD_ID).sum())
+        return int(self.targets.ne(IGNORE).sum())
 
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
@@ -76,14 +81,15 @@ def split_tail(text: str, percent: float) -> tuple[str, str]:
     return train, valid
 
 
-def encode_text(tokenizer: Tokenizer, text: str) -> list[int]:
-    """``[BOS] + ids`` of ``text``; BPE is fed line by line so huge files stay fast."""
-    if tokenizer.kind == "bpe":
-        ids = [BOS_ID]
+def encode_text(tokenizer: Tokenizer, text: str, bos_id: int = BOS_ID) -> list[int]:
+    """``[bos] + ids`` of ``text``; BPE is fed line by line so huge files stay fast.
+    ``bos_id``: the model's start id (GPT-2 starts from its end-of-text token)."""
+    if tokenizer.kind in ("bpe", "hf"):
+        ids = [bos_id]
         for line in text.splitlines(keepends=True):
             ids.extend(tokenizer.encode(line))
         return ids
-    return [BOS_ID, *tokenizer.encode(text)]
+    return [bos_id, *tokenizer.encode(text)]
 
 
 # -- training stream ------------------------------------------------------------------------------
@@ -146,9 +152,10 @@ def eval_batches(ids: Sequence[int] | Tensor, block: int, batch_size: int,
                  max_tokens: int | None = None) -> Iterator[LMBatch]:
     """Non-overlapping blocks covering ``ids``: every id after the first is a target once.
 
-    The last block may be short; it is padded (inputs and targets) with PAD_ID, which the loss
-    ignores and, sitting after every real token, the causal mask hides. ``max_tokens`` caps the
-    targets scored (a cheap validation during training), taken from the start of ``ids``.
+    The last block may be short; its targets are padded with IGNORE, which the loss skips, and
+    its inputs with PAD_ID, which sits after every real token where the causal mask hides it.
+    ``max_tokens`` caps the targets scored (a cheap validation during training), taken from
+    the start of ``ids``.
     """
     ids = torch.as_tensor(ids, dtype=torch.long)
     n = len(ids) - 1
@@ -160,7 +167,7 @@ def eval_batches(ids: Sequence[int] | Tensor, block: int, batch_size: int,
     for i in range(0, len(starts), batch_size):
         rows = starts[i:i + batch_size]
         inputs = torch.full((len(rows), block), PAD_ID, dtype=torch.long)
-        targets = torch.full((len(rows), block), PAD_ID, dtype=torch.long)
+        targets = torch.full((len(rows), block), IGNORE, dtype=torch.long)
         for r, s in enumerate(rows):
             length = min(block, n - s)
             inputs[r, :length] = ids[s:s + length]

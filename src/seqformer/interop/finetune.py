@@ -103,3 +103,33 @@ class ModelIdStream:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stream, name)
+
+
+def load_lm_init(spec: str, overrides: dict[str, Any], where: str = "init_from"):
+    """A language model (GPT) and its tokenizer named by ``spec``: ``hf:PATH`` (a GPT-2
+    directory) or a seqformer model directory (``seqformer import`` or a trained run), with the
+    recipe's training-time ``overrides`` (dropout) applied."""
+    from seqformer.data.tokenizer import load_tokenizer
+    from seqformer.interop import hf_gpt2
+    from seqformer.models.gpt import GPT
+
+    changed = sorted(k for k in overrides if k not in TRAINING_FIELDS)
+    if changed:
+        raise ConfigError(f"model.{changed[0]}: the architecture comes from {where}; the "
+                          f"model section may only set dropout and attention_dropout")
+    if spec.startswith("hf:"):
+        path = Path(spec[3:]).expanduser()
+        model = hf_gpt2.load(path)
+        tokenizer = hf_gpt2.load_tokenizer(path, model.config)
+        if tokenizer is None:
+            raise ConfigError(f"{where}: {path} has no tokenizer.json or vocab.json + "
+                              "merges.txt; fine-tuning needs the tokenizer files")
+    else:
+        path = Path(spec).expanduser()
+        model = GPT.load(path)
+        tokenizer = load_tokenizer(path / "tokenizer")
+    if overrides:
+        tuned = GPT(dataclasses.replace(model.config, **overrides))
+        tuned.load_state_dict(model.state_dict())
+        model = tuned
+    return model.train(), tokenizer

@@ -167,7 +167,7 @@ class GPT(nn.Module):
     def forward(self, batch) -> GPTOutput:
         logits = self.logits(batch.inputs)
         loss, nll, n_tokens = label_smoothed_cross_entropy(logits.float(), batch.targets, 0.0,
-                                                           ignore_index=self.pad_id)
+                                                           ignore_index=-100)
         return GPTOutput(loss, nll, logits, int(n_tokens))
 
     # -- incremental decoding -------------------------------------------------------------------

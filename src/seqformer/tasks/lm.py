@@ -21,13 +21,14 @@ import torch.nn.functional as F
 import yaml
 
 from seqformer.data.lm import (
+    IGNORE,
     BlockStream,
     encode_text,
     eval_batches,
     read_text_files,
     split_tail,
 )
-from seqformer.data.tokenizer import PAD_ID, Tokenizer, load_tokenizer, train_tokenizer
+from seqformer.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from seqformer.decoding.sampling import generate
 from seqformer.errors import CheckpointError, ConfigError, DataError
 from seqformer.models.gpt import GPT, config_json
@@ -97,7 +98,7 @@ def score_ids(model: GPT, ids: Sequence[int] | torch.Tensor, block: int,
         batch = batch.to(device)
         logits = model.logits(batch.inputs).float()
         nll_sum += float(F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(),
-                                         ignore_index=PAD_ID, reduction="sum"))
+                                         ignore_index=IGNORE, reduction="sum"))
         n += batch.n_tgt_tokens
     return nll_sum, n
 
@@ -142,8 +143,7 @@ class LanguageModel:
         return cls(model, tokenizer, defaults)
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        ids = encode_text(self.tokenizer, prompt)
-        ids[0] = self.model.bos_id  # an imported model (GPT-2) has its own start id
+        ids = encode_text(self.tokenizer, prompt, self.model.bos_id)
         unknown = sum(1 for i in ids[1:] if i == self.tokenizer.unk_id)
         if unknown:
             log(f"warning: {unknown} prompt symbol(s) unknown to the tokenizer were mapped to "
@@ -298,11 +298,7 @@ class LanguageModel:
         """Perplexity, mean NLL per token and bits per character of ``text``."""
         if not text.strip():
             raise DataError(f"{where}: empty text; give some text to score")
-        if (self.model.pad_id, self.model.bos_id, self.model.eos_id) != (PAD_ID, 1, 2):
-            # Scoring starts at seqformer's bos 1 and pads with 0: real tokens in such a vocabulary.
-            raise ConfigError("perplexity of a model with its own special ids (an imported "
-                              "GPT-2) is not supported yet; score it with transformers")
-        ids = encode_text(self.tokenizer, text)
+        ids = encode_text(self.tokenizer, text, self.model.bos_id)
         unknown = sum(1 for i in ids if i == self.tokenizer.unk_id)
         if unknown:
             log(f"warning: {unknown} symbol(s) of {where} unknown to the tokenizer were scored "
@@ -330,15 +326,22 @@ def train(recipe: LMRecipe, out_dir: str | Path, resume: bool = False) -> dict:
     train_text, valid_text, fingerprint = load_texts(recipe)
     log(f"data: {len(train_text):,} train / {len(valid_text):,} valid characters "
         f"(split {fingerprint}), read in {time.time() - t0:.1f}s")
-    tokenizer = (load_tokenizer(out / TOKENIZER_DIR) if resume
-                 else build_tokenizer(recipe, train_text))
     d = recipe.data
-    config = recipe.model_config(tokenizer.vocab_size)
-    train_ids = encode_text(tokenizer, train_text)
-    scored_valid = valid_text[: d.valid_chars] if d.valid_chars else valid_text
-    valid_ids = encode_text(tokenizer, scored_valid)
     torch.manual_seed(recipe.train.seed)
-    model = GPT(config)
+    if recipe.init_from:  # fine-tune an imported model: architecture and tokenizer come with it
+        from seqformer.interop.finetune import load_lm_init
+
+        model, tokenizer = load_lm_init(recipe.init_from, recipe.model)
+        config = model.config
+        log(f"init_from: {recipe.init_from}")
+    else:
+        tokenizer = (load_tokenizer(out / TOKENIZER_DIR) if resume
+                     else build_tokenizer(recipe, train_text))
+        config = recipe.model_config(tokenizer.vocab_size)
+        model = GPT(config)
+    train_ids = encode_text(tokenizer, train_text, config.bos_id)
+    scored_valid = valid_text[: d.valid_chars] if d.valid_chars else valid_text
+    valid_ids = encode_text(tokenizer, scored_valid, config.bos_id)
     log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {tokenizer.kind} vocab "
         f"{tokenizer.vocab_size}, {config.layers} layers, d_model {config.d_model}, context "
         f"{config.max_len}; {len(train_ids):,} train / {len(valid_ids):,} valid tokens")
