@@ -273,6 +273,16 @@ class BERTModel(nn.Module):
         return model.to(map_location).eval()
 
 
+    @classmethod
+    def from_hf(cls, path: str | Path, trust_pickle: bool = False) -> BERTModel:
+        """The encoder of the local Hugging Face BERT directory ``path``, its vocabulary
+        renumbered (see :mod:`seqformer.interop.hf_bert_io`; ``seqformer import`` also writes
+        the matching tokenizer)."""
+        from seqformer.interop import hf_bert_io
+
+        return hf_bert_io.load(path, trust_pickle)[0]
+
+
 def encoder_loss(kind: str, logits: Tensor, labels: Tensor | None) -> Tensor:
     """Mean cross-entropy over scored positions; 0 (with a zero gradient) when none is scored,
     so an all-ignored batch cannot put NaN into the optimizer."""
