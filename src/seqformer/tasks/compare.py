@@ -235,8 +235,9 @@ def write_table(rows: list[Row], path: Path) -> None:
 
 
 def plot(rows: list[Row], path: Path) -> Path:
-    """Synthetic sweeps: WER against length, one line per model. One task: bars of WER and
-    decoding speed per model."""
+    """Synthetic sweeps: PER (graded, where WER is 100% for every model that gets one token of a
+    long sequence wrong) and training throughput against length, one line per model. One task:
+    bars of WER, training and decoding speed per model."""
     from seqformer.viz.attention import _pyplot, save_png
 
     plt = _pyplot()
@@ -245,10 +246,10 @@ def plot(rows: list[Row], path: Path) -> Path:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for label in labels:
             mine = sorted((r for r in rows if r.label == label), key=lambda r: r.length)
-            axes[0].plot([r.length for r in mine], [r.wer for r in mine], "o-", label=label)
+            axes[0].plot([r.length for r in mine], [r.per for r in mine], "o-", label=label)
             axes[1].plot([r.length for r in mine], [r.train_tok_s for r in mine], "o-",
                          label=label)
-        axes[0].set(xlabel="sequence length", ylabel="test WER % (100 - exact match)",
+        axes[0].set(xlabel="sequence length", ylabel="test PER % (token error rate)",
                     xscale="log", title="error against length")
         axes[1].set(xlabel="sequence length", ylabel="training tokens/s", xscale="log",
                     yscale="log", title="training throughput")
@@ -260,7 +261,9 @@ def plot(rows: list[Row], path: Path) -> Path:
             ax.bar(labels, [getattr(r, key) for r in rows])
             ax.set_title(title)
             ax.tick_params(axis="x", rotation=30)
-    fig.suptitle(f"{rows[0].task if rows else ''}: " + ", ".join(
-        f"{r.label} {r.params / 1e6:.2f}M" for r in rows if r.task == rows[0].task))
+    task = rows[0].task.rsplit("-", 1)[0] if rows and rows[0].length else (rows[0].task if rows
+                                                                           else "")
+    fig.suptitle(f"{task}: " + ", ".join(f"{r.label} {r.params / 1e6:.2f}M" for r in rows
+                                         if r.task == rows[0].task))
     fig.tight_layout()
     return save_png(fig, path)
