@@ -117,7 +117,7 @@ def _plan(compare: CompareRecipe, out: Path) -> list[tuple[str, int | None, str,
                 else str(compare.data.get("corpus", "files")))
         data = dict(compare.data)
         if compare.synthetic:
-            folder = out / "data" / task
+            folder = out.resolve() / "data" / task  # absolute: recipe.yaml outlives the cwd
             data.update(corpus="files", train=[str(folder / "train.tsv")],
                         valid=[str(folder / "valid.tsv")], test=[str(folder / "test.tsv")],
                         max_source_len=length, max_target_len=length)
