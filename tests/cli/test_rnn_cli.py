@@ -61,6 +61,13 @@ def test_transduce_evaluate_and_attention(trained, tmp_path, capsys) -> None:
     png = tmp_path / "x.png"
     assert main(["attention", "--model", str(run), "abcd", "--out", str(png)]) == 0
     assert png.stat().st_size > 1000
+    report = tmp_path / "r.html"
+    assert main(["attention", "--model", str(run), "abcd", "--html", str(report)]) == 0
+    page = report.read_text()
+    assert "cross attention" in page and "encoder attention" not in page
+    assert "has no encoder attention" in error_of(
+        ["attention", "--model", str(run), "abcd", "--kind", "encoder", "--out", str(png)],
+        capsys)
 
 
 def test_recipe_errors_name_the_field(trained, capsys) -> None:

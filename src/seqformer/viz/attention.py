@@ -38,7 +38,13 @@ class AttentionMaps:
     def layers(self, kind: str) -> list[Tensor]:
         if kind not in KINDS:
             raise UserError(f"--kind {kind!r}: use one of {', '.join(KINDS)}")
-        return getattr(self, kind)
+        layers = getattr(self, kind)
+        if not layers:
+            have = [k for k in KINDS if getattr(self, k)]
+            raise UserError(f"--kind {kind}: this model has no {kind} attention (a recurrent "
+                            f"model attends only from the decoder to the source); use --kind "
+                            f"{' or '.join(have) or 'cross'}")
+        return layers
 
     def labels(self, kind: str) -> tuple[list[str], list[str]]:
         """(column labels, row labels) for ``kind``."""
@@ -80,9 +86,11 @@ def attention_maps(transducer, text: str, beam: int = 1) -> AttentionMaps:
         src_pieces=src_tok.pieces(src[0].tolist()),
         in_pieces=["<s>", *tgt_tok.pieces(tokens)],
         out_pieces=[*tgt_tok.pieces(tokens), "</s>"],
-        encoder=[w[0].float().cpu() for w in enc_weights],
-        decoder=[self_w[0].float().cpu() for self_w, _ in dec_weights],
-        cross=[cross_w[0].float().cpu() for _, cross_w in dec_weights],
+        # A model without some kind of attention (an RNN has no self-attention) gives no
+        # weights or zero heads for it: that kind is then absent, not a blank chart.
+        encoder=[w[0].float().cpu() for w in enc_weights if w.shape[1] > 0],
+        decoder=[self_w[0].float().cpu() for self_w, _ in dec_weights if self_w.shape[1] > 0],
+        cross=[cross_w[0].float().cpu() for _, cross_w in dec_weights if cross_w.shape[1] > 0],
     )
 
 
@@ -171,6 +179,8 @@ def html_report(maps: AttentionMaps, path: str | Path) -> int:
     ]
     images = 0
     for kind in ("cross", "encoder", "decoder"):
+        if not getattr(maps, kind):
+            continue  # the model has no such attention (e.g. an RNN's self-attention)
         layers = maps.layers(kind)
         parts.append(f"<h2>{kind} attention</h2>")
         for li in range(len(layers)):
