@@ -238,7 +238,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if _family(args.model[0]) == "gpt":
         return evaluate_lm(args)
-    if _family(args.model[0]) == "bert":
+    if _family(args.model[0]) in ("bert", "cnn"):  # encoder runs: BERT heads, CNN classifier
         from seqformer.cli_encoder import evaluate_encoder
 
         return evaluate_encoder(args)

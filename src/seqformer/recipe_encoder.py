@@ -23,6 +23,7 @@ from seqformer.config import from_dict, to_dict, unknown_field_error
 from seqformer.data.fortunes import DEFAULT_CATEGORIES
 from seqformer.errors import ConfigError
 from seqformer.models.bert import BERTConfig, freeze_patterns
+from seqformer.models.cnn import CNNClassifierConfig
 from seqformer.training.trainer import TrainConfig
 
 ENCODER_TASKS = ("mlm", "classify", "tag", "qa", "distil")
@@ -271,7 +272,19 @@ def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Enc
     model = tree.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"{where}: model must be a mapping of fields")
-    valid = {f.name for f in dataclasses.fields(BERTConfig)} - {"vocab_size"}
+    cnn = model.get("kind") == "cnn"  # Kim's CNN classifier instead of a BERT encoder
+    if "kind" in model and not cnn:
+        raise ConfigError(f"{where}: model.kind={model['kind']!r}; an encoder recipe takes "
+                          "kind: cnn (a convolutional classifier) or no kind (BERT)")
+    if cnn and (tree.get("task", "classify") != "classify" or tree.get("init_from")):
+        raise ConfigError(f"{where}: model.kind: cnn is a classifier trained from scratch; use "
+                          "it with task: classify and without init_from")
+    if cnn and tree.get("freeze", "none") != "none":
+        raise ConfigError(f"{where}: freeze: {tree['freeze']} names encoder layers; a CNN "
+                          "classifier has none, use freeze: none")
+    config_class = CNNClassifierConfig if cnn else BERTConfig
+    valid = {f.name for f in dataclasses.fields(config_class)} - {"vocab_size", "num_labels"}
+    valid |= {"kind"} if cnn else set()
     for key in model:
         if key not in valid:
             raise unknown_field_error(key, sorted(valid), where, "model.")
@@ -283,7 +296,11 @@ def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Enc
             recipe = from_dict(DistilRecipe, tree, where)
         else:
             recipe = from_dict(FinetuneRecipe, tree, where)
-            from_dict(BERTConfig, {**recipe.model, "vocab_size": 100}, where, "model.")
+            fields = {k: v for k, v in recipe.model.items() if k != "kind"}
+            if cnn:
+                from_dict(CNNClassifierConfig, {**fields, "vocab_size": 100}, where, "model.")
+            else:
+                from_dict(BERTConfig, {**fields, "vocab_size": 100}, where, "model.")
     except ConfigError as exc:
         message = str(exc)
         raise ConfigError(message if message.startswith(where) else f"{where}: {message}"

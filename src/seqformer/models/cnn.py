@@ -64,6 +64,7 @@ class CNNClassifier(nn.Module):
                               f"{config.num_labels}")
         self.config = c = config
         self.labels = list(labels or [])
+        self.head_kind = "classify"  # what the encoder tasks read to collate, score and report
         self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD_ID)
         self.features = MultiWidthConv(c.embed_dim, c.channels, c.kernel_sizes)
         self.dropout = nn.Dropout(c.dropout)
@@ -87,6 +88,9 @@ class CNNClassifier(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def config_json(self) -> dict[str, Any]:
+        return config_json(self.config, self.labels)
 
     def save(self, directory: str | Path) -> None:
         """``config.json`` (``family: cnn``, with the label names) and ``model.safetensors``."""

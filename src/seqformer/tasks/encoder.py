@@ -333,6 +333,16 @@ def init_encoder(recipe: FinetuneRecipe, train_items: list[Any], labels: list[st
                  ) -> tuple[BERTModel, Tokenizer, str]:
     """The model to fine-tune and its tokenizer: from ``init_from`` or, without it, new."""
     task = recipe.task
+    if recipe.model.get("kind") == "cnn":  # Kim's CNN: from scratch, its own WordPiece
+        from seqformer.models.cnn import CNNClassifier, CNNClassifierConfig
+
+        tokenizer = train_wordpiece([t for a, b, _ in train_items for t in (a, b) if t],
+                                    recipe.tokenizer.vocab_size, recipe.tokenizer.min_frequency)
+        fields = {k: v for k, v in recipe.model.items() if k != "kind"}
+        config = CNNClassifierConfig(**{**fields, "vocab_size": tokenizer.vocab_size,
+                                        "num_labels": len(labels)})
+        log("model.kind: cnn -- a convolutional classifier trained from scratch")
+        return CNNClassifier(config, labels), tokenizer, "scratch-cnn"
     if recipe.init_from is None:
         log("init_from is not set: training the encoder from scratch (no pretraining)")
         texts = ([t for a, b, _ in train_items for t in (a, b) if t] if task == "classify"
@@ -451,7 +461,7 @@ def train_finetune(recipe: FinetuneRecipe, out_dir: str | Path,
     if not encoded["train"]:
         raise DataError("no training examples after encoding; check data.train")
     split = _fingerprint({k: [json.dumps(x, default=str) for x in v] for k, v in items.items()})
-    patterns = freeze_patterns(recipe.freeze, model.config.layers)
+    patterns = freeze_patterns(recipe.freeze, getattr(model.config, "layers", 0))
     stream = LabelledStream(encoded["train"], recipe.data.batch_size, recipe.train.seed,
                             recipe.task)
     train_config = recipe.train.for_epochs(stream.per_epoch)
@@ -474,7 +484,7 @@ def train_finetune(recipe: FinetuneRecipe, out_dir: str | Path,
     summary = trainer.train(resume=resume)
     test_metrics: dict[str, float] = {}
     if encoded["test"] and not summary.get("interrupted"):
-        best = BERTModel.load(out, str(trainer.device))
+        best = load_encoder_model(out, str(trainer.device))
         test_metrics = task_metrics(best, encoded["test"], "test_")
         (out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n",
                                                encoding="utf-8")
@@ -482,6 +492,17 @@ def train_finetune(recipe: FinetuneRecipe, out_dir: str | Path,
 
 
 # == inference ====================================================================================
+def load_encoder_model(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
+    """The model of an encoder run: a BERT with its head, or a CNN classifier."""
+    from seqformer.models.seq2seq import read_model_config
+
+    if read_model_config(run_dir).get("family") == "cnn":
+        from seqformer.models.cnn import CNNClassifier
+
+        return CNNClassifier.load(run_dir, device)
+    return BERTModel.load(run_dir, device)
+
+
 class EncoderRun:
     """A trained encoder with its tokenizer and recipe: fill-mask, embed, evaluate."""
 
@@ -492,7 +513,7 @@ class EncoderRun:
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu") -> EncoderRun:
         run_dir = Path(run_dir)
-        model = BERTModel.load(run_dir, device)
+        model = load_encoder_model(run_dir, device)
         tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)
         _require_wordpiece(tokenizer, run_dir)
         if tokenizer.vocab_size != model.config.vocab_size:
@@ -533,6 +554,9 @@ class EncoderRun:
     def embed(self, texts: Sequence[str], pooling: str | None = None,
               batch_size: int = EVAL_BATCH) -> np.ndarray:
         """(len(texts), d_model) float32 sentence embeddings (see ``BERTModel.embed``)."""
+        if not isinstance(self.model, BERTModel):
+            raise DataError("embed needs a BERT encoder run; this is a CNN classifier, which "
+                            "has no token states to pool")
         pooling = pooling or getattr(self.recipe, "pooling", "mean")
         parts = []
         for i in range(0, len(texts), batch_size):

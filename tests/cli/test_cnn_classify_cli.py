@@ -1,0 +1,43 @@
+"""``model.kind: cnn`` in a classify recipe: Kim's CNN trains, evaluates and reports like BERT."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_bert_cli import write_classify
+from test_cli import error_of
+
+from seqformer.cli import main
+
+
+def test_cnn_classifier_trains_and_evaluates_from_a_recipe(tmp_path: Path, capsys) -> None:
+    train = write_classify(tmp_path, "train.tsv", 160, 1)
+    test = write_classify(tmp_path, "test.tsv", 40, 2)
+    recipe = tmp_path / "cnn.yaml"
+    recipe.write_text(f"""
+name: tiny-cnn
+task: classify
+model: {{kind: cnn, embed_dim: 32, channels: 16, kernel_sizes: [2, 3], dropout: 0.1}}
+tokenizer: {{vocab_size: 200, min_frequency: 1}}
+data: {{corpus: files, train: {train}, test: {test}, batch_size: 16}}
+train: {{epochs: 6, lr: 0.01, progress: false, device: cpu, metric: valid_accuracy,
+         metric_mode: max}}
+""")
+    out = tmp_path / "cnn"
+    assert main(["train", str(recipe), "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["family"] == "cnn"
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.9  # "cat" in the sentence decides the label
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--data", str(test)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert "CNN classifier" in error_of(["embed", "--model", str(out), "a cat",
+                                         "--out", str(tmp_path / "e.npy")], capsys)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe.read_text().replace("name: tiny-cnn", "name: x\nfreeze: embeddings"))
+    assert "CNN classifier has none" in error_of(["train", str(bad), "--out",
+                                                  str(tmp_path / "b")], capsys)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(recipe.read_text().replace("channels: 16", "chanels: 16"))
+    assert "did you mean 'model.channels'" in error_of(["train", str(typo)], capsys)
