@@ -93,3 +93,21 @@ def test_pair_examples_layout_and_budget():
 def test_split_sentences():
     assert split_sentences("Hi there.  How are you? Fine!") == ["Hi there.", "How are you?",
                                                                 "Fine!"]
+
+
+def test_wordpiece_training_gives_the_same_vocabulary_in_every_process(tmp_path) -> None:
+    """HF's WordPieceTrainer breaks frequency ties by hash order, which differs per process;
+    ours must not: train in two fresh interpreters and compare."""
+    import subprocess
+    import sys
+
+    texts = ["the cat sat on the mat", "a dog ran in the park", "cats and dogs ran",
+             "the unaffable cat is chasing the mouse"] * 20
+    script = ("import sys, json\nfrom seqformer.data.wordpiece import train_wordpiece\n"
+              "tok = train_wordpiece(json.load(open(sys.argv[1])), 80, 1)\n"
+              "print(tok.fingerprint, tok.vocab_size)\n")
+    (tmp_path / "texts.json").write_text(__import__("json").dumps(texts))
+    runs = [subprocess.run([sys.executable, "-c", script, str(tmp_path / "texts.json")],
+                           capture_output=True, text=True, check=True).stdout
+            for _ in range(2)]
+    assert runs[0] == runs[1] and runs[0].strip()

@@ -22,6 +22,7 @@ from seqformer.errors import ConfigError, DataError
 WORDPIECE_SPECIALS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
 MASK_ID = 4
 WORDPIECE_FILE = "wordpiece.json"  # the plain HF file, readable by tokenizers.Tokenizer too
+WORD_START = "\u2581"  # marks word-initial pieces while the merges are learned
 
 
 class WordPieceTokenizer(Tokenizer):
@@ -90,7 +91,17 @@ class WordPieceTokenizer(Tokenizer):
 
 def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000,
                     min_frequency: int = 2) -> WordPieceTokenizer:
-    """Learn a WordPiece vocabulary from training texts only (``##`` marks continuations)."""
+    """Learn a WordPiece vocabulary from training texts only (``##`` marks continuations).
+
+    Same texts, same vocabulary, in every process: HF ``tokenizers``' own WordPieceTrainer
+    breaks ties between equally frequent merges by hash order, which changes from process to
+    process. Its BPE trainer with a word-start marker does not, so the merges are learned that
+    way (words split as BERT splits them, each prefixed with ``▁``) and turned into
+    WordPiece entries -- what WordPieceTrainer does internally: a piece that starts a word keeps
+    its text, any other piece gets ``##``. Every character seen is kept both ways, so no word
+    of the training alphabet becomes [UNK]. The vocabulary can exceed ``vocab_size`` by those
+    characters.
+    """
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
@@ -100,13 +111,36 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000,
     texts = [t for t in texts if t and t.strip()]
     if not texts:
         raise DataError("cannot train a wordpiece tokenizer: no text given; check the corpus")
-    hf = HFTokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    hf.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True,
-                                               clean_text=True, handle_chinese_chars=True)
+    normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True,
+                                            clean_text=True, handle_chinese_chars=True)
+    bpe = HFTokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.normalizer = normalizer
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.BertPreTokenizer(),
+        pre_tokenizers.Metaspace(replacement=WORD_START, prepend_scheme="always", split=False)])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=WORDPIECE_SPECIALS, show_progress=False)
+    bpe.train_from_iterator(texts, trainer=trainer)
+    learned = sorted(bpe.get_vocab().items(), key=lambda kv: kv[1])
+    pieces: dict[str, int] = {t: i for i, t in enumerate(WORDPIECE_SPECIALS)}
+
+    def add(piece: str) -> None:
+        if piece and piece not in pieces:
+            pieces[piece] = len(pieces)
+
+    for token, _ in learned:
+        if token in WORDPIECE_SPECIALS or token == WORD_START:
+            continue
+        add(token[1:] if token.startswith(WORD_START) else "##" + token)
+    for token, _ in learned:  # single characters: usable at a word start and inside a word
+        char = token[1:] if token.startswith(WORD_START) else token
+        if len(char) == 1 and token not in WORDPIECE_SPECIALS:
+            add(char)
+            add("##" + char)
+    hf = HFTokenizer(models.WordPiece(vocab=pieces, unk_token="[UNK]",
+                                      max_input_chars_per_word=100))
+    hf.normalizer = normalizer
     hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     hf.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=WORDPIECE_SPECIALS,
-                                        show_progress=False)
-    hf.train_from_iterator(texts, trainer=trainer)
+    hf.add_special_tokens(WORDPIECE_SPECIALS)
     return WordPieceTokenizer(hf)
