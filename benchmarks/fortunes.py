@@ -82,7 +82,7 @@ def main() -> None:
           "tfidf_lr_seconds": round(base_seconds, 1),
           "bert": {"run": args.run, "accuracy": round(ours["accuracy"], 4),
                    "macro_f1": round(ours["macro_f1"], 4), "train_minutes": train_minutes,
-                   "layers": run.model.config.layers,
+                   "layers": getattr(run.model.config, "layers", None),
                    "params_m": round(run.model.num_parameters() / 1e6, 2),
                    "ms_per_1k_sentences": round(ms_per_1k)},
           "threads": torch.get_num_threads(),
