@@ -12,7 +12,6 @@ Token ids follow the project's fixed specials, read as BERT's: pad=0, [CLS]=1 (b
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,11 @@ from torch import Tensor, nn
 
 from seqformer.config import from_dict, to_dict
 from seqformer.errors import CheckpointError, ConfigError
-from seqformer.models.common import check_block_fields
+from seqformer.models.common import (
+    check_block_fields,
+    load_weights_into,
+    save_model_dir,
+)
 from seqformer.models.heads import (
     HEAD_KINDS,
     MLMHead,
@@ -255,22 +258,12 @@ class BERTModel(nn.Module):
         return config_json(self.config, self.head_kind, self.labels)
 
     def save(self, directory: str | Path) -> None:
-        from seqformer.training.checkpoint import atomic_write_text, save_weights
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(directory / "config.json",
-                          json.dumps(self.config_json(), indent=2) + "\n")
-        save_weights(self, directory / "model.safetensors")
+        save_model_dir(self, self.config_json(), directory)
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str = "cpu") -> BERTModel:
-        from seqformer.training.checkpoint import load_weights
-
         config, head, labels = read_bert_config(directory)
-        model = cls(config, head, labels)
-        load_weights(model, Path(directory) / "model.safetensors")
-        return model.to(map_location).eval()
+        return load_weights_into(cls(config, head, labels), directory, map_location)
 
 
     @classmethod

@@ -11,7 +11,6 @@ and the Trainer can use either model.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from seqformer.config import from_dict, to_dict
-from seqformer.errors import CheckpointError, ConfigError
+from seqformer.errors import ConfigError
 from seqformer.models.bert import EncoderBatch, EncoderOutput, encoder_loss
-from seqformer.models.seq2seq import PAD_ID, read_model_config
+from seqformer.models.common import family_config, load_weights_into, save_model_dir
+from seqformer.models.seq2seq import PAD_ID
 from seqformer.nn.conv import MultiWidthConv
 
 
@@ -94,27 +94,14 @@ class CNNClassifier(nn.Module):
 
     def save(self, directory: str | Path) -> None:
         """``config.json`` (``family: cnn``, with the label names) and ``model.safetensors``."""
-        from seqformer.training.checkpoint import atomic_write_text, save_weights
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(directory / "config.json",
-                          json.dumps(config_json(self.config, self.labels), indent=2) + "\n")
-        save_weights(self, directory / "model.safetensors")
+        save_model_dir(self, self.config_json(), directory)
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str = "cpu") -> CNNClassifier:
-        from seqformer.training.checkpoint import load_weights
-
-        data = read_model_config(directory)
-        family = data.pop("family", None)
-        if family != "cnn":
-            raise CheckpointError(f"{directory}: a {family or 'unknown'} model, not a CNN "
-                                  "classifier")
+        data = family_config(directory, "cnn", "a CNN classifier")
         labels = [str(x) for x in data.pop("labels", [])] or None
         model = cls(from_dict(CNNClassifierConfig, data, f"{directory}/config.json"), labels)
-        load_weights(model, Path(directory) / "model.safetensors")
-        return model.to(map_location).eval()
+        return load_weights_into(model, directory, map_location)
 
     @torch.no_grad()
     def predict(self, input_ids: Tensor) -> Tensor:

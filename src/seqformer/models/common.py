@@ -1,10 +1,49 @@
-"""Checks every Transformer config shares, so each family rejects bad shapes the same way."""
+"""What every model family shares: config checks, and the model directory they save and load.
+
+A model directory is ``config.json`` (the config's fields plus ``family``, which tells loaders
+which class to build) and ``model.safetensors``; every command that takes ``--model`` reads it.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
-from seqformer.errors import ConfigError
+from torch import nn
+
+from seqformer.errors import CheckpointError, ConfigError
+
+
+def save_model_dir(model: nn.Module, config: dict[str, Any], directory: str | Path) -> None:
+    """Write ``config.json`` (atomically) and ``model.safetensors`` into ``directory``."""
+    from seqformer.training.checkpoint import atomic_write_text, save_weights
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(directory / "config.json", json.dumps(config, indent=2) + "\n")
+    save_weights(model, directory / "model.safetensors")
+
+
+def family_config(directory: str | Path, family: str, what: str,
+                  default: str | None = None) -> dict[str, Any]:
+    """``config.json`` without its ``family`` field, which must name ``family`` (``default``
+    when absent); otherwise a :class:`CheckpointError` saying the model is not ``what``."""
+    from seqformer.models.seq2seq import read_model_config
+
+    config = read_model_config(directory)
+    found = config.pop("family", default)
+    if found != family:
+        raise CheckpointError(f"{directory}: a {found or 'unknown'} model, not {what}")
+    return config
+
+
+def load_weights_into(model: nn.Module, directory: str | Path, map_location: str) -> nn.Module:
+    """``model`` with the weights of ``directory``, on ``map_location``, in eval mode."""
+    from seqformer.training.checkpoint import load_weights
+
+    load_weights(model, Path(directory) / "model.safetensors")
+    return model.to(map_location).eval()
 
 
 def check_block_fields(config: Any) -> None:

@@ -10,7 +10,6 @@ once per new token, so the prefix is never re-run.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from seqformer.config import from_dict, to_dict
-from seqformer.errors import CheckpointError, ConfigError
-from seqformer.models.common import check_block_fields
+from seqformer.errors import ConfigError
+from seqformer.models.common import (
+    check_block_fields,
+    family_config,
+    load_weights_into,
+    save_model_dir,
+)
 from seqformer.nn.attention import KVCache
 from seqformer.nn.layers import EncoderLayer
 from seqformer.nn.positional import LearnedPositionalEmbedding, RotaryEmbedding, make_positional
@@ -208,27 +212,14 @@ class GPT(nn.Module):
     # -- persistence -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
         """Write ``config.json`` and ``model.safetensors`` (atomically) into ``directory``."""
-        from seqformer.training.checkpoint import atomic_write_text, save_weights
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(directory / "config.json", json.dumps(config_json(self.config),
-                                                                indent=2) + "\n")
-        save_weights(self, directory / "model.safetensors")
+        save_model_dir(self, config_json(self.config), directory)
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str = "cpu") -> GPT:
-        from seqformer.models.seq2seq import read_model_config
-        from seqformer.training.checkpoint import load_weights
-
-        config = read_model_config(directory)
-        family = config.pop("family", None)
-        if family != "gpt":
-            raise CheckpointError(f"{directory}: a {family or 'non-GPT'} model, not a language "
-                                  "model; pass a run trained with 'task: lm'")
+        config = family_config(directory, "gpt", "a language model; pass a run trained with "
+                               "'task: lm'", "seq2seq")
         model = cls(from_dict(GPTConfig, config, f"{directory}/config.json"))
-        load_weights(model, Path(directory) / "model.safetensors")
-        return model.to(map_location).eval()
+        return load_weights_into(model, directory, map_location)
 
 
     # -- Hugging Face interop (GPT-2) ------------------------------------------------------------

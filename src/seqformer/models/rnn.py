@@ -22,7 +22,6 @@ attention charts use it unchanged.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +30,9 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqformer.config import from_dict, to_dict
-from seqformer.errors import CheckpointError, ConfigError, UserError
-from seqformer.models.seq2seq import BOS_ID, EOS_ID, PAD_ID, Seq2SeqOutput, read_model_config
+from seqformer.errors import ConfigError, UserError
+from seqformer.models.common import family_config, load_weights_into, save_model_dir
+from seqformer.models.seq2seq import BOS_ID, EOS_ID, PAD_ID, Seq2SeqOutput
 from seqformer.nn.recurrent import SCORES, make_attention
 from seqformer.training.loss import label_smoothed_cross_entropy
 
@@ -332,26 +332,13 @@ class RNNSeq2Seq(nn.Module):
 
     def save(self, directory: str | Path) -> None:
         """Write ``config.json`` (``family: rnn``) and ``model.safetensors`` into ``directory``."""
-        from seqformer.training.checkpoint import atomic_write_text, save_weights
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(directory / "config.json",
-                          json.dumps(config_json(self.config), indent=2) + "\n")
-        save_weights(self, directory / "model.safetensors")
+        save_model_dir(self, config_json(self.config), directory)
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str = "cpu") -> RNNSeq2Seq:
-        from seqformer.training.checkpoint import load_weights
-
-        config = read_model_config(directory)
-        family = config.pop("family", None)
-        if family != "rnn":
-            raise CheckpointError(f"{directory}: a {family or 'unknown'} model, not a recurrent "
-                                  "encoder-decoder")
+        config = family_config(directory, "rnn", "a recurrent encoder-decoder")
         model = cls(from_dict(RNNSeq2SeqConfig, config, f"{directory}/config.json"))
-        load_weights(model, Path(directory) / "model.safetensors")
-        return model.to(map_location).eval()
+        return load_weights_into(model, directory, map_location)
 
 
 def config_json(config: RNNSeq2SeqConfig) -> dict:

@@ -19,7 +19,12 @@ from torch import Tensor, nn
 
 from seqformer.config import from_dict, to_dict
 from seqformer.errors import CheckpointError, ConfigError
-from seqformer.models.common import check_block_fields
+from seqformer.models.common import (
+    check_block_fields,
+    family_config,
+    load_weights_into,
+    save_model_dir,
+)
 from seqformer.nn.layers import Decoder, Encoder, LayerCache
 from seqformer.nn.positional import make_positional
 
@@ -223,24 +228,14 @@ class Seq2Seq(nn.Module):
 
     def save(self, directory: str | Path) -> None:
         """Write ``config.json`` and ``model.safetensors`` (atomically) into ``directory``."""
-        from seqformer.training.checkpoint import atomic_write_text, save_weights
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(directory / "config.json",
-                          json.dumps(config_json(self.config), indent=2) + "\n")
-        save_weights(self, directory / "model.safetensors")
+        save_model_dir(self, config_json(self.config), directory)
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str = "cpu") -> Seq2Seq:
-        from seqformer.training.checkpoint import load_weights
-
-        config = read_model_config(directory)
-        if config.pop("family", "seq2seq") != "seq2seq":
-            raise CheckpointError(f"{directory}: not an encoder-decoder model")
+        # Runs from before ``family`` existed are encoder-decoders.
+        config = family_config(directory, "seq2seq", "an encoder-decoder model", "seq2seq")
         model = cls(from_dict(Seq2SeqConfig, config, f"{directory}/config.json"))
-        load_weights(model, Path(directory) / "model.safetensors")
-        return model.to(map_location).eval()
+        return load_weights_into(model, directory, map_location)
 
 
     # -- Hugging Face interop (Marian / opus-mt) -------------------------------------------------
