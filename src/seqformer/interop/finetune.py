@@ -45,10 +45,7 @@ def load_init(spec: str, overrides: dict[str, Any], where: str = "init_from") ->
     from seqformer.data.tokenizer import load_tokenizer
     from seqformer.interop import hf_marian
 
-    changed = sorted(k for k in overrides if k not in TRAINING_FIELDS)
-    if changed:
-        raise ConfigError(f"model.{changed[0]}: the architecture comes from {where}; the "
-                          f"model section may only set {', '.join(TRAINING_FIELDS)}")
+    _check_overrides(overrides, TRAINING_FIELDS, where)
     if spec.startswith("hf:"):
         path = Path(spec[3:]).expanduser()
         model = hf_marian.load(path)
@@ -62,11 +59,23 @@ def load_init(spec: str, overrides: dict[str, Any], where: str = "init_from") ->
         model = Seq2Seq.load(path)
         source = load_tokenizer(path / "tokenizer" / "source")
         target = load_tokenizer(path / "tokenizer" / "target")
-    if overrides:
-        tuned = Seq2Seq(dataclasses.replace(model.config, **overrides))
-        tuned.load_state_dict(model.state_dict())
-        model = tuned
-    return Init(model.train(), source, target)
+    return Init(_with_overrides(model, overrides).train(), source, target)
+
+
+def _check_overrides(overrides: dict[str, Any], allowed: Sequence[str], where: str) -> None:
+    changed = sorted(k for k in overrides if k not in allowed)
+    if changed:
+        raise ConfigError(f"model.{changed[0]}: the architecture comes from {where}; the "
+                          f"model section may only set {', '.join(allowed)}")
+
+
+def _with_overrides(model: Any, overrides: dict[str, Any]) -> Any:
+    """The same weights in a model whose config has the training-time ``overrides``."""
+    if not overrides:
+        return model
+    tuned = type(model)(dataclasses.replace(model.config, **overrides))
+    tuned.load_state_dict(model.state_dict())
+    return tuned
 
 
 def with_model_ids(batch: Seq2SeqBatch, model: Any, src_ids: Sequence[Sequence[int]],
@@ -113,10 +122,7 @@ def load_lm_init(spec: str, overrides: dict[str, Any], where: str = "init_from")
     from seqformer.interop import hf_gpt2
     from seqformer.models.gpt import GPT
 
-    changed = sorted(k for k in overrides if k not in TRAINING_FIELDS)
-    if changed:
-        raise ConfigError(f"model.{changed[0]}: the architecture comes from {where}; the "
-                          f"model section may only set dropout and attention_dropout")
+    _check_overrides(overrides, ("dropout", "attention_dropout"), where)
     if spec.startswith("hf:"):
         path = Path(spec[3:]).expanduser()
         model = hf_gpt2.load(path)
@@ -128,8 +134,4 @@ def load_lm_init(spec: str, overrides: dict[str, Any], where: str = "init_from")
         path = Path(spec).expanduser()
         model = GPT.load(path)
         tokenizer = load_tokenizer(path / "tokenizer")
-    if overrides:
-        tuned = GPT(dataclasses.replace(model.config, **overrides))
-        tuned.load_state_dict(model.state_dict())
-        model = tuned
-    return model.train(), tokenizer
+    return _with_overrides(model, overrides).train(), tokenizer
