@@ -49,6 +49,34 @@ def build_marian(directory: Path, small: bool) -> None:
     MarianMTModel(config).eval().save_pretrained(directory)
 
 
+def ct2_translators(directory: Path, vocab_size: int) -> tuple[dict, list[str]]:
+    """CTranslate2 float32 and int8 translators of the Marian in ``directory``, and the token
+    string of every id (CTranslate2 reads tokens, not ids). The converter needs a tokenizer: a
+    ``vocab.json`` naming every id plus a tiny SentencePiece model (never used to cut text)."""
+    import json
+
+    import ctranslate2
+    import sentencepiece as spm
+    from transformers import MarianTokenizer
+
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(["a b c d e f g"] * 50), model_prefix=str(directory / "spm"),
+        vocab_size=10, model_type="unigram", hard_vocab_limit=False, bos_id=-1, eos_id=-1,
+        unk_id=0, minloglevel=2)
+    tokens = ["</s>", "<unk>"] + [f"t{i}" for i in range(2, vocab_size - 1)] + ["<pad>"]
+    (directory / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(tokens)}))
+    model = str(directory / "spm.model")
+    MarianTokenizer(model, model, str(directory / "vocab.json")).save_pretrained(directory)
+    translators = {}
+    for kind in ("float32", "int8"):
+        out = directory / f"ct2-{kind}"
+        ctranslate2.converters.TransformersConverter(str(directory)).convert(
+            str(out), quantization=kind)
+        translators[kind] = ctranslate2.Translator(str(out), device="cpu", compute_type=kind,
+                                                   intra_threads=torch.get_num_threads())
+    return translators, tokens
+
+
 def timed(fn, repeats: int) -> tuple[float, object]:
     out, times = None, []
     for _ in range(repeats):
@@ -74,6 +102,8 @@ def main() -> None:
     parser.add_argument("--small", action="store_true")
     parser.add_argument("--int8", action="store_true",
                         help="also time our model with int8 Linear layers (CPU)")
+    parser.add_argument("--ct2", action="store_true",
+                        help="also time CTranslate2 float32 and int8 (pip install ctranslate2)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -86,6 +116,7 @@ def main() -> None:
     theirs = MarianMTModel.from_pretrained(work).eval().to(device)
     ours = Seq2Seq.from_hf(work).eval().to(device)
     ours_int8 = quantize_int8(copy.deepcopy(ours)) if args.int8 else None
+    ct2, ct2_tokens = ct2_translators(work, theirs.config.vocab_size) if args.ct2 else ({}, [])
     vocab, pad, eos = theirs.config.vocab_size, theirs.config.pad_token_id, 0
     gen = torch.Generator().manual_seed(1)
     sources = torch.randint(1, vocab - 1, (args.sentences, SOURCE_LEN), generator=gen)
@@ -123,6 +154,20 @@ def main() -> None:
             row = {"beam": beam, "batch": batch, "sentences": n,
                    "ours_sent_s": round(n / t_ours, 2), "hf_sent_s": round(n / t_theirs, 2),
                    "ratio": round(t_theirs / t_ours, 2), "identical_outputs": same}
+            for kind, translator in ct2.items():
+                def run_ct2(cs=chunks, b=beam, t=translator, size=batch) -> list[list[int]]:
+                    batch_tokens = [[ct2_tokens[i] for i in row.tolist()] for c in cs for row in c]
+                    res = t.translate_batch(batch_tokens, beam_size=b, max_batch_size=size,
+                                            max_decoding_length=NEW_TOKENS,
+                                            min_decoding_length=NEW_TOKENS)
+                    return [[int(x[1:]) for x in r.hypotheses[0]] for r in res]
+                run_ct2()
+                t_ct2, ids_ct2 = timed(run_ct2, args.repeats)
+                row[f"ct2_{kind}_sent_s"] = round(n / t_ct2, 2)
+                row[f"ct2_{kind}_ratio"] = round(t_theirs / t_ct2, 2)
+                if kind == "float32":
+                    row["ct2_identical_outputs"] = sum(
+                        a == b for a, b in zip(ids_ct2, ids_theirs)) / len(ids_ct2)
             if ours_int8 is not None:
                 run_ours(chunks[0], beam, ours_int8)
                 t_int8, _ = timed(lambda cs=chunks, b=beam: [
@@ -134,7 +179,8 @@ def main() -> None:
             print(f"{name:<22} {row['ours_sent_s']:>12} {row['hf_sent_s']:>10} "
                   f"{row['ratio']:>6}x {same:>8.0%}"
                   + (f"  int8 {row['ours_int8_sent_s']} ({row['int8_ratio']}x)"
-                     if ours_int8 is not None else ""), flush=True)
+                     if ours_int8 is not None else "")
+                  + "".join(f"  ct2-{k} {row[f'ct2_{k}_sent_s']}" for k in ct2), flush=True)
     emit(result, args.json)
 
 
