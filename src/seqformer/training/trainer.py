@@ -364,6 +364,9 @@ class Trainer:
             file=sys.stderr,
             disable=not cfg.progress or not self.dist.main,
             dynamic_ncols=True,
+            # Redirected to a file, a redraw per step is megabytes of carriage returns: there,
+            # one line every 30 s is plenty.
+            mininterval=0.1 if sys.stderr.isatty() else 30.0,
         )
         # Only rank 0 writes; the others log into nowhere.
         log = (open(self.run_dir / LOG_NAME, "a", encoding="utf-8") if self.dist.main
