@@ -15,7 +15,11 @@ import torch
 from torch import Tensor
 
 from seqformer.errors import CheckpointError, ConfigError
-from seqformer.interop.hf_io import load_hf_state_dict, read_hf_config, save_hf_dir, take
+from seqformer.interop.hf_io import (
+    load_checkpoint,
+    save_hf_dir,
+    take,
+)
 from seqformer.interop.hf_tokenizers import HFFileTokenizer, gpt2_tokenizer, write_hf_tokenizer
 from seqformer.models.gpt import GPT, GPTConfig
 
@@ -153,15 +157,7 @@ def load_tokenizer(directory: str | Path, config: GPTConfig) -> HFFileTokenizer 
 
 def load(directory: str | Path, trust_pickle: bool = False) -> GPT:
     """A GPT with the weights of the GPT-2 checkpoint in ``directory`` (eval mode, CPU)."""
-    hf_config = read_hf_config(directory)
-    where = str(Path(directory) / "config.json")
-    if hf_config.get("model_type") != "gpt2":
-        raise CheckpointError(f"{where}: model_type={hf_config.get('model_type')!r}, not gpt2")
-    config = config_from_hf(hf_config, where)
-    model = GPT(config)
-    state = state_from_hf(load_hf_state_dict(directory, trust_pickle), config, str(directory))
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return load_checkpoint(directory, "gpt2", GPT, config_from_hf, state_from_hf, trust_pickle)
 
 
 def save(model: GPT, directory: str | Path, tokenizer: HFFileTokenizer | None = None) -> None:

@@ -80,6 +80,22 @@ def load_hf_state_dict(directory: str | Path, trust_pickle: bool = False) -> dic
                           "pass a directory written by save_pretrained")
 
 
+def load_checkpoint(directory: str | Path, model_type: str, model_cls: Any,
+                    config_from_hf: Any, state_from_hf: Any, trust_pickle: bool = False) -> Any:
+    """``model_cls`` built from the ``model_type`` checkpoint in ``directory`` through the
+    architecture's two mappings (config, then tensors), strictly loaded, in eval mode."""
+    hf_config = read_hf_config(directory)
+    where = str(Path(directory) / "config.json")
+    if hf_config.get("model_type") != model_type:
+        raise CheckpointError(f"{where}: model_type={hf_config.get('model_type')!r}, "
+                              f"not {model_type}")
+    config = config_from_hf(hf_config, where)
+    model = model_cls(config)
+    state = state_from_hf(load_hf_state_dict(directory, trust_pickle), config, str(directory))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
 def take(state: dict[str, Tensor], name: str, directory: str | Path) -> Tensor:
     """Pop one tensor; a missing one means the checkpoint is not the architecture it claims."""
     try:

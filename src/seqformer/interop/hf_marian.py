@@ -9,13 +9,18 @@ sinusoids laid out as [sin | cos] (``positional: sinusoidal_concat``), no final 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
 from seqformer.errors import CheckpointError, ConfigError
-from seqformer.interop.hf_io import load_hf_state_dict, read_hf_config, save_hf_dir, take
+from seqformer.interop.hf_io import (
+    load_checkpoint,
+    save_hf_dir,
+    take,
+)
 from seqformer.interop.hf_tokenizers import SentencePieceTokenizer, marian_tokenizers
 from seqformer.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
@@ -119,16 +124,8 @@ def state_from_hf(hf: dict[str, Tensor], config: Seq2SeqConfig,
     hf = dict(hf)
     shared = _shared_embedding(hf, where)
     out: dict[str, Tensor] = {"src_embed.weight": shared, "tgt_embed.weight": shared}
-    for stack, n, layout in (("encoder", config.n_encoder_layers, ENCODER_LAYER),
-                             ("decoder", config.n_decoder_layers, DECODER_LAYER)):
-        for i in range(n):
-            h, o = f"model.{stack}.layers.{i}.", f"{stack}.layers.{i}."
-            for theirs, ours in layout:
-                subs = ATTENTION if theirs in ("self_attn", "encoder_attn") else ("",)
-                for sub in subs:
-                    t, u = (f"{theirs}.{sub}", f"{ours}.{sub}") if sub else (theirs, ours)
-                    for p in ("weight", "bias"):
-                        out[f"{o}{u}.{p}"] = take(hf, f"{h}{t}.{p}", where)
+    for theirs, ours in layer_names(config):
+        out[ours] = take(hf, theirs, where)
     bias = hf.pop("final_logits_bias", None)
     out["output.bias"] = (shared.new_zeros(config.tgt_vocab_size) if bias is None
                           else bias.reshape(-1))
@@ -152,6 +149,21 @@ def state_from_hf(hf: dict[str, Tensor], config: Seq2SeqConfig,
     return {k: v.contiguous() for k, v in out.items()}
 
 
+def layer_names(config: Seq2SeqConfig) -> Iterator[tuple[str, str]]:
+    """(MarianMTModel name, Seq2Seq name) of every encoder and decoder layer tensor, the one
+    walk both directions of the mapping share."""
+    for stack, n, layout in (("encoder", config.n_encoder_layers, ENCODER_LAYER),
+                             ("decoder", config.n_decoder_layers, DECODER_LAYER)):
+        for i in range(n):
+            h, o = f"model.{stack}.layers.{i}.", f"{stack}.layers.{i}."
+            for theirs, ours in layout:
+                subs = ATTENTION if theirs in ("self_attn", "encoder_attn") else ("",)
+                for sub in subs:
+                    t, u = (f"{theirs}.{sub}", f"{ours}.{sub}") if sub else (theirs, ours)
+                    for p in ("weight", "bias"):
+                        yield f"{h}{t}.{p}", f"{o}{u}.{p}"
+
+
 def state_to_hf(model: Seq2Seq) -> dict[str, Tensor]:
     """Seq2Seq -> MarianMTModel tensors (tied copies left out, as ``save_pretrained`` does)."""
     s = {k: v.detach() for k, v in model.state_dict().items()}
@@ -160,16 +172,8 @@ def state_to_hf(model: Seq2Seq) -> dict[str, Tensor]:
            "final_logits_bias": (s["output.bias"] if "output.bias" in s
                                  else s["src_embed.weight"].new_zeros(c.tgt_vocab_size))
            .reshape(1, -1)}
-    for stack, n, layout in (("encoder", c.n_encoder_layers, ENCODER_LAYER),
-                             ("decoder", c.n_decoder_layers, DECODER_LAYER)):
-        for i in range(n):
-            h, o = f"model.{stack}.layers.{i}.", f"{stack}.layers.{i}."
-            for theirs, ours in layout:
-                subs = ATTENTION if theirs in ("self_attn", "encoder_attn") else ("",)
-                for sub in subs:
-                    t, u = (f"{theirs}.{sub}", f"{ours}.{sub}") if sub else (theirs, ours)
-                    for p in ("weight", "bias"):
-                        out[f"{h}{t}.{p}"] = s[f"{o}{u}.{p}"]
+    for theirs, ours in layer_names(c):
+        out[theirs] = s[ours]
     if not c.tie_output:
         out["lm_head.weight"] = s["output.weight"]
     return out
@@ -193,15 +197,8 @@ def load_tokenizers(directory: str | Path, config: Seq2SeqConfig
 
 def load(directory: str | Path, trust_pickle: bool = False) -> Seq2Seq:
     """A Seq2Seq with the weights of the Marian checkpoint in ``directory`` (eval mode)."""
-    hf_config = read_hf_config(directory)
-    where = str(Path(directory) / "config.json")
-    if hf_config.get("model_type") != "marian":
-        raise CheckpointError(f"{where}: model_type={hf_config.get('model_type')!r}, not marian")
-    config = config_from_hf(hf_config, where)
-    model = Seq2Seq(config)
-    state = state_from_hf(load_hf_state_dict(directory, trust_pickle), config, str(directory))
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return load_checkpoint(directory, "marian", Seq2Seq, config_from_hf, state_from_hf,
+                           trust_pickle)
 
 
 def save(model: Seq2Seq, directory: str | Path,

@@ -62,7 +62,7 @@ from seqformer.recipe_encoder import (
     MLMRecipe,
     encoder_recipe_from_dict,
 )
-from seqformer.tasks.rundir import write_run_metadata
+from seqformer.tasks.rundir import check_vocabulary, write_run_metadata
 from seqformer.training.trainer import Trainer
 
 TOKENIZER_DIR = "tokenizer"
@@ -516,10 +516,7 @@ class EncoderRun:
         model = load_encoder_model(run_dir, device)
         tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)
         _require_wordpiece(tokenizer, run_dir)
-        if tokenizer.vocab_size != model.config.vocab_size:
-            raise CheckpointError(f"{run_dir}: the tokenizer vocabulary ({tokenizer.vocab_size})"
-                                  f" does not match the model ({model.config.vocab_size}); "
-                                  "re-train or restore the run")
+        check_vocabulary(run_dir, tokenizer.vocab_size, model.config.vocab_size)
         recipe = None
         path = run_dir / "recipe.yaml"
         if path.is_file():

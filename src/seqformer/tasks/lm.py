@@ -33,7 +33,7 @@ from seqformer.decoding.sampling import generate
 from seqformer.errors import CheckpointError, ConfigError, DataError
 from seqformer.models.gpt import GPT, config_json
 from seqformer.recipe import LM_CORPORA, GenerateConfig, LMRecipe, recipe_from_dict
-from seqformer.tasks.rundir import write_run_metadata
+from seqformer.tasks.rundir import check_vocabulary, write_run_metadata
 from seqformer.training.distributed import is_main_process
 from seqformer.training.trainer import Trainer
 
@@ -130,10 +130,7 @@ class LanguageModel:
         run_dir = Path(run_dir)
         model = GPT.load(run_dir, map_location=device)
         tokenizer = load_tokenizer(run_dir / TOKENIZER_DIR)
-        if tokenizer.vocab_size != model.config.vocab_size:
-            raise CheckpointError(f"{run_dir}: the tokenizer vocabulary ({tokenizer.vocab_size})"
-                                  f" does not match the model ({model.config.vocab_size}); "
-                                  "re-train or restore the run")
+        check_vocabulary(run_dir, tokenizer.vocab_size, model.config.vocab_size)
         defaults = None
         recipe_path = run_dir / "recipe.yaml"
         if recipe_path.is_file():

@@ -10,8 +10,17 @@ from typing import Any
 
 import yaml
 
+from seqformer.errors import CheckpointError
 from seqformer.training.checkpoint import atomic_write_text
 from seqformer.training.distributed import is_main_process
+
+
+def check_vocabulary(run_dir: Path, tokenizer_size: int, model_size: int) -> None:
+    """A run's tokenizer must have the vocabulary its weights were trained with; a replaced
+    tokenizer would otherwise decode ids into the wrong text without any error."""
+    if tokenizer_size != model_size:
+        raise CheckpointError(f"{run_dir}: the tokenizer vocabulary ({tokenizer_size}) does not "
+                              f"match the model ({model_size}); re-train or restore the run")
 
 
 def write_run_metadata(directory: Path, recipe: Any, fingerprints: dict[str, str],
