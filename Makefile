@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 
-.PHONY: demo test lint venv install install-dev clean
+.PHONY: demo test bench lint venv install install-dev clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,11 @@ demo: install
 test: install-dev
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
+
+# Speed side by side with transformers (and CTranslate2 if installed), appended to
+# benchmarks/RESULTS.md; minutes, not part of the tests.
+bench: install-dev
+	cd benchmarks && ../$(BIN)/python bench.py
 
 lint: install-dev
 	$(BIN)/ruff check src tests benchmarks

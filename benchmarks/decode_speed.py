@@ -4,12 +4,14 @@ same Marian-shaped weights, same inputs, same work, in one process run.
     python benchmarks/decode_speed.py                      # CPU, the PERF_ANCHORS setting
     python benchmarks/decode_speed.py --device cuda --batch 32,128
     python benchmarks/decode_speed.py --small              # a tiny model, to check the script
+    python benchmarks/decode_speed.py --tools hf,ours_int8,ct2_int8 --isolate   # own processes
 
 The model is a random-weight MarianMTModel (vocab 8000, d512, 6+6 layers, 8 heads, ffn 2048)
 saved with ``save_pretrained`` and imported with ``Seq2Seq.from_hf``. Every source has 20 ids
 and every tool must produce exactly 32 new tokens (eos suppressed until then), so all do the
 same arithmetic. Settings run interleaved (ours, theirs, ours, ...) and report medians, so
-machine noise hits both sides alike; the ratio is the figure to quote.
+machine noise hits both sides alike; the ratio is the figure to quote. On CUDA each torch
+tool's peak allocated memory is recorded too.
 """
 
 from __future__ import annotations
@@ -90,6 +92,13 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
+def setting_name(beam: int, batch: int) -> str:
+    return f"{'greedy' if beam == 1 else f'beam {beam}'}, batch {batch}"
+
+
+TOOLS = ("ours", "hf", "ours_int8", "ct2_float32", "ct2_int8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -104,9 +113,57 @@ def main() -> None:
                         help="also time our model with int8 Linear layers (CPU)")
     parser.add_argument("--ct2", action="store_true",
                         help="also time CTranslate2 float32 and int8 (pip install ctranslate2)")
+    parser.add_argument("--tools", default=None,
+                        help=f"comma list of what to time, from {', '.join(TOOLS)} "
+                             "(overrides --int8/--ct2)")
+    parser.add_argument("--isolate", action="store_true",
+                        help="time each tool in its own process: CTranslate2's OpenMP runtime "
+                             "loaded next to torch's slows torch down, so a shared process is "
+                             "unfair to whichever loses the threads")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
+    tools = (args.tools.split(",") if args.tools else
+             ["ours", "hf"] + ["ours_int8"] * args.int8 + ["ct2_float32", "ct2_int8"] * args.ct2)
+    unknown = sorted(set(tools) - set(TOOLS))
+    if unknown:
+        parser.error(f"unknown tool(s) {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
+    if args.isolate:
+        emit(isolated(args, tools), args.json)
+        return
+    emit(measure(args, tools), args.json)
 
+
+def isolated(args: argparse.Namespace, tools: list[str]) -> dict:
+    """Run this script once per tool and merge the speeds; ratios are against transformers."""
+    import json
+    import subprocess
+    import sys
+
+    passed = [f"--device={args.device}", f"--batch={args.batch}", f"--beams={args.beams}",
+              f"--sentences={args.sentences}", f"--one-at-a-time={args.one_at_a_time}",
+              f"--repeats={args.repeats}", *(["--small"] if args.small else [])]
+    merged: dict = {}
+    for tool in (["hf"] + [t for t in tools if t != "hf"]):
+        out = Path(tempfile.mkdtemp(prefix="decode-speed-")) / "result.json"
+        subprocess.run([sys.executable, __file__, *passed, f"--tools={tool}", f"--json={out}"],
+                       check=True, stdout=subprocess.DEVNULL)
+        result = json.loads(out.read_text())
+        if not merged:
+            merged = {**result, "isolated": True, "tools": []}
+        merged["tools"].append(tool)
+        for row, new in zip(merged["settings"], result["settings"]):
+            row[f"{tool}_sent_s"] = new[f"{tool}_sent_s"]
+            row[f"{tool}_vs_hf"] = round(new[f"{tool}_sent_s"] / row["hf_sent_s"], 2)
+    print(f"{'setting':<22}" + "".join(f"{t:>14}" for t in merged["tools"]) + "   (sent/s; x hf)")
+    for row in merged["settings"]:
+        name = setting_name(row["beam"], row["batch"])
+        print(f"{name:<22}" + "".join(
+            f"{row[f'{t}_sent_s']:>8} {row[f'{t}_vs_hf']:>4}x" for t in merged["tools"]))
+    return merged
+
+
+def measure(args: argparse.Namespace, tools: list[str]) -> dict:
+    """Time ``tools`` interleaved in this process, setting by setting."""
     from transformers import MarianMTModel
 
     device = torch.device(args.device)
@@ -115,8 +172,9 @@ def main() -> None:
     build_marian(work, args.small)
     theirs = MarianMTModel.from_pretrained(work).eval().to(device)
     ours = Seq2Seq.from_hf(work).eval().to(device)
-    ours_int8 = quantize_int8(copy.deepcopy(ours)) if args.int8 else None
-    ct2, ct2_tokens = ct2_translators(work, theirs.config.vocab_size) if args.ct2 else ({}, [])
+    ours_int8 = quantize_int8(copy.deepcopy(ours)) if "ours_int8" in tools else None
+    wants_ct2 = any(t.startswith("ct2") for t in tools)
+    ct2, ct2_tokens = ct2_translators(work, theirs.config.vocab_size) if wants_ct2 else ({}, [])
     vocab, pad, eos = theirs.config.vocab_size, theirs.config.pad_token_id, 0
     gen = torch.Generator().manual_seed(1)
     sources = torch.randint(1, vocab - 1, (args.sentences, SOURCE_LEN), generator=gen)
@@ -136,52 +194,49 @@ def main() -> None:
                               bad_words_ids=[[pad]], early_stopping=True)
         return [[t for t in row[1:].tolist() if t not in (pad, eos)] for row in out]
 
+    def ct2_runner(kind: str):
+        def run(src: torch.Tensor, beam: int) -> list[list[int]]:
+            batch_tokens = [[ct2_tokens[i] for i in row.tolist()] for row in src]
+            res = ct2[kind].translate_batch(batch_tokens, beam_size=beam,
+                                            max_batch_size=len(batch_tokens),
+                                            max_decoding_length=NEW_TOKENS,
+                                            min_decoding_length=NEW_TOKENS)
+            return [[int(x[1:]) for x in r.hypotheses[0]] for r in res]
+        return run
+
+    runners = {"ours": run_ours, "hf": run_theirs,
+               "ours_int8": lambda src, beam: run_ours(src, beam, ours_int8),
+               **{f"ct2_{kind}": ct2_runner(kind) for kind in ct2}}
     result = {"benchmark": "decode_speed", "hardware": hardware(), "torch": torch.__version__,
-              "device": str(device), "small": args.small, "settings": []}
-    print(f"{'setting':<22} {'ours sent/s':>12} {'HF sent/s':>10} {'ratio':>7} {'same ids':>9}")
+              "device": str(device), "small": args.small, "tools": tools, "settings": []}
+    print(f"{'setting':<22}" + "".join(f"{t:>14}" for t in tools) + "  (sent/s)")
     for beam in (int(b) for b in args.beams.split(",")):
         for batch in (int(b) for b in args.batch.split(",")):
             n = args.one_at_a_time if batch == 1 else args.sentences
             chunks = [sources[i:i + batch] for i in range(0, n, batch)]
-            run_ours(chunks[0], beam)  # warm-up (allocations, oneDNN kernels)
-            run_theirs(chunks[0], beam)
-            t_ours, ids_ours = timed(
-                lambda cs=chunks, b=beam: [x for c in cs for x in run_ours(c, b)], args.repeats)
-            t_theirs, ids_theirs = timed(
-                lambda cs=chunks, b=beam: [x for c in cs for x in run_theirs(c, b)],
-                args.repeats)
-            same = sum(a == b for a, b in zip(ids_ours, ids_theirs)) / len(ids_ours)
-            row = {"beam": beam, "batch": batch, "sentences": n,
-                   "ours_sent_s": round(n / t_ours, 2), "hf_sent_s": round(n / t_theirs, 2),
-                   "ratio": round(t_theirs / t_ours, 2), "identical_outputs": same}
-            for kind, translator in ct2.items():
-                def run_ct2(cs=chunks, b=beam, t=translator, size=batch) -> list[list[int]]:
-                    batch_tokens = [[ct2_tokens[i] for i in row.tolist()] for c in cs for row in c]
-                    res = t.translate_batch(batch_tokens, beam_size=b, max_batch_size=size,
-                                            max_decoding_length=NEW_TOKENS,
-                                            min_decoding_length=NEW_TOKENS)
-                    return [[int(x[1:]) for x in r.hypotheses[0]] for r in res]
-                run_ct2()
-                t_ct2, ids_ct2 = timed(run_ct2, args.repeats)
-                row[f"ct2_{kind}_sent_s"] = round(n / t_ct2, 2)
-                row[f"ct2_{kind}_ratio"] = round(t_theirs / t_ct2, 2)
-                if kind == "float32":
-                    row["ct2_identical_outputs"] = sum(
-                        a == b for a, b in zip(ids_ct2, ids_theirs)) / len(ids_ct2)
-            if ours_int8 is not None:
-                run_ours(chunks[0], beam, ours_int8)
-                t_int8, _ = timed(lambda cs=chunks, b=beam: [
-                    x for c in cs for x in run_ours(c, b, ours_int8)], args.repeats)
-                row["ours_int8_sent_s"] = round(n / t_int8, 2)
-                row["int8_ratio"] = round(t_theirs / t_int8, 2)
+            row: dict = {"beam": beam, "batch": batch, "sentences": n}
+            outputs = {}
+            for tool in tools:  # interleaved: machine noise hits every tool alike
+                runners[tool](chunks[0], beam)  # warm-up (allocations, oneDNN kernels)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                seconds, outputs[tool] = timed(
+                    lambda cs=chunks, b=beam, r=runners[tool]: [x for c in cs for x in r(c, b)],
+                    args.repeats)
+                row[f"{tool}_sent_s"] = round(n / seconds, 2)
+                if device.type == "cuda" and not tool.startswith("ct2"):
+                    # Weights included; the search's own share grows with batch x beam x length.
+                    row[f"{tool}_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+            if "hf" in tools:
+                for tool in tools:
+                    row[f"{tool}_vs_hf"] = round(row[f"{tool}_sent_s"] / row["hf_sent_s"], 2)
+                    if tool in ("ours", "ct2_float32"):  # fp32: should be the same search
+                        row[f"{tool}_same_ids_as_hf"] = sum(
+                            a == b for a, b in zip(outputs[tool], outputs["hf"])) / n
             result["settings"].append(row)
-            name = f"{'greedy' if beam == 1 else f'beam {beam}'}, batch {batch}"
-            print(f"{name:<22} {row['ours_sent_s']:>12} {row['hf_sent_s']:>10} "
-                  f"{row['ratio']:>6}x {same:>8.0%}"
-                  + (f"  int8 {row['ours_int8_sent_s']} ({row['int8_ratio']}x)"
-                     if ours_int8 is not None else "")
-                  + "".join(f"  ct2-{k} {row[f'ct2_{k}_sent_s']}" for k in ct2), flush=True)
-    emit(result, args.json)
+            name = setting_name(beam, batch)
+            print(f"{name:<22}" + "".join(f"{row[f'{t}_sent_s']:>14}" for t in tools), flush=True)
+    return result
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ METRICS = ("valid_loss", "valid_nll", "per", "wer", "cer", "ter", "bleu", "chrf"
 HIGHER_IS_BETTER = ("bleu", "chrf", "exact")
 TASKS = ("transduction", "lm", "mlm", "classify", "tag", "qa", "distil")
 # Language-model corpora: plain text files, or a Bible read from its installed SWORD module.
-LM_CORPORA = {"files": None, "kjv": "engKJV2006eb", "web": "engWEB2015eb"}
+LM_CORPORA = {"files": None, "kjv": "engKJV2006eb", "web": "engWEB2015eb",
+              "rv1909": "spaRV1909eb"}
 LM_METRICS = ("valid_loss", "valid_ppl", "valid_bpc")
 
 
@@ -160,11 +161,12 @@ class Recipe:
 class LMDataConfig:
     """The text a language model learns from (``task: lm``).
 
-    ``corpus: files`` concatenates the UTF-8 files in ``train`` (one or more); ``kjv`` and
-    ``web`` read the King James / World English Bible from Debian's SWORD modules, one verse per
-    line. Validation is the files in ``valid`` or else the last ``valid_percent`` of the text: a
-    contiguous tail, so it is text the model never saw the neighbours of. ``max_chars`` keeps
-    the first N characters (before the split), for quick runs. A training batch is
+    ``corpus: files`` concatenates the UTF-8 files in ``train`` (one or more); ``kjv``, ``web``
+    and ``rv1909`` read the King James / World English Bible / Spanish Reina-Valera 1909 from
+    Debian's SWORD modules (sword-text-kjv, -web, -sparv), one verse per line. Validation is
+    the files in ``valid`` or else the last ``valid_percent`` of the text: a contiguous tail,
+    so it is text the model never saw the neighbours of. ``max_chars`` keeps the first N
+    characters (before the split), for quick runs. A training batch is
     ``batch_size`` random blocks of ``model.max_len`` tokens; ``valid_chars`` caps the validation
     text scored at each evaluation during training (its first N characters, so bits per
     character stay exact for any tokenizer); ``seqformer evaluate`` scores everything.

@@ -176,14 +176,15 @@ def reverse_data(n: int, seed: int, lo: int, hi: int) -> tuple[list[list[int]], 
     return src, [list(reversed(s)) for s in src]
 
 
-def train_reverser(tmp_path: Path, steps: int, lo: int, hi: int, **model) -> RNNSeq2Seq:
+def train_reverser(tmp_path: Path, steps: int, lo: int, hi: int, schedule: str = "constant",
+                   **model) -> RNNSeq2Seq:
     torch.manual_seed(0)
     src, tgt = reverse_data(3000, 1, lo, hi)
     config = RNNSeq2SeqConfig(src_vocab_size=14, tgt_vocab_size=14, embed_dim=16,
                               hidden_size=32, dropout=0.0, max_len=64, label_smoothing=0.0,
                               **model)
     net = RNNSeq2Seq(config)
-    train = TrainConfig(max_steps=steps, lr=1e-2, schedule="constant", warmup_steps=0,
+    train = TrainConfig(max_steps=steps, lr=1e-2, schedule=schedule, warmup_steps=0,
                         eval_every=10_000, save_every=0, log_every=1000, progress=False,
                         device="cpu")
     Trainer(net, train, BatchStream(src, tgt, 600, seed=0), tmp_path).train()
@@ -212,8 +213,11 @@ def token_accuracy(model: RNNSeq2Seq, lo: int, hi: int) -> float:
     ("gru", "bahdanau", "cnn")])
 def test_each_kind_learns_to_reverse(tmp_path: Path, kind: str, attention: str,
                                      encoder: str) -> None:
-    model = train_reverser(tmp_path, 150, 3, 6, kind=kind, attention=attention, encoder=encoder)
-    assert exact_match(model, 3, 6) >= 0.85
+    # Annealed (cosine) rather than a constant 1e-2, so the score at the end does not hang on
+    # where the last noisy steps landed (an optimizer change moved one kind from 0.90 to 0.845).
+    model = train_reverser(tmp_path, 250, 3, 6, schedule="cosine", kind=kind,
+                           attention=attention, encoder=encoder)
+    assert exact_match(model, 3, 6) >= 0.95
 
 
 def test_attention_beats_the_final_state_bottleneck_at_length(tmp_path: Path) -> None:

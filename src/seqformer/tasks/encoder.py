@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,15 +61,11 @@ from seqformer.recipe_encoder import (
     MLMRecipe,
     encoder_recipe_from_dict,
 )
-from seqformer.tasks.rundir import check_vocabulary, write_run_metadata
+from seqformer.tasks.rundir import check_vocabulary, log, write_run_metadata
 from seqformer.training.trainer import Trainer
 
 TOKENIZER_DIR = "tokenizer"
 EVAL_BATCH = 64
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def _bucket(key: str) -> float:

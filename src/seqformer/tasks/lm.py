@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,16 +32,12 @@ from seqformer.decoding.sampling import generate
 from seqformer.errors import CheckpointError, ConfigError, DataError
 from seqformer.models.gpt import GPT, config_json
 from seqformer.recipe import LM_CORPORA, GenerateConfig, LMRecipe, recipe_from_dict
-from seqformer.tasks.rundir import check_vocabulary, write_run_metadata
+from seqformer.tasks.rundir import check_vocabulary, log, write_run_metadata
 from seqformer.training.distributed import is_main_process
 from seqformer.training.trainer import Trainer
 
 TOKENIZER_DIR = "tokenizer"
 EVAL_BATCH = 16  # blocks per forward pass when scoring
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- data -----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ task: ``recipe.yaml`` (the resolved recipe plus fingerprints of the split and to
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,12 @@ import yaml
 from seqformer.errors import CheckpointError
 from seqformer.training.checkpoint import atomic_write_text
 from seqformer.training.distributed import is_main_process
+
+
+def log(message: str) -> None:
+    """A progress line on stderr, from rank 0 only: N processes would print it N times."""
+    if is_main_process():
+        print(message, file=sys.stderr, flush=True)
 
 
 def check_vocabulary(run_dir: Path, tokenizer_size: int, model_size: int) -> None:

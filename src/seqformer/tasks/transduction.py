@@ -38,13 +38,9 @@ from seqformer.metrics import bleu, char_error_rate, chrf, error_rates, ter
 from seqformer.models.registry import build_seq2seq, load_seq2seq, seq2seq_config_json
 from seqformer.models.seq2seq import Seq2Seq
 from seqformer.recipe import DecodeConfig, Recipe, recipe_from_dict
-from seqformer.tasks.rundir import write_run_metadata
+from seqformer.tasks.rundir import log, write_run_metadata
 from seqformer.training.distributed import is_main_process
 from seqformer.training.trainer import Trainer
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # -- data -----------------------------------------------------------------------------------------

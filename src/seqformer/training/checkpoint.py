@@ -229,7 +229,13 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     path = Path(path)
     module = unwrap_model(model)
     state = read_weights(path)
-    expected = module.state_dict()
+    check_state(state, module.state_dict(), path)
+    module.load_state_dict(state, strict=True)
+    return model
+
+
+def check_state(state: Mapping[str, Tensor], expected: Mapping[str, Tensor], path: Path) -> None:
+    """Fail in one line on the first key or shape of ``state`` that ``expected`` lacks."""
     fix = "build the model with the config the checkpoint was trained with (its config.json)"
     for key, tensor in expected.items():
         if key not in state:
@@ -244,8 +250,6 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
             raise CheckpointError(
                 f"{path}: the file has parameter {key!r} that the model does not; {fix}"
             )
-    module.load_state_dict(state, strict=True)
-    return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,12 +328,16 @@ def _rng_from_serialisable(json_part: Mapping[str, Any], tensors: Mapping[str, T
 # --------------------------------------------------------------------------------------------
 
 
+_IMPLEMENTATION_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
 def save_training_state(
     directory: str | Path,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     step: int,
     extra: Mapping[str, Any],
+    optimizer_state: Mapping[str, Any] | None = None,
 ) -> None:
     """Write everything besides the weights that a bit-identical resume needs.
 
@@ -338,10 +346,12 @@ def save_training_state(
     Python/NumPy RNG states) to ``trainer_state.json``. The JSON is written last and records
     the SHA-256 of the tensor file: it is the commit marker, so a tensor file without its
     matching JSON is never used. ``extra`` must be JSON-serialisable (strict: no NaN/inf).
+    ``optimizer_state`` replaces ``optimizer.state_dict()`` when the optimizer holds only a
+    shard of it (FSDP gathers the whole state first; see :mod:`seqformer.training.fsdp`).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    opt_state = optimizer.state_dict()
+    opt_state = optimizer.state_dict() if optimizer_state is None else optimizer_state
 
     tensors: dict[str, Tensor] = {}
     plain_state: dict[str, dict[str, Any]] = {}
@@ -383,13 +393,15 @@ def load_training_state(
     directory: str | Path,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    load_optimizer: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Restore optimizer, scheduler and all RNGs from :func:`save_training_state`.
 
     Returns ``(step, extra)``. The optimizer must have been built over the same parameters in
     the same order; its tensors are moved to the parameters' device by ``load_state_dict``.
     Call this last before training continues: anything that draws random numbers afterwards
-    would shift the restored streams.
+    would shift the restored streams. ``load_optimizer`` replaces
+    ``optimizer.load_state_dict`` (FSDP scatters the state into the shards).
     """
     directory = Path(directory)
     json_path = directory / STATE_JSON_NAME
@@ -432,11 +444,17 @@ def load_training_state(
                 state.setdefault(int(index), {})[name] = tensor
             else:
                 param_groups[int(index)][name] = tensor
-    for group in param_groups:
+    for group, current in zip(param_groups, optimizer.param_groups, strict=False):
         if isinstance(group.get("betas"), list):  # JSON has no tuples
             group["betas"] = tuple(group["betas"])
+        # How the update is computed is this run's choice, not the checkpoint's: a fused
+        # kernel saved on one process cannot step FSDP's sharded tensors after a resume.
+        for key in _IMPLEMENTATION_KEYS:
+            if key in current:
+                group[key] = current[key]
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+        load = load_optimizer or optimizer.load_state_dict
+        load({"state": state, "param_groups": param_groups})
     except (ValueError, KeyError) as e:
         raise CheckpointError(
             f"{tensor_path}: the optimizer state does not fit this model ({e}); resume with the "

@@ -62,16 +62,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from seqformer.errors import CheckpointError, ConfigError
-from seqformer.training import distributed
+from seqformer.training import distributed, fsdp
 from seqformer.training.averaging import checkpoint_path, prune_checkpoints
 from seqformer.training.checkpoint import (
     WEIGHTS_NAME,
     atomic_write_text,
+    check_state,
     commit_directory,
     committed_directory,
     load_training_state,
     load_weights,
     preserved_rng,
+    read_weights,
     save_training_state,
     save_weights,
 )
@@ -99,7 +101,9 @@ class TrainConfig:
     names (``"encoder.layers.[0-1].*"``) whose parameters are not trained; see
     :mod:`seqformer.training.freezing`. ``ema`` (e.g. 0.999; 0 = off) keeps an exponential
     moving average of the weights, which is what validation sees and the run saves; see
-    :mod:`seqformer.training.ema`.
+    :mod:`seqformer.training.ema`. ``fsdp`` shards weights, gradients and optimizer state
+    over the processes of a ``torchrun`` job instead of replicating them (DDP); see
+    :mod:`seqformer.training.fsdp`. A single process ignores it.
     """
 
     max_steps: int = 10000
@@ -127,6 +131,7 @@ class TrainConfig:
     keep_checkpoints: int = 0
     freeze: list[str] = dataclasses.field(default_factory=list)
     ema: float = 0.0
+    fsdp: bool = False
 
     def __post_init__(self) -> None:
         # Recipes come from YAML, where a pair is a list; freeze it into the declared tuple.
@@ -182,9 +187,13 @@ class TrainConfig:
                 torch.device(self.device)
             except (RuntimeError, TypeError):
                 raise bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-        for field in ("compile", "progress"):
+        for field in ("compile", "progress", "fsdp"):
             if not isinstance(getattr(self, field), bool):
                 raise bad(field, "true or false")
+        if self.fsdp and self.ema:
+            raise ConfigError(
+                "train.ema cannot be combined with train.fsdp (the average would need a whole "
+                "copy of the weights on every rank); set one of them to 0/false")
         patterns_ok = isinstance(self.freeze, list | tuple) and all(
             isinstance(p, str) and p for p in self.freeze)
         if not patterns_ok:
@@ -237,18 +246,26 @@ def peak_flops(device: torch.device) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, config: TrainConfig,
+                    fused: bool = True) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (see :class:`TrainConfig`).
 
     Both groups always exist, even if empty, so the optimizer state layout depends only on
-    the model and a checkpoint always fits the optimizer rebuilt for resuming.
+    the model and a checkpoint always fits the optimizer rebuilt for resuming. The fused
+    kernel (one pass over all parameters instead of a loop of small ops per tensor; torch's
+    default on CPU is that loop) is used on CPU and CUDA; FSDP's sharded tensors take the
+    default path.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+    fused = fused and bool(params) and all(
+        type(p) is nn.Parameter and p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point
+        for p in params)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
+                             fused=fused or None)
 
 
 def _say(message: str) -> None:
@@ -284,22 +301,26 @@ class Trainer:
         # self.model stays the plain module: its state_dict keys are the ones we save, and
         # validation runs on it (variable eval shapes would make a compiled model recompile).
         self.model = model.to(self.device)
+        if config.freeze:
+            # Before the optimizer is built, and the same on resume, so its groups line up;
+            # before DDP/FSDP too, which only synchronise what is trained.
+            freeze_parameters(self.model, config.freeze)
+            _say(parameter_table(self.model))
+        self.sharded = self.dist.active and config.fsdp
+        if self.sharded:
+            fsdp.shard_model(self.model)  # in place: self.model is the sharded module
         self.forward = torch.compile(self.model) if config.compile else self.model
-        if self.dist.active:
+        if self.dist.active and not self.sharded:
             # Wraps the (compiled) module: DDP all-reduces gradients as backward produces them.
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward = DistributedDataParallel(self.forward, device_ids=ids)
-        if config.freeze:
-            # Before the optimizer is built, and the same on resume, so its groups line up.
-            freeze_parameters(self.model, config.freeze)
-            _say(parameter_table(self.model))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.ema = EMA(self.model, config.ema) if config.ema else None
         flops = getattr(self.model, "flops_per_token", None)
         self.peak_flops = peak_flops(self.device) if callable(flops) else None
-        self.optimizer = build_optimizer(self.model, config)
+        self.optimizer = build_optimizer(self.model, config, fused=not self.sharded)
         self.scheduler = make_scheduler(
             self.optimizer,
             config.schedule,
@@ -380,9 +401,7 @@ class Trainer:
                     batch, weight = distributed.shard(global_batch, self.dist)
                     batch = batch.to(self.device)
                     # Gradients are all-reduced once per update, on the last micro-batch.
-                    sync = (self.forward.no_sync() if self.dist.active
-                            and micro < cfg.accumulate - 1 else contextlib.nullcontext())
-                    with sync:
+                    with self._gradient_sync(micro == cfg.accumulate - 1):
                         with self._autocast():
                             out = self.forward(batch)
                         (out.loss * (weight / cfg.accumulate)).backward()
@@ -483,14 +502,24 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
+    def _gradient_sync(self, last_micro_batch: bool) -> contextlib.AbstractContextManager[Any]:
+        """Let DDP/FSDP skip the gradient exchange on all but the last micro-batch."""
+        if self.sharded:
+            self.model.set_requires_gradient_sync(last_micro_batch)
+        elif self.dist.active and not last_micro_batch:
+            return self.forward.no_sync()
+        return contextlib.nullcontext()
+
     def _clip_gradients(self) -> torch.Tensor:
         """Clip to ``grad_clip`` and return the norm *before* clipping (what the log shows)."""
         grads = [p.grad for p in self.params if p.grad is not None]
         if not grads:
             return torch.zeros((), device=self.device)
         if self.config.grad_clip > 0:
-            return torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
-        return torch.nn.utils.get_total_norm(grads)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        else:
+            norm = torch.nn.utils.get_total_norm(grads)
+        return fsdp.as_plain(norm) if self.sharded else norm
 
     def _evaluate(self, log: TextIO) -> bool:
         """Run ``validate``; on improvement save the best weights. Returns whether it improved.
@@ -499,7 +528,8 @@ class Trainer:
         evaluating never changes the training trajectory (see ``preserved_rng``).
         """
         self.model.eval()
-        with preserved_rng(), torch.no_grad(), self._autocast():
+        whole = fsdp.gathered(self.model) if self.sharded else contextlib.nullcontext()
+        with preserved_rng(), torch.no_grad(), self._autocast(), whole:
             metrics = {name: float(value)
                        for name, value in self.validate(self.final_model).items()}
         self.model.train()
@@ -536,10 +566,15 @@ class Trainer:
         """What is validated and saved as the run's model: the EMA weights when kept."""
         return self.model if self.ema is None else self.ema.module
 
+    def _weights(self, model: nn.Module) -> nn.Module | dict[str, torch.Tensor]:
+        """What to save of ``model``: itself, or its gathered weights (every rank calls this)."""
+        return fsdp.full_state_dict(model) if self.sharded else model
+
     def _save_best(self) -> None:
+        weights = self._weights(self.final_model)
         if not self.dist.main:
             return
-        save_weights(self.final_model, self.run_dir / WEIGHTS_NAME)
+        save_weights(weights, self.run_dir / WEIGHTS_NAME)
         if self.on_save is not None:
             self.on_save(self.run_dir)
 
@@ -550,11 +585,13 @@ class Trainer:
         new files if Ctrl-C or a crash came between two of them.
         """
         self.saved_step = self.step
+        weights = self._weights(self.model)
+        optimizer_state = fsdp.optimizer_state(self.model, self.optimizer) if self.sharded else None
         if not self.dist.main:
             return
         scratch = self.run_dir / f"{LAST_DIR}.partial"
         shutil.rmtree(scratch, ignore_errors=True)
-        save_weights(self.model, scratch / WEIGHTS_NAME)
+        save_weights(weights, scratch / WEIGHTS_NAME)
         if self.ema is not None:
             save_weights(self.ema.module, scratch / EMA_NAME)
         extra = {
@@ -566,11 +603,12 @@ class Trainer:
             "metric": self.config.metric,
             "config": dataclasses.asdict(self.config),
         }
-        save_training_state(scratch, self.optimizer, self.scheduler, self.step, extra)
+        save_training_state(scratch, self.optimizer, self.scheduler, self.step, extra,
+                            optimizer_state=optimizer_state)
         commit_directory(scratch, self.run_dir / LAST_DIR)
         self.saved_step = self.step
         if self.config.keep_checkpoints:
-            save_weights(self.model, checkpoint_path(self.run_dir, self.step))
+            save_weights(weights, checkpoint_path(self.run_dir, self.step))
             prune_checkpoints(self.run_dir, self.config.keep_checkpoints)
 
     def _resume(self) -> None:
@@ -586,8 +624,16 @@ class Trainer:
                 f"{self.run_dir / LAST_DIR}: nothing to resume in {self.run_dir}; "
                 f"drop --resume to start a new run"
             )
-        load_weights(self.model, last / WEIGHTS_NAME)
-        self.step, extra = load_training_state(last, self.optimizer, self.scheduler)
+        if self.sharded:
+            state = read_weights(last / WEIGHTS_NAME)
+            check_state(state, self.model.state_dict(), last / WEIGHTS_NAME)
+            fsdp.load_state_dict(self.model, state)
+            self.step, extra = load_training_state(
+                last, self.optimizer, self.scheduler,
+                load_optimizer=lambda s: fsdp.load_optimizer_state(self.model, self.optimizer, s))
+        else:
+            load_weights(self.model, last / WEIGHTS_NAME)
+            self.step, extra = load_training_state(last, self.optimizer, self.scheduler)
         if self.ema is not None:
             if not (last / EMA_NAME).is_file():
                 raise CheckpointError(
