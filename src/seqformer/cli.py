@@ -44,6 +44,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if is_encoder_recipe(recipe):
         return train_encoder(args, recipe, out)
+    from seqformer.recipe_decision import DecisionRecipe
+
+    if isinstance(recipe, DecisionRecipe):
+        from seqformer.cli_decision import train_decision
+
+        return train_decision(args, recipe, out)
+    from seqformer.recipe_vision import VisionRecipe
+
+    if isinstance(recipe, VisionRecipe):
+        from seqformer.cli_vision import train_vision
+
+        return train_vision(args, recipe, out)
     if args.resume:
         check_resumable(out)  # before the corpus is read: a typo here should fail fast
     splits = load_splits(recipe)
@@ -238,6 +250,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if _family(args.model[0]) == "gpt":
         return evaluate_lm(args)
+    if _family(args.model[0]) == "decision":  # Decision Transformer: online rollouts
+        from seqformer.cli_decision import evaluate_decision
+
+        return evaluate_decision(args)
+    if _family(args.model[0]) == "vit":  # Vision Transformer: --data FILE.npz or the test split
+        from seqformer.cli_vision import evaluate_vision
+
+        return evaluate_vision(args)
     if _family(args.model[0]) in ("bert", "cnn"):  # encoder runs: BERT heads, CNN classifier
         from seqformer.cli_encoder import evaluate_encoder
 

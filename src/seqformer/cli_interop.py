@@ -15,7 +15,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     from seqformer.interop.hf import import_hf
 
     family = import_hf(args.path, args.out, trust_pickle=args.trust_pickle)
-    use = ("transduce --model" if family == "seq2seq" else "generate --model")
+    use = ("transduce --model" if family == "seq2seq" else
+           "evaluate --data IMAGES.npz --model" if family == "vit" else "generate --model")
     print(f"imported {args.path} -> {args.out} ({family}); try: seqformer {use} {args.out}")
     return 0
 

@@ -36,7 +36,8 @@ CORPORA = ("files", "cmudict", "bible")
 TOKENIZER_KINDS = ("char", "word", "bpe")
 METRICS = ("valid_loss", "valid_nll", "per", "wer", "cer", "ter", "bleu", "chrf", "exact")
 HIGHER_IS_BETTER = ("bleu", "chrf", "exact")
-TASKS = ("transduction", "lm", "mlm", "classify", "tag", "qa", "distil")
+TASKS = ("transduction", "lm", "mlm", "classify", "tag", "qa", "distil", "decision",
+         "image-classify")
 # Language-model corpora: plain text files, or a Bible read from its installed SWORD module.
 LM_CORPORA = {"files": None, "kjv": "engKJV2006eb", "web": "engWEB2015eb",
               "rv1909": "spaRV1909eb"}
@@ -301,6 +302,14 @@ def recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Recipe | LM
         from seqformer.recipe_encoder import encoder_recipe_from_dict
 
         return encoder_recipe_from_dict(tree, where)
+    if tree.get("task") == "decision":  # Decision Transformer: recipe_decision
+        from seqformer.recipe_decision import decision_recipe_from_dict
+
+        return decision_recipe_from_dict(tree, where)
+    if tree.get("task") == "image-classify":  # Vision Transformer: recipe_vision
+        from seqformer.recipe_vision import vision_recipe_from_dict
+
+        return vision_recipe_from_dict(tree, where)
     model = tree.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"{where}: model must be a mapping of fields")

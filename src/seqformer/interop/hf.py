@@ -46,12 +46,19 @@ def _import_bert(src: Path, out: Path, trust_pickle: bool) -> str:
     return hf_bert_io.import_dir(src, out, trust_pickle)
 
 
+def _import_vit(src: Path, out: Path, trust_pickle: bool) -> str:
+    from seqformer.interop import hf_vit
+
+    return hf_vit.import_dir(src, out, trust_pickle)
+
+
 # model_type in config.json -> (description, importer)
 IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
     "bert": ("BERT (BertModel, BertForMaskedLM/SequenceClassification/TokenClassification/"
              "QuestionAnswering)", _import_bert),
     "gpt2": ("GPT-2 (GPT2LMHeadModel)", _import_gpt2),
     "marian": ("Marian / opus-mt (MarianMTModel)", _import_marian),
+    "vit": ("Vision Transformer (ViTForImageClassification)", _import_vit),
 }
 
 

@@ -43,14 +43,18 @@ class EncoderLayer(nn.Module):
 
     def forward(self, x: Tensor, padding_mask: Tensor | None = None,
                 need_weights: bool = False, is_causal: bool = False,
-                cache: KVCache | None = None) -> tuple[Tensor, Tensor | None]:
+                cache: KVCache | None = None,
+                attn_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Bidirectional by default (encoder); ``is_causal`` with an optional ``cache`` makes
         the same block a decoder-only (GPT) layer, so both families share one implementation.
+        ``attn_mask`` (additive float or boolean True = blocked, (batch or 1, 1, tgt, src)) is
+        for masks that are not just causal or key padding (the Decision Transformer's).
         """
         weights: list[Tensor | None] = [None]
 
         def attend(h: Tensor) -> Tensor:
             out, weights[0] = self.self_attn(h, key_padding_mask=padding_mask,
+                                             attn_mask=attn_mask,
                                              is_causal=is_causal, cache=cache,
                                              need_weights=need_weights)
             return out

@@ -1,0 +1,148 @@
+"""Hugging Face ViT (``ViTForImageClassification``) -> seqformer ViT: config and state dict.
+
+The layouts match one to one: HF's separate q/k/v/o linears are ``MultiHeadAttention``'s
+projections, ``layernorm_before`` / ``layernorm_after`` the pre-LN residual blocks' norms,
+``mlp.fc1`` / ``fc2`` the FeedForward, ``vit.layernorm`` the encoder's final norm. HF keeps
+position embeddings as one (1, 1 + patches, d) parameter; ours is an Embedding table
+(1 + patches, d). Both the current transformers names (``vit.layers.N.attention.q_proj``) and
+the names of checkpoints saved before transformers 5 (``vit.encoder.layer.N.attention.
+attention.query``, ``intermediate.dense``, ``output.dense``) are read. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from seqformer.errors import CheckpointError
+from seqformer.models.vit import ViT, ViTConfig
+
+# (HF name inside layer N, seqformer name inside encoder.layers.N); legacy names included.
+_LAYER = {
+    "attention.q_proj": "self_attn.q_proj",
+    "attention.k_proj": "self_attn.k_proj",
+    "attention.v_proj": "self_attn.v_proj",
+    "attention.o_proj": "self_attn.out_proj",
+    "attention.attention.query": "self_attn.q_proj",
+    "attention.attention.key": "self_attn.k_proj",
+    "attention.attention.value": "self_attn.v_proj",
+    "attention.output.dense": "self_attn.out_proj",
+    "layernorm_before": "attn_block.norm",
+    "layernorm_after": "ffn_block.norm",
+    "mlp.fc1": "ffn.linear1",
+    "mlp.fc2": "ffn.linear2",
+    "intermediate.dense": "ffn.linear1",
+    "output.dense": "ffn.linear2",
+}
+_FIXED = {
+    "vit.embeddings.cls_token": "cls_token",
+    "vit.embeddings.patch_embeddings.projection.weight": "patch_embed.projection.weight",
+    "vit.embeddings.patch_embeddings.projection.bias": "patch_embed.projection.bias",
+    "vit.layernorm.weight": "encoder.norm.weight",
+    "vit.layernorm.bias": "encoder.norm.bias",
+    "classifier.weight": "classifier.weight",
+    "classifier.bias": "classifier.bias",
+}
+_HF_LAYER = re.compile(r"^vit\.(?:layers|encoder\.layer)\.(\d+)\.(.+)\.(weight|bias)$")
+_POSITIONS = "vit.embeddings.position_embeddings"
+
+
+def config_from_hf(hf: Mapping[str, Any] | Any, where: str = "config.json") -> ViTConfig:
+    """``ViTConfig`` from a HF ViT config (a ``config.json`` dict or a ``transformers``
+    config object)."""
+    get = hf.get if isinstance(hf, Mapping) else (lambda k, d=None: getattr(hf, k, d))
+    if get("hidden_act", "gelu") != "gelu":
+        raise CheckpointError(f"{where}: hidden_act={get('hidden_act')!r}; only exact 'gelu' "
+                              "ViTs map onto seqformer's blocks")
+    if get("qkv_bias", True) is not True:
+        raise CheckpointError(f"{where}: qkv_bias=false is not supported (seqformer's "
+                              "attention projections have biases)")
+    size, patch = get("image_size", 224), get("patch_size", 16)
+    if not isinstance(size, int) or not isinstance(patch, int):
+        raise CheckpointError(f"{where}: image_size={size!r}, patch_size={patch!r}; only "
+                              "square images and patches are supported")
+    labels = get("id2label") or {}
+    return ViTConfig(
+        image_size=size, patch_size=patch, channels=get("num_channels", 3),
+        d_model=get("hidden_size", 768), heads=get("num_attention_heads", 12),
+        layers=get("num_hidden_layers", 12), ffn_dim=get("intermediate_size", 3072),
+        dropout=get("hidden_dropout_prob", 0.0),
+        attention_dropout=get("attention_probs_dropout_prob", 0.0),
+        num_labels=get("num_labels", None) or len(labels) or 2,
+        layer_norm_eps=get("layer_norm_eps", 1e-12))
+
+
+def state_from_hf(hf: Mapping[str, Tensor], config: ViTConfig | None = None,
+                  where: str = ".") -> dict[str, Tensor]:
+    """Rename a ``ViTForImageClassification`` state dict to :class:`ViT` names. An unknown
+    name (a pooler, a masked-image-modelling decoder) is a CheckpointError naming it, since a
+    skipped weight would silently stay random."""
+    out: dict[str, Tensor] = {}
+    for name, tensor in hf.items():
+        if name == _POSITIONS:
+            out["position.embedding.weight"] = tensor.reshape(tensor.shape[-2], tensor.shape[-1])
+            continue
+        if name in _FIXED:
+            out[_FIXED[name]] = tensor
+            continue
+        m = _HF_LAYER.match(name)
+        if m and m.group(2) in _LAYER:
+            index, inner, kind = m.groups()
+            out[f"encoder.layers.{index}.{_LAYER[inner]}.{kind}"] = tensor
+            continue
+        raise CheckpointError(f"{where}: Hugging Face ViT weight {name!r} has no seqformer "
+                              "counterpart; only ViTForImageClassification is supported")
+    if config is not None and "classifier.weight" not in out:
+        raise CheckpointError(f"{where}: no classifier weights; import a "
+                              "ViTForImageClassification checkpoint, not a bare ViTModel")
+    return out
+
+
+def load(directory: str | Path, trust_pickle: bool = False) -> ViT:
+    """The ``ViTForImageClassification`` in the local directory ``directory`` as a ViT."""
+    from seqformer.interop.hf_io import load_checkpoint
+
+    def build(config: ViTConfig) -> ViT:
+        return ViT(config)
+
+    return load_checkpoint(directory, "vit", build, config_from_hf, state_from_hf, trust_pickle)
+
+
+def preprocess_from_hf(directory: str | Path, channels: int) -> dict[str, Any]:
+    """Our ``preprocess`` (pixel_max, mean, std) from ``preprocessor_config.json`` when there is
+    one (HF's ViTImageProcessor: rescale by 1/255, normalise by image_mean / image_std);
+    otherwise the identity, for pixels already normalised. Resizing is left to the caller."""
+    import json
+
+    path = Path(directory) / "preprocessor_config.json"
+    identity = {"pixel_max": 1.0, "mean": [0.0] * channels, "std": [1.0] * channels}
+    if not path.is_file():
+        return identity
+    try:
+        hf = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc}); restore or remove it") from None
+    out = dict(identity)
+    if hf.get("do_rescale", True):
+        out["pixel_max"] = 1.0 / float(hf.get("rescale_factor", 1 / 255))
+    if hf.get("do_normalize", True):
+        out["mean"] = [float(x) for x in hf.get("image_mean", [0.5] * channels)]
+        out["std"] = [float(x) for x in hf.get("image_std", [0.5] * channels)]
+    return out
+
+
+def import_dir(src: str | Path, out: str | Path, trust_pickle: bool = False) -> str:
+    """Write the HF ViT directory ``src`` as a seqformer run directory ``out`` (config.json
+    with ``family: vit``, the label names of ``id2label`` and ``preprocess``)."""
+    from seqformer.interop.hf_io import read_hf_config
+
+    model = load(src, trust_pickle)
+    id2label = read_hf_config(src).get("id2label") or {}
+    names = [str(id2label.get(str(i), i)) for i in range(model.config.num_labels)]
+    model.labels = names
+    model.save(out, preprocess_from_hf(src, model.config.channels))
+    return "vit"

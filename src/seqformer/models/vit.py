@@ -1,0 +1,213 @@
+"""The Vision Transformer (ViT; Dosovitskiy et al., 2020): "an image is worth 16x16 words".
+
+An image (batch, channels, height, width) is cut into non-overlapping ``patch_size`` squares;
+each patch is linearly projected to ``d_model`` (a Conv2d whose kernel and stride are the patch
+size -- the same as flattening each patch and applying one shared Linear, and the layout of the
+reference code and Hugging Face), read left to right, top to bottom. A learned [CLS] vector is
+prepended, learned position embeddings are added, and the sequence runs through the shared
+pre-LN ``nn.layers.Encoder`` (GELU, LayerNorm eps 1e-12 like HF's ``ViTConfig``) with its final
+LayerNorm; a linear classifier reads the [CLS] output. There is no padding: every image of a
+model has the same size, so every sequence has ``num_patches + 1`` positions.
+
+It returns BERT's :class:`~seqformer.models.bert.EncoderOutput` (``.loss`` cross-entropy,
+``.logits`` (batch, num_labels)), so the shared Trainer treats it like any classifier.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from seqformer.config import from_dict, to_dict
+from seqformer.errors import ConfigError
+from seqformer.models.bert import EncoderOutput, encoder_loss
+from seqformer.models.common import (
+    check_block_fields,
+    family_config,
+    load_weights_into,
+    save_model_dir,
+)
+from seqformer.nn.layers import Encoder
+from seqformer.nn.positional import LearnedPositionalEmbedding
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Shape of a ViT. ``image_size`` is the side of a square image, ``patch_size`` must divide
+    it; ``num_labels`` comes from the data. ViT-Base is d_model 768, 12 heads, 12 layers, ffn
+    3072, patch 16 on 224x224."""
+
+    image_size: int = 8
+    patch_size: int = 2
+    channels: int = 1
+    d_model: int = 64
+    heads: int = 4
+    layers: int = 4
+    ffn_dim: int = 128
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    num_labels: int = 10
+    activation: str = "gelu"
+    layer_norm_eps: float = 1e-12
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size", "channels"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"model.{name} must be a positive integer, got "
+                                  f"{getattr(self, name)!r}")
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"model.patch_size={self.patch_size} must divide "
+                              f"model.image_size={self.image_size}")
+        if self.num_labels < 2:
+            raise ConfigError(f"model.num_labels must be >= 2, got {self.num_labels}")
+        if not 0 < self.layer_norm_eps < 1:
+            raise ConfigError(f"model.layer_norm_eps must be in (0, 1), got "
+                              f"{self.layer_norm_eps}")
+        check_block_fields(self)
+
+    # What the shared block checks read; derived, so not fields of config.json.
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def max_len(self) -> int:
+        return self.num_patches + 1
+
+    @property
+    def positional(self) -> str:
+        return "learned"
+
+
+@dataclass
+class ImageBatch:
+    """``pixels`` (batch, channels, height, width) float, normalised; ``labels`` (batch,)."""
+
+    pixels: Tensor
+    labels: Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> ImageBatch:
+        labels = None if self.labels is None else self.labels.to(device)
+        return ImageBatch(self.pixels.to(device), labels, self.extra)
+
+    @property
+    def n_tgt_tokens(self) -> int:
+        """Images in the batch: the Trainer's ``tokens_per_s`` is images per second here."""
+        return int(self.pixels.shape[0])
+
+    def __len__(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+class PatchEmbedding(nn.Module):
+    """(batch, channels, H, W) -> (batch, num_patches, d_model), patches in row-major order."""
+
+    def __init__(self, channels: int, d_model: int, patch_size: int) -> None:
+        super().__init__()
+        self.projection = nn.Conv2d(channels, d_model, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        return self.projection(pixels).flatten(2).transpose(1, 2)
+
+
+class ViT(nn.Module):
+    """Patches + [CLS] + positions -> pre-LN encoder -> final LayerNorm -> linear on [CLS]."""
+
+    def __init__(self, config: ViTConfig, labels: list[str] | None = None) -> None:
+        super().__init__()
+        if labels is not None and len(labels) != config.num_labels:
+            raise ConfigError(f"{len(labels)} label names for model.num_labels="
+                              f"{config.num_labels}")
+        self.config = c = config
+        self.labels = list(labels or [])
+        self.head_kind = "classify"
+        self.patch_embed = PatchEmbedding(c.channels, c.d_model, c.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.d_model))
+        self.position = LearnedPositionalEmbedding(c.d_model, c.max_len)
+        self.dropout = nn.Dropout(c.dropout)
+        self.encoder = Encoder(c.layers, c.d_model, c.heads, c.ffn_dim, c.dropout,
+                               c.attention_dropout, c.activation, norm_first=True,
+                               norm_eps=c.layer_norm_eps)
+        self.classifier = nn.Linear(c.d_model, c.num_labels)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Truncated N(0, 0.02) for matrices, [CLS] and positions (HF's and timm's ViT init);
+        zero biases, unit LayerNorms. Visited in a fixed order: same seed, same model."""
+        for sub in self.modules():
+            if isinstance(sub, nn.Linear | nn.Conv2d):
+                nn.init.trunc_normal_(sub.weight, std=0.02)
+                if sub.bias is not None:
+                    nn.init.zeros_(sub.bias)
+            elif isinstance(sub, nn.LayerNorm):
+                nn.init.ones_(sub.weight)
+                nn.init.zeros_(sub.bias)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.position.embedding.weight, std=0.02)
+
+    def hidden(self, pixels: Tensor) -> Tensor:
+        """Final (normalised) states (batch, 1 + num_patches, d_model); [CLS] at position 0."""
+        c = self.config
+        if pixels.dim() != 4 or tuple(pixels.shape[1:]) != (c.channels, c.image_size,
+                                                            c.image_size):
+            raise ValueError(f"expected images (batch, {c.channels}, {c.image_size}, "
+                             f"{c.image_size}), got {tuple(pixels.shape)}")
+        x = self.patch_embed(pixels)
+        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1)
+        x = self.dropout(x + self.position(x.shape[1]))
+        x, _ = self.encoder(x)
+        return x
+
+    def logits(self, pixels: Tensor) -> Tensor:
+        return self.classifier(self.hidden(pixels)[:, 0])
+
+    def forward(self, batch: ImageBatch) -> EncoderOutput:
+        hidden = self.hidden(batch.pixels)
+        logits = self.classifier(hidden[:, 0])
+        loss = encoder_loss("classify", logits, batch.labels)
+        return EncoderOutput(loss, loss.detach(), logits, hidden, len(batch))
+
+    @torch.no_grad()
+    def predict(self, pixels: Tensor) -> Tensor:
+        """The most likely label index of each image (batch,)."""
+        return self.logits(pixels).argmax(-1)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- persistence -----------------------------------------------------------------------------
+    def config_json(self, preprocess: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``family: vit``, the config fields, label names and (from training) ``preprocess``:
+        how raw pixels are scaled and normalised, so inference repeats it."""
+        data = {"family": "vit", **to_dict(self.config), "labels": list(self.labels)}
+        if preprocess:
+            data["preprocess"] = preprocess
+        return data
+
+    def save(self, directory: str | Path, preprocess: dict[str, Any] | None = None) -> None:
+        save_model_dir(self, self.config_json(preprocess), directory)
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str = "cpu") -> ViT:
+        data = read_vit_config(directory)
+        data.pop("preprocess", None)
+        labels = [str(x) for x in data.pop("labels", [])] or None
+        model = cls(from_dict(ViTConfig, data, f"{directory}/config.json"), labels)
+        return load_weights_into(model, directory, map_location)
+
+    @classmethod
+    def from_hf(cls, path: str | Path, trust_pickle: bool = False) -> ViT:
+        """A local Hugging Face ``ViTForImageClassification`` directory as a seqformer ViT."""
+        from seqformer.interop import hf_vit
+
+        return hf_vit.load(path, trust_pickle)
+
+
+def read_vit_config(directory: str | Path) -> dict[str, Any]:
+    """``config.json`` of a ViT run without ``family`` (a CheckpointError for another one)."""
+    return family_config(directory, "vit", "a Vision Transformer")

@@ -1,0 +1,215 @@
+"""Image classification with the Vision Transformer (``task: image-classify``).
+
+The task owns what the trainer must not know: reading and splitting the images, the label
+names, the pixel preprocessing (fitted on the training split and saved in ``config.json`` as
+``preprocess``), the validation metrics (loss, accuracy, macro-F1) and the run directory
+(``config.json`` with ``family: vit``, ``recipe.yaml``, ``model.safetensors``).
+:class:`ImageClassifier` is the inference side: ``ImageClassifier.load(run).predict(images)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from seqformer.data.images import (
+    ImageSet,
+    ImageStream,
+    Preprocess,
+    load_digits_splits,
+    read_npz,
+    stratified_split,
+)
+from seqformer.errors import DataError
+from seqformer.metrics.classification import accuracy, macro_f1
+from seqformer.models.vit import ImageBatch, ViT, read_vit_config
+from seqformer.recipe_vision import VisionRecipe, vision_recipe_from_dict
+from seqformer.tasks.rundir import log, write_run_metadata
+from seqformer.training.trainer import Trainer
+
+EVAL_BATCH = 256
+
+
+def load_image_splits(recipe: VisionRecipe) -> dict[str, ImageSet | None]:
+    """train / valid / test image sets of the recipe (test may be None for files)."""
+    d = recipe.data
+    if d.corpus == "digits":
+        return dict(load_digits_splits(d.split_seed, d.valid_fraction, d.test_fraction))
+    train = read_npz(d.train, "data.train")
+    if d.valid:
+        valid = read_npz(d.valid, "data.valid")
+    else:
+        train, valid = stratified_split(train, d.valid_fraction, d.split_seed, str(d.train))
+    test = read_npz(d.test, "data.test") if d.test else None
+    return {"train": train, "valid": valid, "test": test}
+
+
+def label_names(train: ImageSet) -> list[str]:
+    """Sorted distinct training labels (numerically for numbers), as strings."""
+    return [str(x) for x in np.unique(train.labels)]
+
+
+def label_ids(data: ImageSet, labels: list[str], where: str) -> torch.Tensor:
+    index = {name: i for i, name in enumerate(labels)}
+    unknown = sorted({str(x) for x in data.labels} - set(index))
+    if unknown:
+        raise DataError(f"{where}: label(s) {', '.join(unknown[:5])} do not occur in the "
+                        f"training data (labels: {', '.join(labels)})")
+    return torch.tensor([index[str(x)] for x in data.labels], dtype=torch.long)
+
+
+def check_shape(data: ImageSet, model: ViT, where: str) -> None:
+    c = model.config
+    want = (c.channels, c.image_size, c.image_size)
+    if tuple(data.images.shape[1:]) != want:
+        raise DataError(f"{where}: images are (C, H, W) = {tuple(data.images.shape[1:])} but "
+                        f"the model takes {want}; resize the images or set model.image_size / "
+                        "model.channels to match")
+
+
+@torch.no_grad()
+def image_metrics(model: ViT, pixels: torch.Tensor, labels: torch.Tensor,
+                  prefix: str = "valid_") -> dict[str, float]:
+    """Mean cross-entropy, accuracy and macro-F1 of ``model`` on normalised ``pixels``."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loss_sum, preds = 0.0, []
+    for i in range(0, len(pixels), EVAL_BATCH):
+        batch = ImageBatch(pixels[i:i + EVAL_BATCH], labels[i:i + EVAL_BATCH]).to(device)
+        out = model(batch)
+        loss_sum += float(out.loss) * len(batch)
+        preds.extend(out.logits.argmax(-1).cpu().tolist())
+    model.train(was_training)
+    gold = labels.tolist()
+    metrics = {"loss": loss_sum / max(len(gold), 1), "accuracy": accuracy(gold, preds),
+               "macro_f1": macro_f1(gold, preds, range(model.config.num_labels))}
+    return {f"{prefix}{k}": v for k, v in metrics.items()}
+
+
+def _fingerprint(splits: dict[str, ImageSet | None]) -> str:
+    h = hashlib.sha256()
+    for name, data in sorted(splits.items()):
+        if data is not None:
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(data.images).tobytes())
+            h.update(json.dumps([str(x) for x in data.labels]).encode())
+    return h.hexdigest()[:16]
+
+
+def train_image_classifier(recipe: VisionRecipe, out_dir: str | Path, resume: bool = False
+                           ) -> tuple[dict, dict[str, float]]:
+    """Train a ViT into ``out_dir``; returns the trainer summary and the test metrics (empty
+    without a test split), which are also written to ``test_metrics.json``."""
+    from seqformer.tasks.encoder import check_resumable
+
+    out = Path(out_dir)
+    if resume:
+        check_resumable(out)
+    splits = load_image_splits(recipe)
+    train = splits["train"]
+    assert train is not None
+    labels = label_names(train)
+    if len(labels) < 2:
+        raise DataError(f"data.train: a single class ({labels[0]}); classification needs at "
+                        "least two")
+    _, _, height, width = train.images.shape
+    if height != width:
+        raise DataError(f"data.train: images are {height}x{width}; the ViT takes square "
+                        "images, pad or crop them")
+    torch.manual_seed(recipe.train.seed)
+    model = ViT(recipe.model_config(len(labels), height, train.images.shape[1]), labels)
+    preprocess = Preprocess.fit(train.images, recipe.data.pixel_max or train.pixel_max)
+    encoded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, data in splits.items():
+        if data is not None:
+            check_shape(data, model, f"data.{name}")
+            encoded[name] = (preprocess(data.images), label_ids(data, labels, f"data.{name}"))
+    pixels, ids = encoded["train"]
+    stream = ImageStream(list(zip(pixels, ids.tolist())), recipe.data.batch_size,
+                         recipe.train.seed)
+    train_config = recipe.train.for_epochs(stream.per_epoch)
+    c = model.config
+    log(f"model: ViT {model.num_parameters() / 1e6:.2f}M parameters, {c.num_patches} patches "
+        f"of {c.patch_size}x{c.patch_size}, {c.layers} layers, d_model {c.d_model}; "
+        + ", ".join(f"{len(v[1])} {k}" for k, v in encoded.items())
+        + f" images, {len(labels)} classes; {train_config.max_steps} steps")
+    split = _fingerprint(splits)
+
+    def save_run(directory: Path) -> None:
+        write_run_metadata(directory, recipe, {"split": split},
+                           model.config_json(preprocess.to_dict()))
+
+    save_run(out)
+    valid = encoded["valid"]
+    trainer = Trainer(model, train_config, stream, out,
+                      validate=lambda m: image_metrics(m, *valid), on_save=save_run)
+    summary = trainer.train(resume=resume)
+    test_metrics: dict[str, float] = {}
+    if "test" in encoded and not summary.get("interrupted"):
+        best = ViT.load(out, str(trainer.device))
+        test_metrics = image_metrics(best, *encoded["test"], prefix="test_")
+        (out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n",
+                                               encoding="utf-8")
+    return summary, test_metrics
+
+
+class ImageClassifier:
+    """A trained ViT with its preprocessing and label names."""
+
+    def __init__(self, model: ViT, preprocess: Preprocess, recipe: VisionRecipe | None = None
+                 ) -> None:
+        self.model, self.preprocess, self.recipe = model.eval(), preprocess, recipe
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "cpu") -> ImageClassifier:
+        run_dir = Path(run_dir)
+        data = read_vit_config(run_dir)
+        model = ViT.load(run_dir, device)
+        pre = data.get("preprocess") or {"pixel_max": 1.0, "mean": [0.0] * model.config.channels,
+                                         "std": [1.0] * model.config.channels}
+        recipe = None
+        path = run_dir / "recipe.yaml"
+        if path.is_file():
+            recipe = vision_recipe_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")),
+                                             str(path))
+        return cls(model, Preprocess(float(pre["pixel_max"]), list(pre["mean"]),
+                                     list(pre["std"])), recipe)
+
+    @torch.no_grad()
+    def logits(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """(N, num_labels) logits of raw images (N, H, W) or (N, C, H, W), in the pixel units
+        the model was trained on (e.g. 0-16 for digits)."""
+        pixels = self.preprocess(images)
+        parts = [self.model.logits(pixels[i:i + EVAL_BATCH].to(self.device)).float().cpu()
+                 for i in range(0, len(pixels), EVAL_BATCH)]
+        return torch.cat(parts) if parts else torch.zeros(0, self.model.config.num_labels)
+
+    def predict(self, images: np.ndarray | torch.Tensor) -> list[str]:
+        """The label name of each image."""
+        names = self.model.labels or [str(i) for i in range(self.model.config.num_labels)]
+        return [names[i] for i in self.logits(images).argmax(-1).tolist()]
+
+    def evaluate(self, data: ImageSet, where: str = "--data") -> dict[str, float]:
+        """loss, accuracy and macro-F1 on raw labelled images."""
+        check_shape(data, self.model, where)
+        names = self.model.labels or [str(i) for i in range(self.model.config.num_labels)]
+        return image_metrics(self.model, self.preprocess(data.images),
+                             label_ids(data, names, where), prefix="")
+
+    def test_split(self) -> ImageSet | None:
+        """The test split of the run's recipe (None without one)."""
+        if self.recipe is None:
+            return None
+        return load_image_splits(self.recipe)["test"]
+
+
+def describe(metrics: dict[str, Any]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
