@@ -7,6 +7,7 @@ which class to build) and ``model.safetensors``; every command that takes ``--mo
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,18 @@ def check_block_fields(config: Any) -> None:
     if config.positional not in POSITIONAL_KINDS:
         raise ConfigError(f"model.positional={config.positional!r}; use one of "
                           f"{', '.join(POSITIONAL_KINDS)}")
+
+
+def init_gpt2(model: nn.Module, layers: int) -> None:
+    """GPT-2's init: N(0, 0.02) everywhere, and the projections that write into the residual
+    stream (attention ``out_proj``, FFN ``linear2``) scaled by 1/sqrt(2 * layers) so its
+    variance does not grow with depth. Shared by every causal stack built from our layers."""
+    residual_std = 0.02 / math.sqrt(2 * layers)
+    for name, module in model.named_modules():  # fixed order: same seed, same model
+        if isinstance(module, nn.Linear):
+            last = name.endswith(("out_proj", "linear2"))
+            nn.init.normal_(module.weight, std=residual_std if last else 0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)

@@ -16,7 +16,6 @@ of Hugging Face's ``DecisionTransformerModel`` (see ``interop/hf_decision.py``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from seqformer.errors import ConfigError
 from seqformer.models.common import (
     check_block_fields,
     family_config,
+    init_gpt2,
     load_weights_into,
     save_model_dir,
 )
@@ -134,16 +134,7 @@ class DecisionTransformer(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """GPT-2's init (as in ``models/gpt.py``): N(0, 0.02), residual projections scaled."""
-        residual_std = 0.02 / math.sqrt(2 * self.config.layers)
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear):
-                last = name.endswith(("out_proj", "linear2"))
-                nn.init.normal_(module.weight, std=residual_std if last else 0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, std=0.02)
+        init_gpt2(self, self.config.layers)
 
     def action_vectors(self, actions: Tensor) -> Tensor:
         """(batch, K, act_dim) float: one-hot ids (negative ids, e.g. padding, are zeros)."""

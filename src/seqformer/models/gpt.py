@@ -22,6 +22,7 @@ from seqformer.errors import ConfigError
 from seqformer.models.common import (
     check_block_fields,
     family_config,
+    init_gpt2,
     load_weights_into,
     save_model_dir,
 )
@@ -133,17 +134,7 @@ class GPT(nn.Module):
         self.pad_id, self.bos_id, self.eos_id = c.pad_id, c.bos_id, c.eos_id
 
     def _init_weights(self) -> None:
-        """GPT-2's init: N(0, 0.02) everywhere, and the projections that write into the residual
-        stream scaled by 1/sqrt(2 * layers) so its variance does not grow with depth."""
-        residual_std = 0.02 / math.sqrt(2 * self.config.layers)
-        for name, module in self.named_modules():  # fixed order: same seed, same model
-            if isinstance(module, nn.Linear):
-                last = name.endswith(("out_proj", "linear2"))
-                nn.init.normal_(module.weight, std=residual_std if last else 0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, std=0.02)
+        init_gpt2(self, self.config.layers)
 
     # -- the stack --------------------------------------------------------------------------------
     def hidden(self, tokens: Tensor, caches: list[KVCache] | None = None,
