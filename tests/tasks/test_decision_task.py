@@ -44,6 +44,10 @@ def test_gridworld_rules() -> None:
     assert env.state == 0 and reward == -1.0 and not done
     with pytest.raises(ConfigError, match="block every path"):
         GridWorld(3, [[0, 1], [1, 0], [1, 1]], 10)
+    # Malformed walls from a recipe are one-line config errors, not tracebacks.
+    for walls in (3, [3], [[1, "a"]], [[1, 2, 3]], [[9, 9]], [[True, 1]]):
+        with pytest.raises(ConfigError, match="data.walls"):
+            GridWorld(5, walls, 25)
 
 
 def test_window_stream_is_a_function_of_seed_and_position() -> None:

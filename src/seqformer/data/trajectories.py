@@ -39,8 +39,12 @@ class GridWorld:
         self.size, self.max_steps, self.goal_reward = size, max_steps, float(goal_reward)
         self.start, self.goal = 0, size * size - 1
         self.walls = set()
+        if not isinstance(walls, list | tuple):
+            raise ConfigError(f"data.walls must be a list of [row, col] pairs, got {walls!r}")
         for wall in walls:
-            if len(wall) != 2 or not all(0 <= int(v) < size for v in wall):
+            inside = (isinstance(wall, list | tuple) and len(wall) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < size for v in wall))
+            if not inside:
                 raise ConfigError(f"data.walls: {wall!r} is not a [row, col] inside the "
                                   f"{size}x{size} grid")
             cell = int(wall[0]) * size + int(wall[1])
