@@ -30,4 +30,5 @@ class FeedForward(nn.Module):
         self.activation = ACTIVATIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))
+        h = self.activation(self.linear1(x))
+        return self.linear2(self.dropout(h) if self.training else h)  # eval: skip the no-op
