@@ -4,7 +4,8 @@ An imported directory has the layout of a trained run (``config.json`` with ``fa
 ``model.safetensors``, ``tokenizer/``), so every command that takes ``--model`` takes it:
 ``transduce``/``evaluate`` for Marian (``tokenizer/source`` and ``tokenizer/target``),
 ``generate``/``evaluate`` for GPT-2 (``tokenizer/``), ``embed``/``fill-mask``/``evaluate`` for
-BERT (``tokenizer/``). Adding an architecture is one entry in
+BERT (``tokenizer/``), ``evaluate --data FILE.npz`` for ViT (no tokenizer; the pixel
+preprocessing goes into ``config.json``). Adding an architecture is one entry in
 ``IMPORTERS``.
 """
 
