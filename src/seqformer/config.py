@@ -6,11 +6,13 @@ silently does the wrong thing, so unknown names are errors that suggest the near
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
 import types
 import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,6 +76,31 @@ def unknown_field_error(name: str, valid: list[str], where: str, path: str = "")
     hint = (f"did you mean '{path}{close[0]}'?" if close
             else f"valid fields: {', '.join(sorted(valid))}")
     return ConfigError(f"{where}: unknown field '{path}{name}'; {hint}")
+
+
+def check_metric(metric: str, mode: str, modes: Mapping[str, str],
+                 task: str | None = None) -> None:
+    """``train.metric`` must be one the task's validation reports (``modes``: name -> "min" or
+    "max"), and ``train.metric_mode`` its direction: the wrong one would keep the worst
+    checkpoint and stop early on progress."""
+    if metric not in modes:
+        scope = f"for task: {task} " if task else ""
+        raise ConfigError(f"train.metric={metric!r}; {scope}use one of {', '.join(modes)}")
+    if mode != modes[metric]:
+        better = "higher" if modes[metric] == "max" else "lower"
+        raise ConfigError(f"train.metric_mode={mode!r} but {metric} is better when {better}; "
+                          f"set train.metric_mode: {modes[metric]}")
+
+
+@contextlib.contextmanager
+def located(where: str) -> Iterator[None]:
+    """Config errors raised inside name ``where`` (the recipe file) once, at the front."""
+    try:
+        yield
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}"
+                          ) from None
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config",

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from seqformer.config import (
+    check_metric,
     from_dict,
     load_yaml,
+    located,
     parse_override,
     set_path,
     to_dict,
@@ -139,16 +141,8 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.task != "transduction":
             raise ConfigError(f"task={self.task!r}; use one of {', '.join(TASKS)}")
-        if self.train.metric not in METRICS:
-            raise ConfigError(f"train.metric={self.train.metric!r}; use one of "
-                              f"{', '.join(METRICS)}")
-        mode = "max" if self.train.metric in HIGHER_IS_BETTER else "min"
-        if self.train.metric_mode != mode:
-            # The wrong direction would keep the worst checkpoint and stop early on progress.
-            raise ConfigError(f"train.metric_mode={self.train.metric_mode!r} but "
-                              f"{self.train.metric} is better when "
-                              f"{'higher' if mode == 'max' else 'lower'}; set "
-                              f"train.metric_mode: {mode}")
+        modes = {m: "max" if m in HIGHER_IS_BETTER else "min" for m in METRICS}
+        check_metric(self.train.metric, self.train.metric_mode, modes)
 
     def model_config(self, src_vocab_size: int, tgt_vocab_size: int) -> SeqConfig:
         """``model.kind`` (transformer by default, or rnn/lstm/gru) picks the config class."""
@@ -326,16 +320,12 @@ def recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Recipe | LM
     for key in model:
         if key not in valid:
             raise unknown_field_error(key, sorted(valid), where, "model.")
-    try:
-        recipe: Recipe | LMRecipe
+    recipe: Recipe | LMRecipe
+    with located(where):
         if lm:
             recipe = from_dict(LMRecipe, tree, where)
             recipe.model_config(100)  # value checks need only a placeholder vocab size
         else:
             recipe = from_dict(Recipe, tree, where)
             recipe.model_config(100, 100)
-    except ConfigError as exc:
-        message = str(exc)
-        raise ConfigError(message if message.startswith(where) else f"{where}: {message}"
-                          ) from None
     return recipe

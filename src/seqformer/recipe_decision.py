@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from seqformer.config import from_dict, to_dict
+from seqformer.config import check_metric, from_dict, located, to_dict
 from seqformer.errors import ConfigError
 from seqformer.models.decision import DecisionTransformerConfig
 from seqformer.training.trainer import TrainConfig
@@ -94,15 +94,7 @@ class DecisionRecipe:
     fingerprints: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        mode = DECISION_METRICS.get(self.train.metric)
-        if mode is None:
-            raise ConfigError(f"train.metric={self.train.metric!r}; for task: decision use "
-                              f"one of {', '.join(DECISION_METRICS)}")
-        if self.train.metric_mode != mode:
-            raise ConfigError(f"train.metric_mode={self.train.metric_mode!r} but "
-                              f"{self.train.metric} is better when "
-                              f"{'higher' if mode == 'max' else 'lower'}; set "
-                              f"train.metric_mode: {mode}")
+        check_metric(self.train.metric, self.train.metric_mode, DECISION_METRICS, "decision")
         for key in ENV_FIELDS:
             if key in self.model:
                 raise ConfigError(f"model.{key} comes from the environment; remove it")
@@ -125,11 +117,7 @@ class DecisionRecipe:
 
 def decision_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> DecisionRecipe:
     """Build and fully validate a ``task: decision`` recipe; errors name ``where``."""
-    try:
+    with located(where):
         recipe = from_dict(DecisionRecipe, tree, where)
         recipe.model_config()
-    except ConfigError as exc:
-        message = str(exc)
-        raise ConfigError(message if message.startswith(where) else f"{where}: {message}"
-                          ) from None
     return recipe

@@ -19,7 +19,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from seqformer.config import from_dict, to_dict, unknown_field_error
+from seqformer.config import check_metric, from_dict, located, to_dict, unknown_field_error
 from seqformer.data.fortunes import DEFAULT_CATEGORIES
 from seqformer.errors import ConfigError
 from seqformer.models.bert import BERTConfig, freeze_patterns
@@ -95,14 +95,7 @@ class WordPieceConfig:
 
 
 def _check_metric(train: TrainConfig, task: str) -> None:
-    metrics = TASK_METRICS[task]
-    if train.metric not in metrics:
-        raise ConfigError(f"train.metric={train.metric!r}; for task: {task} use one of "
-                          f"{', '.join(metrics)}")
-    if train.metric_mode != metrics[train.metric]:
-        raise ConfigError(f"train.metric_mode={train.metric_mode!r} but {train.metric} is "
-                          f"better when {'lower' if metrics[train.metric] == 'min' else 'higher'}"
-                          f"; set train.metric_mode: {metrics[train.metric]}")
+    check_metric(train.metric, train.metric_mode, TASK_METRICS[task], task)
 
 
 @dataclass(frozen=True)
@@ -288,7 +281,7 @@ def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Enc
     for key in model:
         if key not in valid:
             raise unknown_field_error(key, sorted(valid), where, "model.")
-    try:
+    with located(where):
         if tree.get("task") == "mlm":
             recipe: EncoderRecipe = from_dict(MLMRecipe, tree, where)
             recipe.model_config(100)
@@ -301,8 +294,4 @@ def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Enc
                 from_dict(CNNClassifierConfig, {**fields, "vocab_size": 100}, where, "model.")
             else:
                 from_dict(BERTConfig, {**fields, "vocab_size": 100}, where, "model.")
-    except ConfigError as exc:
-        message = str(exc)
-        raise ConfigError(message if message.startswith(where) else f"{where}: {message}"
-                          ) from None
     return recipe

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from seqformer.config import from_dict, to_dict, unknown_field_error
+from seqformer.config import check_metric, from_dict, located, to_dict, unknown_field_error
 from seqformer.errors import ConfigError
 from seqformer.models.vit import ViTConfig
 from seqformer.recipe_encoder import FinetuneTrainConfig
@@ -90,15 +90,7 @@ class VisionRecipe:
     def __post_init__(self) -> None:
         if self.task not in VISION_TASKS:
             raise ConfigError(f"task={self.task!r}; use one of {', '.join(VISION_TASKS)}")
-        metric = self.train.metric
-        if metric not in VISION_METRICS:
-            raise ConfigError(f"train.metric={metric!r}; for task: {self.task} use one of "
-                              f"{', '.join(VISION_METRICS)}")
-        if self.train.metric_mode != VISION_METRICS[metric]:
-            raise ConfigError(f"train.metric_mode={self.train.metric_mode!r} but {metric} is "
-                              f"better when "
-                              f"{'lower' if VISION_METRICS[metric] == 'min' else 'higher'}; "
-                              f"set train.metric_mode: {VISION_METRICS[metric]}")
+        check_metric(self.train.metric, self.train.metric_mode, VISION_METRICS, self.task)
 
     def model_config(self, num_labels: int, image_size: int | None = None,
                      channels: int | None = None) -> ViTConfig:
@@ -121,15 +113,11 @@ def vision_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Visi
     for key in model:
         if key not in valid:
             raise unknown_field_error(key, sorted(valid), where, "model.")
-    try:
+    with located(where):
         recipe = from_dict(VisionRecipe, tree, where)
         if recipe.data.corpus == "digits":
             recipe.model_config(10, 8, 1)
         else:  # the image size comes with the data: check the rest with a fitting placeholder
             patch = model.get("patch_size", 2)
             recipe.model_config(10, 4 * patch if isinstance(patch, int) and patch > 0 else 8)
-    except ConfigError as exc:
-        message = str(exc)
-        raise ConfigError(message if message.startswith(where) else f"{where}: {message}"
-                          ) from None
     return recipe
