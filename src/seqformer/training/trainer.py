@@ -246,22 +246,21 @@ def peak_flops(device: torch.device) -> float | None:
     return next((peak for key, peak in PEAK_BF16_FLOPS.items() if key in name), None)
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig,
-                    fused: bool = True) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (see :class:`TrainConfig`).
 
     Both groups always exist, even if empty, so the optimizer state layout depends only on
     the model and a checkpoint always fits the optimizer rebuilt for resuming. The fused
     kernel (one pass over all parameters instead of a loop of small ops per tensor; torch's
-    default on CPU is that loop) is used on CPU and CUDA; FSDP's sharded tensors take the
-    default path.
+    default on CPU is that loop) is used for plain parameters on CPU and CUDA; FSDP's sharded
+    parameters (DTensors) take the default path.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    fused = fused and bool(params) and all(
+    fused = bool(params) and all(
         type(p) is nn.Parameter and p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point
         for p in params)
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
@@ -320,7 +319,7 @@ class Trainer:
         self.ema = EMA(self.model, config.ema) if config.ema else None
         flops = getattr(self.model, "flops_per_token", None)
         self.peak_flops = peak_flops(self.device) if callable(flops) else None
-        self.optimizer = build_optimizer(self.model, config, fused=not self.sharded)
+        self.optimizer = build_optimizer(self.model, config)
         self.scheduler = make_scheduler(
             self.optimizer,
             config.schedule,
