@@ -48,13 +48,16 @@ def decode_table(result: dict) -> list[str]:
 
 
 def train_table(result: dict) -> list[str]:
-    lines = ["| model | params | tokens/step | ours tok/s | transformers tok/s | ours / HF |"
-             + (" peak GiB (ours / HF) |" if result["device"].startswith("cuda") else ""),
-             "|---|---|---|---|---|---|" + ("---|" if result["device"].startswith("cuda") else "")]
+    """Markdown rows; MFU is against the matmul peak measured in the same run."""
+    cuda = result["device"].startswith("cuda")
+    lines = ["| model | params | tokens/step | ours tok/s | transformers tok/s | ours / HF "
+             "| GFLOP/step | MFU ours / HF |" + (" peak GiB (ours / HF) |" if cuda else ""),
+             "|---|---|---|---|---|---|---|---|" + ("---|" if cuda else "")]
     for kind, row in result["models"].items():
         peak = row.get("peak_gib")
         lines.append(f"| {kind} | {row['params_m']}M | {row['tokens_per_step']:,} | "
-                     f"{row['ours_tok_s']:,} | {row['hf_tok_s']:,} | {row['ratio']}x |"
+                     f"{row['ours_tok_s']:,} | {row['hf_tok_s']:,} | {row['ratio']}x | "
+                     f"{row['gflop_per_step']} | {row['ours_mfu']:.0%} / {row['hf_mfu']:.0%} |"
                      + (f" {peak['ours']} / {peak['theirs']} |" if peak else ""))
     return lines
 
@@ -86,7 +89,8 @@ def main() -> None:
         f"tokens each; every tool in its own process, medians of 3 "
         f"(`python benchmarks/decode_speed.py {' '.join(decode_args)}`):", "",
         *decode_table(decode), "",
-        f"Training step throughput, same weights and batch, AdamW, plain cross-entropy "
+        f"Training step throughput, same weights and batch, AdamW, plain cross-entropy; MFU "
+        f"against the measured matmul peak, {train['measured_peak_tflops']} TFLOP/s "
         f"(`python benchmarks/train_speed.py {' '.join(train_args)}`):", "",
         *train_table(train), "",
     ]

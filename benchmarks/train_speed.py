@@ -15,6 +15,14 @@ A step is forward + backward + AdamW update (fused on CUDA), plain cross-entropy
 (our label smoothing is switched off). Steps run interleaved (ours, theirs, ...) after warm-up;
 the median step time gives target tokens/s and the ratio. On CUDA the peak memory of each
 side's step is recorded too.
+
+Model FLOPs utilisation: the matrix-multiply FLOPs of one forward + backward are counted
+exactly with ``torch.utils.flop_counter`` (the same count on both sides: same shapes), divided
+by the median step time, and set against the device's *measured* peak (a large square matmul,
+bf16 on CUDA, fp32 on CPU; nanoGPT sets the estimate against the data-sheet peak instead, which
+:func:`seqformer.training.trainer.peak_flops` keeps for the training log). The measured peak
+says how much room the matrix products leave: a ratio to transformers above
+``peak / their achieved FLOP/s`` is out of reach for any implementation of the same model.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from pathlib import Path
 
 import torch
 from common import emit, hardware
+from torch.utils.flop_counter import FlopCounterMode
 
 from seqformer.data.batching import Seq2SeqBatch
 from seqformer.data.lm import LMBatch
@@ -97,6 +106,37 @@ def timed_step(model, opt, loss_of, cuda: bool) -> float:
     return time.perf_counter() - t0
 
 
+def step_flops(model, loss_of) -> int:
+    """Matrix-multiply FLOPs of one forward + backward (the optimizer update is not counted,
+    as in every MFU estimate); gradients are cleared afterwards. torch's counter knows the CUDA
+    attention kernels but not the CPU flash kernel, so on CPU the attention-score products
+    (about 5% of the GPT step here) are left out: the CPU MFU is a slight underestimate."""
+    with FlopCounterMode(display=False) as counter:
+        loss_of(model).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def measured_peak(device: torch.device, repeats: int = 10) -> float:
+    """FLOP/s of a large square matmul on ``device``: bf16 8192^2 on CUDA (the dtype training
+    runs in under autocast), fp32 2048^2 on CPU. The median of ``repeats`` timings."""
+    cuda = device.type == "cuda"
+    n, dtype = (8192, torch.bfloat16) if cuda else (2048, torch.float32)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    times = []
+    for i in range(repeats + 2):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= 2:  # the first two warm up the kernels
+            times.append(time.perf_counter() - t0)
+    return 2 * n**3 / statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -110,6 +150,9 @@ def main() -> None:
     cuda = device.type == "cuda"
     result = {"benchmark": "train_speed", "hardware": hardware(), "torch": torch.__version__,
               "device": str(device), "full": args.full, "models": {}}
+    peak_flops = measured_peak(device)
+    result["measured_peak_tflops"] = round(peak_flops / 1e12, 3)
+    print(f"measured matmul peak: {peak_flops / 1e12:.3f} TFLOP/s", flush=True)
     for kind in args.models.split(","):
         theirs, ours = build(kind, Path(tempfile.mkdtemp(prefix=f"train-{kind}-")), args.full)
         if kind == "seq2seq":
@@ -125,6 +168,9 @@ def main() -> None:
         def step(name: str, sides=sides) -> float:
             return timed_step(*sides[name], cuda)
 
+        with torch.autocast("cuda", torch.bfloat16) if cuda else contextlib.nullcontext():
+            flops = step_flops(ours, sides["ours"][2])
+
         for name in ("ours", "theirs"):  # warm-up: allocator and kernel caches
             step(name)
         times: dict[str, list[float]] = {"ours": [], "theirs": []}
@@ -139,12 +185,15 @@ def main() -> None:
         row = {"tokens_per_step": tokens, "params_m": round(sum(
             p.numel() for p in ours.parameters()) / 1e6, 1),
             "ours_tok_s": round(tokens / med["ours"]), "hf_tok_s": round(tokens / med["theirs"]),
-            "ratio": round(med["theirs"] / med["ours"], 2)}
+            "ratio": round(med["theirs"] / med["ours"], 2), "gflop_per_step": round(flops / 1e9, 2)}
+        for name, key in (("ours", "ours_mfu"), ("theirs", "hf_mfu")):
+            row[key] = round(flops / med[name] / peak_flops, 3)
         if peak:
             row["peak_gib"] = peak
         result["models"][kind] = row
         print(f"{kind}: ours {row['ours_tok_s']:,} tok/s, transformers {row['hf_tok_s']:,} "
-              f"tok/s, ratio {row['ratio']}x", flush=True)
+              f"tok/s, ratio {row['ratio']}x; of the measured peak: ours {row['ours_mfu']:.0%}, "
+              f"transformers {row['hf_mfu']:.0%}", flush=True)
         del theirs, ours, opts
     emit(result, args.json)
 
