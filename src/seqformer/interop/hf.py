@@ -53,6 +53,12 @@ def _import_vit(src: Path, out: Path, trust_pickle: bool) -> str:
     return hf_vit.import_dir(src, out, trust_pickle)
 
 
+def _import_whisper(src: Path, out: Path, trust_pickle: bool) -> str:
+    from seqformer.interop import hf_whisper
+
+    return hf_whisper.import_dir(src, out, trust_pickle)
+
+
 # model_type in config.json -> (description, importer)
 IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
     "bert": ("BERT (BertModel, BertForMaskedLM/SequenceClassification/TokenClassification/"
@@ -60,6 +66,7 @@ IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
     "gpt2": ("GPT-2 (GPT2LMHeadModel)", _import_gpt2),
     "marian": ("Marian / opus-mt (MarianMTModel)", _import_marian),
     "vit": ("Vision Transformer (ViTForImageClassification)", _import_vit),
+    "whisper": ("Whisper speech-to-text (WhisperForConditionalGeneration)", _import_whisper),
 }
 
 
