@@ -262,16 +262,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from seqformer.cli_encoder import evaluate_encoder
 
         return evaluate_encoder(args)
-    if not args.data:
-        raise UserError(f"evaluate: {args.model[0]} is an encoder-decoder model; give --data "
-                        "TSV (or source and target files)")
-    from seqformer.tasks.transduction import read_pairs
+    from seqformer.tasks.transduction import read_pairs, recipe_test_split
 
+    # Without --data: the test split of the recipe the (first) run was trained with.
+    pairs, name = ((read_pairs(args.data), " ".join(args.data)) if args.data
+                   else recipe_test_split(args.model[0]))
     transducer = load_transducer(args)
-    pairs = read_pairs(args.data)
     metrics, lines = transducer.evaluate(pairs, beam=args.beam, alpha=args.alpha,
                                          progress=True, **decoding_controls(args))
-    print(format_metrics(metrics, f"{' '.join(args.data)} ({int(metrics['n'])} sources)"))
+    print(format_metrics(metrics, f"{name} ({int(metrics['n'])} sources)"))
     print_signatures(pairs, lines)
     out = Path(args.out) if args.out else Path(args.model[0]) / "eval.hyp.tsv"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -457,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", parents=[decode_args, controls],
                        help="score a model: a test set (encoder-decoder) or a text (GPT)")
-    p.add_argument("--data", nargs="+", help="TSV file, or source and target files")
+    p.add_argument("--data", nargs="+", help="TSV file, or source and target files (default: "
+                   "the test split of the run's recipe)")
     p.add_argument("--text", nargs="+", help="text file(s) for a language model: perplexity "
                    "and bits per character")
     p.add_argument("--out", help="where to write hypotheses (default MODEL/eval.hyp.tsv)")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from seqformer.cli import main
 
@@ -67,6 +68,33 @@ def test_transduce_and_evaluate(trained, capsys) -> None:
     hyps = (run / "eval.hyp.tsv").read_text().strip().splitlines()
     assert len(hyps) == len({line.split("\t")[0] for line in
                              (root / "test.tsv").read_text().splitlines()})
+
+
+def test_evaluate_defaults_to_the_recipes_test_split(trained, tmp_path, capsys) -> None:
+    run, root = trained
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(run), "--data", str(root / "test.tsv")]) == 0
+    given = capsys.readouterr().out.splitlines()[0]
+    assert main(["evaluate", "--model", str(run)]) == 0
+    default = capsys.readouterr().out.splitlines()[0]
+    assert default.startswith("the recipe's test split (")
+    assert default.split(":", 1)[1] == given.split(":", 1)[1]  # the same scores
+
+    # The data changed since training: the split fingerprint no longer matches.
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    changed = tmp_path / "test.tsv"
+    write_reverse_tsv(changed, 40, 3)
+    recipe = copy / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace(str(root / "test.tsv"), str(changed)))
+    assert "the model was trained on split" in error_of(["evaluate", "--model", str(copy)],
+                                                          capsys)
+    tree = yaml.safe_load(recipe.read_text())
+    tree["data"]["test"] = None
+    recipe.write_text(yaml.safe_dump(tree))
+    assert "has no test split" in error_of(["evaluate", "--model", str(copy)], capsys)
 
 
 def test_unknown_characters_are_counted(trained, capsys) -> None:

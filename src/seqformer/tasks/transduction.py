@@ -458,6 +458,30 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False,
     return summary
 
 
+def recipe_test_split(run_dir: str | Path) -> tuple[list[Pair], str]:
+    """The test pairs of the recipe a run was trained with, and a name for them.
+
+    Re-reading the corpus gives the same split only if the data did not change since training
+    (a new CMUdict release, an edited TSV): the split fingerprint stored in the run's recipe
+    must match, or the scores would silently refer to other words.
+    """
+    recipe_path = Path(run_dir) / "recipe.yaml"
+    if not recipe_path.is_file():
+        raise CheckpointError(f"{recipe_path}: missing, so the run's test split is unknown; "
+                              "give --data TSV (or source and target files)")
+    recipe = recipe_from_dict(yaml.safe_load(recipe_path.read_text()), str(recipe_path))
+    splits, fingerprint = load_splits(recipe)
+    if not splits["test"]:
+        raise DataError(f"{recipe_path}: the recipe has no test split (data.test is not set); "
+                        "give --data TSV (or source and target files)")
+    trained = recipe.fingerprints.get("split")
+    if trained and trained != fingerprint:
+        raise DataError(f"{recipe_path}: the recipe's data now gives split {fingerprint}, the "
+                        f"model was trained on split {trained} (the data changed since "
+                        "training); give --data explicitly")
+    return splits["test"], f"the recipe's test split ({fingerprint})"
+
+
 def evaluate_run(run_dir: str | Path, pairs: list[Pair], device: str = "cpu", **decode_args
                  ) -> tuple[dict[str, float], list[str]]:
     return Transducer.load(run_dir, device).evaluate(pairs, **decode_args)
