@@ -37,13 +37,17 @@ def run(script: str, *args: str) -> dict:
 
 
 def decode_table(result: dict) -> list[str]:
+    """Markdown rows, with the fp32 ceiling: the measured matmul peak over the matmul work
+    of one sentence (no fp32 tool can decode faster; int8 changes the arithmetic)."""
     tools = result["tools"]
-    lines = ["| setting | " + " | ".join(f"{t} sent/s (x hf)" for t in tools) + " |",
-             "|---|" + "---|" * len(tools)]
+    lines = ["| setting | " + " | ".join(f"{t} sent/s (x hf)" for t in tools)
+             + " | GFLOP/sent | fp32 ceiling sent/s |", "|---|" + "---|" * (len(tools) + 2)]
     for row in result["settings"]:
         name = setting_name(row["beam"], row["batch"])
         cells = [f"{row[f'{t}_sent_s']} ({row[f'{t}_vs_hf']}x)" for t in tools]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        ceiling = round(result["peak_gflop_s"] / row["gflop_per_sentence"], 1)
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {row['gflop_per_sentence']} | {ceiling} |")
     return lines
 
 
@@ -86,7 +90,8 @@ def main() -> None:
     section = [
         "", f"## `make bench` ({today}, {decode['hardware']}, torch {decode['torch']})", "",
         f"Seq2seq decoding, Marian shape (d512, 6+6 layers, vocab 8000), 20 source ids, 32 new "
-        f"tokens each; every tool in its own process, medians of 3 "
+        f"tokens each; every tool in its own process, medians of 3; measured fp32 matmul "
+        f"peak {decode['peak_gflop_s']} GFLOP/s "
         f"(`python benchmarks/decode_speed.py {' '.join(decode_args)}`):", "",
         *decode_table(decode), "",
         f"Training step throughput, same weights and batch, AdamW, plain cross-entropy; MFU "

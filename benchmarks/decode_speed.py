@@ -12,6 +12,11 @@ and every tool must produce exactly 32 new tokens (eos suppressed until then), s
 same arithmetic. Settings run interleaved (ours, theirs, ours, ...) and report medians, so
 machine noise hits both sides alike; the ratio is the figure to quote. On CUDA each torch
 tool's peak allocated memory is recorded too.
+
+Each setting also records the matrix-multiply GFLOP of the work (counted once on our fp32
+search with ``torch.utils.flop_counter``; every tool does the same products) and the
+device's measured fp32 matmul peak, so a speed reads as a share of what the hardware can do:
+a tool cannot beat ``peak / GFLOP per sentence`` sentences per second.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import emit, hardware
+from common import emit, hardware, measured_peak
+from torch.utils.flop_counter import FlopCounterMode
 
 from seqformer.decoding.processors import MinLength
 from seqformer.decoding.quantize import quantize_int8
@@ -208,13 +214,17 @@ def measure(args: argparse.Namespace, tools: list[str]) -> dict:
                "ours_int8": lambda src, beam: run_ours(src, beam, ours_int8),
                **{f"ct2_{kind}": ct2_runner(kind) for kind in ct2}}
     result = {"benchmark": "decode_speed", "hardware": hardware(), "torch": torch.__version__,
-              "device": str(device), "small": args.small, "tools": tools, "settings": []}
+              "device": str(device), "small": args.small, "tools": tools, "settings": [],
+              "peak_gflop_s": round(measured_peak(device, torch.float32) / 1e9, 1)}
     print(f"{'setting':<22}" + "".join(f"{t:>14}" for t in tools) + "  (sent/s)")
     for beam in (int(b) for b in args.beams.split(",")):
         for batch in (int(b) for b in args.batch.split(",")):
             n = args.one_at_a_time if batch == 1 else args.sentences
             chunks = [sources[i:i + batch] for i in range(0, n, batch)]
             row: dict = {"beam": beam, "batch": batch, "sentences": n}
+            with FlopCounterMode(display=False) as counter:
+                run_ours(chunks[0], beam)
+            row["gflop_per_sentence"] = round(counter.get_total_flops() / len(chunks[0]) / 1e9, 3)
             outputs = {}
             for tool in tools:  # interleaved: machine noise hits every tool alike
                 runners[tool](chunks[0], beam)  # warm-up (allocations, oneDNN kernels)

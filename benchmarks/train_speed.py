@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import emit, hardware
+from common import emit, hardware, measured_peak
 from torch.utils.flop_counter import FlopCounterMode
 
 from seqformer.data.batching import Seq2SeqBatch
@@ -115,26 +115,6 @@ def step_flops(model, loss_of) -> int:
         loss_of(model).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
-
-
-def measured_peak(device: torch.device, repeats: int = 10) -> float:
-    """FLOP/s of a large square matmul on ``device``: bf16 8192^2 on CUDA (the dtype training
-    runs in under autocast), fp32 2048^2 on CPU. The median of ``repeats`` timings."""
-    cuda = device.type == "cuda"
-    n, dtype = (8192, torch.bfloat16) if cuda else (2048, torch.float32)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    times = []
-    for i in range(repeats + 2):
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        a @ b
-        if cuda:
-            torch.cuda.synchronize()
-        if i >= 2:  # the first two warm up the kernels
-            times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times)
 
 
 def main() -> None:
