@@ -296,13 +296,15 @@ def print_signatures(pairs: list, lines: list[str]) -> None:
 
 def evaluate_lm(args: argparse.Namespace) -> int:
     from seqformer.data.lm import read_text_files
-    from seqformer.tasks.lm import LanguageModel
+    from seqformer.tasks.lm import LanguageModel, recipe_heldout_text
 
-    if not args.text:
-        raise UserError(f"evaluate: {args.model[0]} is a language model; give --text FILE")
-    model = LanguageModel.load(one_model(args, "evaluate --text"), _device(args.device))
-    m = model.perplexity(read_text_files(args.text), " ".join(args.text))
-    print(f"{' '.join(args.text)} ({int(m['tokens']):,} tokens, {int(m['chars']):,} characters):"
+    run = one_model(args, "evaluate (a language model)")
+    # Without --text: the whole held-out text of the recipe the run was trained on.
+    text, name = ((read_text_files(args.text), " ".join(args.text)) if args.text
+                  else recipe_heldout_text(run))
+    model = LanguageModel.load(run, _device(args.device))
+    m = model.perplexity(text, name)
+    print(f"{name} ({int(m['tokens']):,} tokens, {int(m['chars']):,} characters):"
           f" perplexity {m['ppl']:.3f}  nll {m['nll']:.4f} nats/token  bpc {m['bpc']:.4f}")
     return 0
 
@@ -459,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", help="TSV file, or source and target files (default: "
                    "the test split of the run's recipe)")
     p.add_argument("--text", nargs="+", help="text file(s) for a language model: perplexity "
-                   "and bits per character")
+                   "and bits per character (default: the recipe's held-out text)")
     p.add_argument("--out", help="where to write hypotheses (default MODEL/eval.hyp.tsv)")
     p.set_defaults(func=cmd_evaluate)
 

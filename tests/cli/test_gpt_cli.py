@@ -140,6 +140,30 @@ def test_evaluate_prints_perplexity_and_bits_per_character(lm_run, capsys) -> No
     assert 1.0 < expected["ppl"] < 20.0  # a char model over ~15 symbols that learned a little
 
 
+def test_evaluate_defaults_to_the_recipes_held_out_text(lm_run, tmp_path, capsys) -> None:
+    import shutil
+
+    import yaml
+
+    from seqformer.recipe import recipe_from_dict as parse
+    from seqformer.tasks.lm import load_texts, perplexity
+
+    run, _ = lm_run
+    out = generated(["evaluate", "--model", str(run)], capsys)
+    recipe = parse(yaml.safe_load((run / "recipe.yaml").read_text()))
+    _, held_out, fingerprint = load_texts(recipe)
+    assert out.startswith(f"the recipe's held-out text ({fingerprint})")
+    assert f"perplexity {perplexity(run, held_out)['ppl']:.3f}" in out
+
+    copy = tmp_path / "run"  # the data changed since training: another split
+    shutil.copytree(run, copy)
+    tree = yaml.safe_load((copy / "recipe.yaml").read_text())
+    tree["data"]["valid_percent"] = 20
+    (copy / "recipe.yaml").write_text(yaml.safe_dump(tree))
+    err = error_of(["evaluate", "--model", str(copy)], capsys)
+    assert "the model was trained on split" in err and "--text" in err
+
+
 def test_bad_inputs_are_one_line_errors(lm_run, tmp_path, capsys) -> None:
     run, root = lm_run
     model = ["--model", str(run)]
@@ -149,7 +173,6 @@ def test_bad_inputs_are_one_line_errors(lm_run, tmp_path, capsys) -> None:
     assert "--top-p" in error_of(["generate", *model, "--top-p", "0"], capsys)
     assert "--temperature" in error_of(["generate", *model, "--temperature", "-1"], capsys)
     assert "not a seqformer model" in error_of(["generate", "--model", str(root)], capsys)
-    assert "--text" in error_of(["evaluate", *model], capsys)
     assert "no such text file" in error_of(["evaluate", *model, "--text",
                                             str(tmp_path / "nope.txt")], capsys)
 

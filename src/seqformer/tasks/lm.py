@@ -32,7 +32,13 @@ from seqformer.decoding.sampling import generate
 from seqformer.errors import CheckpointError, ConfigError, DataError
 from seqformer.models.gpt import GPT, config_json
 from seqformer.recipe import LM_CORPORA, GenerateConfig, LMRecipe, recipe_from_dict
-from seqformer.tasks.rundir import check_vocabulary, log, write_run_metadata
+from seqformer.tasks.rundir import (
+    check_same_split,
+    check_vocabulary,
+    log,
+    read_run_recipe,
+    write_run_metadata,
+)
 from seqformer.training.distributed import is_main_process
 from seqformer.training.trainer import Trainer
 
@@ -297,6 +303,19 @@ class LanguageModel:
                 "as <unk>")
         nll_sum, n = score_ids(self.model, ids, self.model.config.max_len)
         return metrics_from_nll(nll_sum, n, len(text))
+
+
+def recipe_heldout_text(run_dir: str | Path) -> tuple[str, str]:
+    """The whole held-out text of the recipe a run was trained with (validation scored only
+    its first ``data.valid_chars``), and a name for it: what ``evaluate`` scores without
+    --text. The split must be the one trained on."""
+    instead = "give --text FILE"
+    recipe, path = read_run_recipe(run_dir, "the run's held-out text", instead)
+    if not isinstance(recipe, LMRecipe):
+        raise CheckpointError(f"{path}: not a language-model recipe; {instead}")
+    _, valid, fingerprint = load_texts(recipe)
+    check_same_split(recipe, fingerprint, path, instead)
+    return valid, f"the recipe's held-out text ({fingerprint})"
 
 
 def perplexity(run_dir: str | Path, text: str, device: str = "cpu") -> dict[str, float]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from seqformer.errors import CheckpointError
+from seqformer.errors import CheckpointError, DataError
 from seqformer.training.checkpoint import atomic_write_text
 from seqformer.training.distributed import is_main_process
 
@@ -43,3 +43,26 @@ def write_run_metadata(directory: Path, recipe: Any, fingerprints: dict[str, str
     resolved["fingerprints"] = fingerprints
     atomic_write_text(directory / "recipe.yaml", yaml.safe_dump(resolved, sort_keys=False))
     atomic_write_text(directory / "config.json", json.dumps(model_config, indent=2) + "\n")
+
+
+def read_run_recipe(run_dir: str | Path, purpose: str, instead: str) -> tuple[Any, Path]:
+    """The recipe a run was trained with (from its recipe.yaml) and that file's path, for
+    commands that re-read the run's own data; ``purpose`` names what is looked up and
+    ``instead`` what the user can give in its place."""
+    from seqformer.recipe import recipe_from_dict
+
+    path = Path(run_dir) / "recipe.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing, so {purpose} is unknown; {instead}")
+    return recipe_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), str(path)), path
+
+
+def check_same_split(recipe: Any, fingerprint: str, where: Path, instead: str) -> None:
+    """Re-reading a corpus gives the split a run was trained on only if the data did not
+    change since (a new package release, an edited file): otherwise scores would silently
+    refer to other examples -- or to training ones."""
+    trained = getattr(recipe, "fingerprints", {}).get("split")
+    if trained and trained != fingerprint:
+        raise DataError(f"{where}: the recipe's data now gives split {fingerprint}, the model "
+                        f"was trained on split {trained} (the data changed since training); "
+                        f"{instead}")

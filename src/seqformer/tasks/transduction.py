@@ -38,7 +38,12 @@ from seqformer.metrics import bleu, char_error_rate, chrf, error_rates, ter
 from seqformer.models.registry import build_seq2seq, load_seq2seq, seq2seq_config_json
 from seqformer.models.seq2seq import Seq2Seq
 from seqformer.recipe import DecodeConfig, Recipe, recipe_from_dict
-from seqformer.tasks.rundir import log, write_run_metadata
+from seqformer.tasks.rundir import (
+    check_same_split,
+    log,
+    read_run_recipe,
+    write_run_metadata,
+)
 from seqformer.training.distributed import is_main_process
 from seqformer.training.trainer import Trainer
 
@@ -459,26 +464,14 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False,
 
 
 def recipe_test_split(run_dir: str | Path) -> tuple[list[Pair], str]:
-    """The test pairs of the recipe a run was trained with, and a name for them.
-
-    Re-reading the corpus gives the same split only if the data did not change since training
-    (a new CMUdict release, an edited TSV): the split fingerprint stored in the run's recipe
-    must match, or the scores would silently refer to other words.
-    """
-    recipe_path = Path(run_dir) / "recipe.yaml"
-    if not recipe_path.is_file():
-        raise CheckpointError(f"{recipe_path}: missing, so the run's test split is unknown; "
-                              "give --data TSV (or source and target files)")
-    recipe = recipe_from_dict(yaml.safe_load(recipe_path.read_text()), str(recipe_path))
+    """The test pairs of the recipe a run was trained with, and a name for them (what
+    ``evaluate`` scores without --data); the split must be the one trained on."""
+    instead = "give --data TSV (or source and target files)"
+    recipe, path = read_run_recipe(run_dir, "the run's test split", instead)
     splits, fingerprint = load_splits(recipe)
     if not splits["test"]:
-        raise DataError(f"{recipe_path}: the recipe has no test split (data.test is not set); "
-                        "give --data TSV (or source and target files)")
-    trained = recipe.fingerprints.get("split")
-    if trained and trained != fingerprint:
-        raise DataError(f"{recipe_path}: the recipe's data now gives split {fingerprint}, the "
-                        f"model was trained on split {trained} (the data changed since "
-                        "training); give --data explicitly")
+        raise DataError(f"{path}: the recipe has no test split (data.test is not set); {instead}")
+    check_same_split(recipe, fingerprint, path, instead)
     return splits["test"], f"the recipe's test split ({fingerprint})"
 
 
