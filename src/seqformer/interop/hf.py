@@ -121,5 +121,14 @@ def export_hf(model_dir: str | Path, out: str | Path) -> str:
         from seqformer.interop import hf_bert_io
 
         return hf_bert_io.export_dir(model_dir, out)
+    if family == "vit":
+        from seqformer.interop import hf_vit
+
+        return hf_vit.export_dir(model_dir, out)
+    if family == "decision":
+        from seqformer.interop import hf_decision
+
+        return hf_decision.export_dir(model_dir, out)
     raise ConfigError(f"{model_dir}: a {family!r} model cannot be exported to Hugging Face "
-                      "format yet; supported: gpt (as gpt2), seq2seq (as marian), bert")
+                      "format yet; supported: gpt (as gpt2), seq2seq (as marian), bert, vit, "
+                      "decision (as decision_transformer)")

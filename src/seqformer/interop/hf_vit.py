@@ -1,4 +1,5 @@
-"""Hugging Face ViT (``ViTForImageClassification``) -> seqformer ViT: config and state dict.
+"""Hugging Face ViT (``ViTForImageClassification``) <-> seqformer ViT: config, state dict and
+pixel preprocessing, both ways (import: :func:`import_dir`; export: :func:`export_dir`).
 
 The layouts match one to one: HF's separate q/k/v/o linears are ``MultiHeadAttention``'s
 projections, ``layernorm_before`` / ``layernorm_after`` the pre-LN residual blocks' norms,
@@ -18,7 +19,7 @@ from typing import Any
 
 from torch import Tensor
 
-from seqformer.errors import CheckpointError
+from seqformer.errors import CheckpointError, ConfigError
 from seqformer.models.vit import ViT, ViTConfig
 
 # (HF name inside layer N, seqformer name inside encoder.layers.N); legacy names included.
@@ -128,7 +129,11 @@ def preprocess_from_hf(directory: str | Path, channels: int) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable ({exc}); restore or remove it") from None
     out = dict(identity)
     if hf.get("do_rescale", True):
-        out["pixel_max"] = 1.0 / float(hf.get("rescale_factor", 1 / 255))
+        pixel_max = 1.0 / float(hf.get("rescale_factor", 1 / 255))
+        # 1 / (1 / 49) is 49.00000000000001: snap back, so our export's 1 / pixel_max returns
+        # the integer pixel_max it came from.
+        out["pixel_max"] = (float(round(pixel_max)) if abs(pixel_max - round(pixel_max))
+                            <= 1e-12 * pixel_max else pixel_max)
     if hf.get("do_normalize", True):
         out["mean"] = [float(x) for x in hf.get("image_mean", [0.5] * channels)]
         out["std"] = [float(x) for x in hf.get("image_std", [0.5] * channels)]
@@ -145,4 +150,103 @@ def import_dir(src: str | Path, out: str | Path, trust_pickle: bool = False) -> 
     names = [str(id2label.get(str(i), i)) for i in range(model.config.num_labels)]
     model.labels = names
     model.save(out, preprocess_from_hf(src, model.config.channels))
+    return "vit"
+
+
+# -- export: seqformer ViT -> ViTForImageClassification ------------------------------------------
+
+# Names as ``save_pretrained`` writes them (transformers 5 still saves the pre-5 layout), so
+# both old and new transformers read the export.
+_EXPORT_LAYER = {
+    "self_attn.q_proj": "attention.attention.query",
+    "self_attn.k_proj": "attention.attention.key",
+    "self_attn.v_proj": "attention.attention.value",
+    "self_attn.out_proj": "attention.output.dense",
+    "attn_block.norm": "layernorm_before",
+    "ffn_block.norm": "layernorm_after",
+    "ffn.linear1": "intermediate.dense",
+    "ffn.linear2": "output.dense",
+}
+_OUR_LAYER = re.compile(r"^encoder\.layers\.(\d+)\.(.+)\.(weight|bias)$")
+
+
+def config_to_hf(model: ViT) -> dict[str, Any]:
+    """A ``ViTForImageClassification`` ``config.json`` for ``model``, with ``id2label`` /
+    ``label2id`` from its label names (``LABEL_i`` when it has none)."""
+    c = model.config
+    if c.activation != "gelu":
+        raise ConfigError(f"model.activation={c.activation!r}: Hugging Face ViT export (and "
+                              "import) supports only exact 'gelu'")
+    names = model.labels or [f"LABEL_{i}" for i in range(c.num_labels)]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"label names {names} repeat; label2id needs distinct names")
+    return {
+        "architectures": ["ViTForImageClassification"], "model_type": "vit",
+        "image_size": c.image_size, "patch_size": c.patch_size, "num_channels": c.channels,
+        "hidden_size": c.d_model, "num_hidden_layers": c.layers,
+        "num_attention_heads": c.heads, "intermediate_size": c.ffn_dim, "hidden_act": "gelu",
+        "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.attention_dropout,
+        "layer_norm_eps": c.layer_norm_eps, "qkv_bias": True, "num_labels": c.num_labels,
+        "id2label": {str(i): name for i, name in enumerate(names)},
+        "label2id": {name: i for i, name in enumerate(names)},
+    }
+
+
+def state_to_hf(model: ViT) -> dict[str, Tensor]:
+    """Our state dict under ``ViTForImageClassification`` names (the inverse of
+    :func:`state_from_hf`); positions get HF's leading batch axis back."""
+    fixed = {ours: theirs for theirs, ours in _FIXED.items()}
+    out: dict[str, Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach()
+        if name == "position.embedding.weight":
+            out[_POSITIONS] = tensor.unsqueeze(0)
+            continue
+        if name in fixed:
+            out[fixed[name]] = tensor
+            continue
+        m = _OUR_LAYER.match(name)
+        if m is None or m.group(2) not in _EXPORT_LAYER:
+            raise CheckpointError(f"ViT weight {name!r} has no Hugging Face counterpart")
+        index, inner, kind = m.groups()
+        out[f"vit.encoder.layer.{index}.{_EXPORT_LAYER[inner]}.{kind}"] = tensor
+    return out
+
+
+def preprocess_to_hf(preprocess: Mapping[str, Any] | None, model: ViT) -> dict[str, Any]:
+    """``preprocessor_config.json`` for ``ViTImageProcessor`` doing what our ``preprocess``
+    does: ``x * (1 / pixel_max)`` then ``(x - mean) / std`` per channel, the inverse of
+    :func:`preprocess_from_hf`. The map is exact for images of the model's size. ``do_resize``
+    is false because we never resize (an image of another size is refused, here and there
+    alike); ``do_convert_rgb`` is false so a grey model's images stay one channel."""
+    c = model.config
+    pre = preprocess or {"pixel_max": 1.0, "mean": [0.0] * c.channels,
+                         "std": [1.0] * c.channels}
+    mean, std = [float(x) for x in pre["mean"]], [float(x) for x in pre["std"]]
+    return {
+        "image_processor_type": "ViTImageProcessor",
+        "do_resize": False, "size": {"height": c.image_size, "width": c.image_size},
+        "do_rescale": float(pre["pixel_max"]) != 1.0,
+        "rescale_factor": 1.0 / float(pre["pixel_max"]),
+        "do_normalize": mean != [0.0] * len(mean) or std != [1.0] * len(std),
+        "image_mean": mean, "image_std": std, "do_convert_rgb": False,
+    }
+
+
+def export_dir(model_dir: str | Path, out: str | Path) -> str:
+    """Write the ViT run ``model_dir`` as a Hugging Face directory ``out``: ``config.json``
+    and ``model.safetensors`` for ``ViTForImageClassification.from_pretrained``, and
+    ``preprocessor_config.json`` for ``ViTImageProcessor.from_pretrained`` (the run's pixel
+    preprocessing). Returns the model_type written."""
+    import json
+
+    from seqformer.interop.hf_io import save_hf_dir
+    from seqformer.models.vit import read_vit_config
+
+    model_dir, out = Path(model_dir), Path(out)
+    model = ViT.load(model_dir)
+    save_hf_dir(out, config_to_hf(model), state_to_hf(model))
+    processor = preprocess_to_hf(read_vit_config(model_dir).get("preprocess"), model)
+    (out / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n",
+                                                  encoding="utf-8")
     return "vit"
