@@ -117,7 +117,14 @@ class DecisionRecipe:
 
 def decision_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> DecisionRecipe:
     """Build and fully validate a ``task: decision`` recipe; errors name ``where``."""
+    from seqformer.data.trajectories import check_walls
+
     with located(where):
+        data = tree.get("data") if isinstance(tree, dict) else None
+        if isinstance(data, dict) and "walls" in data:
+            # Before from_dict, whose list[list[int]] coercion would iterate a bare number
+            # (a TypeError traceback) or report a bad entry without naming the field.
+            check_walls(data["walls"])
         recipe = from_dict(DecisionRecipe, tree, where)
         recipe.model_config()
     return recipe

@@ -113,6 +113,38 @@ def test_bad_recipe_field_is_a_one_line_error(tmp_path: Path, capsys, override: 
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("walls, message", [
+    ("5", "data.walls must be a list of [row, col] cells such as [[1, 1], [1, 2]]"),
+    ('"x"', "data.walls must be a list of [row, col] cells"),
+    ("null", "data.walls must be a list of [row, col] cells"),
+    ("[1, 2]", "data.walls[0] = 1 is not a [row, col] pair of integers; write each wall like"),
+    ("[[1]]", "data.walls[0] = [1] is not a [row, col] pair of integers"),
+    ('[[1, "a"]]', "data.walls[0] = [1, 'a'] is not a [row, col] pair of integers"),
+    ("[[1, 1], [2.5, 0]]", "data.walls[1] = [2.5, 0] is not a [row, col] pair"),
+    ("[[99, 99]]", "data.walls[0] = [99, 99] is outside the 5x5 grid; rows and columns run "
+                   "from 0 to 4"),
+    ("[[0, 0]]", "data.walls[0] = [0, 0] covers the start [0, 0] or the goal [4, 4]; remove it"),
+])
+@pytest.mark.parametrize("source", ["--set", "file"])
+def test_malformed_walls_are_one_line_errors(tmp_path: Path, capsys, walls: str, message: str,
+                                             source: str) -> None:
+    if source == "--set":
+        args = ["dt-gridworld", "--set", f"data.walls={walls}"]
+    else:
+        recipe = tmp_path / "dt.yaml"
+        recipe.write_text(f"task: decision\ndata:\n  walls: {walls}\n", encoding="utf-8")
+        args = [str(recipe)]
+    assert main(["train", *args, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_integral_float_walls_still_work() -> None:
+    recipe = recipe_from_dict({"task": "decision", "data": {"walls": [[1.0, 2]]}})
+    assert recipe.data.walls == [[1, 2]] and recipe.data.env().walls == {7}
+
+
 def test_recipe_dispatch() -> None:
     recipe = recipe_from_dict({"task": "decision", "model": {"layers": 1}})
     assert isinstance(recipe, DecisionRecipe)

@@ -26,6 +26,34 @@ MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))  # up, down, left, right
 N_ACTIONS = len(MOVES)
 
 
+WALLS_EXAMPLE = "[[1, 1], [1, 2]]"
+
+
+def check_walls(walls: object, size: int | None = None) -> list[tuple[int, int]]:
+    """``data.walls`` as (row, col) pairs, or a one-line ConfigError naming the entry and the
+    fix. Recipes (YAML, ``--set``) can hold anything here -- a number, a string, a short pair
+    -- so the shape is checked before anything iterates it; with ``size``, every cell must
+    also lie inside the grid. Integral floats (``1.0``) count as integers; booleans do not."""
+    if not isinstance(walls, list | tuple):
+        raise ConfigError(f"data.walls must be a list of [row, col] cells such as "
+                          f"{WALLS_EXAMPLE} ([] for none), got {walls!r}")
+    cells = []
+    for i, wall in enumerate(walls):
+        ok = isinstance(wall, list | tuple) and len(wall) == 2 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and float(v).is_integer()
+            for v in wall)
+        if not ok:
+            raise ConfigError(f"data.walls[{i}] = {wall!r} is not a [row, col] pair of "
+                              f"integers; write each wall like [1, 2], e.g. walls: "
+                              f"{WALLS_EXAMPLE}")
+        row, col = int(wall[0]), int(wall[1])
+        if size is not None and not (0 <= row < size and 0 <= col < size):
+            raise ConfigError(f"data.walls[{i}] = [{row}, {col}] is outside the {size}x{size} "
+                              f"grid; rows and columns run from 0 to {size - 1}")
+        cells.append((row, col))
+    return cells
+
+
 class GridWorld:
     """The environment: ``reset() -> state``, ``step(action) -> (state, reward, done)``; also
     batched helpers on cell indices for vectorised rollouts."""
@@ -39,17 +67,11 @@ class GridWorld:
         self.size, self.max_steps, self.goal_reward = size, max_steps, float(goal_reward)
         self.start, self.goal = 0, size * size - 1
         self.walls = set()
-        if not isinstance(walls, list | tuple):
-            raise ConfigError(f"data.walls must be a list of [row, col] pairs, got {walls!r}")
-        for wall in walls:
-            inside = (isinstance(wall, list | tuple) and len(wall) == 2 and all(
-                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < size for v in wall))
-            if not inside:
-                raise ConfigError(f"data.walls: {wall!r} is not a [row, col] inside the "
-                                  f"{size}x{size} grid")
-            cell = int(wall[0]) * size + int(wall[1])
+        for i, (row, col) in enumerate(check_walls(walls, size)):
+            cell = row * size + col
             if cell in (self.start, self.goal):
-                raise ConfigError(f"data.walls: {wall!r} covers the start or the goal")
+                raise ConfigError(f"data.walls[{i}] = [{row}, {col}] covers the start [0, 0] or "
+                                  f"the goal [{size - 1}, {size - 1}]; remove it")
             self.walls.add(cell)
         # next_cell[cell, action]; walls and edges keep the agent in place.
         n = size * size
