@@ -348,3 +348,38 @@ def test_divergence_is_reported_as_a_user_error(tmp_path: Path) -> None:
     trainer = Trainer(Exploding(), config(log_every=1), Stream(x, y.float()), tmp_path)
     with pytest.raises(ConfigError, match="diverged at step 1.*train.lr"):
         trainer.train()
+
+
+class ImageStream(Stream):
+    """The tiny task as images: ViT's ImageBatch, whose n_tgt_tokens counts images."""
+
+    def __iter__(self):
+        from seqformer.models.vit import ImageBatch
+
+        for batch in super().__iter__():
+            yield ImageBatch(batch.x.reshape(-1, 1, 2, 2), batch.y)
+
+
+def test_image_batches_report_images_per_second_not_tokens(tmp_path: Path, capsys) -> None:
+    from seqformer.models.vit import ViT, ViTConfig
+
+    torch.manual_seed(0)
+    model = ViT(ViTConfig(image_size=2, patch_size=1, d_model=8, heads=2, layers=1, ffn_dim=16,
+                          num_labels=3))
+    summary = Trainer(model, config(max_steps=6, progress=True), ImageStream(*make_data()),
+                      tmp_path).train()
+    records = [r for r in read_log(tmp_path) if "valid" not in r]
+    # The old key stays for the tools that read it; the new one says what was counted.
+    assert all(r["images_per_s"] == r["tokens_per_s"] > 0 for r in records)
+    assert summary["images_per_s"] == summary["tokens_per_s"] > 0
+    err = capsys.readouterr().err
+    assert "images_s=" in err and "images/s |" in err  # progress bar and final line
+    assert "tok_s" not in err and "tok/s" not in err
+
+
+def test_token_batches_keep_tok_per_second(tmp_path: Path, capsys) -> None:
+    summary = Trainer(Classifier(seed=0), config(max_steps=6, progress=True),
+                      Stream(*make_data()), tmp_path).train()
+    assert "images_per_s" not in summary and summary["tokens_per_s"] > 0
+    err = capsys.readouterr().err
+    assert "tok_s=" in err and "tok/s |" in err

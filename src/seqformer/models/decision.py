@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -93,6 +94,8 @@ class DecisionBatch:
     returns_to_go: Tensor
     timesteps: Tensor
     mask: Tensor
+    # n_tgt_tokens counts real timesteps (3 tokens each): the Trainer reports timesteps/s.
+    count_unit: ClassVar[str] = "timesteps"
 
     def to(self, device: torch.device | str) -> DecisionBatch:
         return DecisionBatch(*(t.to(device) for t in (self.states, self.actions,

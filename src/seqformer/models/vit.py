@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -90,6 +90,8 @@ class ImageBatch:
     pixels: Tensor
     labels: Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # What n_tgt_tokens counts, for the Trainer's throughput (images/s, not tok/s).
+    count_unit: ClassVar[str] = "images"
 
     def to(self, device: torch.device | str) -> ImageBatch:
         labels = None if self.labels is None else self.labels.to(device)
@@ -97,7 +99,8 @@ class ImageBatch:
 
     @property
     def n_tgt_tokens(self) -> int:
-        """Images in the batch: the Trainer's ``tokens_per_s`` is images per second here."""
+        """Images in the batch: the Trainer's ``tokens_per_s`` is images per second here (it
+        says so: ``count_unit``, and ``images_per_s`` in log.jsonl)."""
         return int(self.pixels.shape[0])
 
     def __len__(self) -> int:

@@ -10,7 +10,9 @@ Contracts
 ``load_state_dict(dict)`` (JSON-serialisable) and an ``epoch`` attribute. ``state_dict()`` must
 describe the position of the *next* batch to be yielded, so a resumed stream continues exactly
 where the checkpoint was taken. Each batch has ``.to(device)`` (returning a batch) and an int
-``n_tgt_tokens`` used for tokens/s.
+``n_tgt_tokens`` used for tokens/s. A batch whose count is not tokens names what it counts in a
+``count_unit`` attribute (e.g. ``"images"``; default ``"tokens"``), so the progress bar and the
+final line say images/s instead of claiming tokens.
 
 ``model(batch)`` returns an object with ``.loss`` (scalar mean loss over tokens, already label
 smoothed) and optionally ``.nll`` (reported, not optimised).
@@ -30,7 +32,10 @@ line, appended to across resumes:
   ``loss``/``nll`` are means over the steps since the previous record (``nll`` is null if the
   model gives none), ``lr`` is the rate used by this step's update, ``grad_norm`` is this step's
   global gradient norm *before* clipping, ``tokens_per_s`` counts target tokens over the same
-  window (evaluation and saving excluded) and ``elapsed`` is seconds since the run began,
+  window (evaluation and saving excluded) -- with a batch ``count_unit`` other than tokens it
+  counts those units, and the record also carries them under their own name (e.g.
+  ``images_per_s``, same value; ``tokens_per_s`` stays for the tools that read it) -- and
+  ``elapsed`` is seconds since the run began,
   summed over resumes; on CUDA, when the model has ``flops_per_token()`` and the GPU's peak is
   known (:func:`peak_flops`), also ``"mfu"``: model FLOPs utilisation, nanoGPT's estimate of
   achieved training FLOP/s over the GPU's dense bf16 peak;
@@ -267,6 +272,11 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
                              fused=fused or None)
 
 
+def _unit_label(unit: str) -> str:
+    """How a throughput unit is printed: tokens keep their established short form "tok"."""
+    return "tok" if unit == "tokens" else unit
+
+
 def _say(message: str) -> None:
     """Print a line without tearing the progress bar (rank 0 only under torchrun)."""
     if os.environ.get("RANK", "0") == "0":
@@ -370,6 +380,7 @@ class Trainer:
         self._started = time.perf_counter()
         budget_s = cfg.max_minutes * 60.0
         run_tokens = 0
+        unit = "tokens"  # what n_tgt_tokens counts: the batches' count_unit, if they name one
         # Window since the last training record: sums stay on the device to avoid GPU syncs.
         window_loss = torch.zeros((), device=self.device)
         window_nll: torch.Tensor | None = None
@@ -411,6 +422,7 @@ class Trainer:
                         nll = nll.detach().float() * (weight / cfg.accumulate)
                         window_nll = nll if window_nll is None else window_nll + nll
                     window_tokens += int(global_batch.n_tgt_tokens)
+                    unit = getattr(global_batch, "count_unit", "tokens")
                 grad_norm = self._clip_gradients()
                 self.optimizer.step()
                 self.scheduler.step()
@@ -442,6 +454,8 @@ class Trainer:
                         "tokens_per_s": window_tokens / max(seconds, 1e-9),
                         "elapsed": self._elapsed(),
                     }
+                    if unit != "tokens":
+                        record[f"{unit}_per_s"] = record["tokens_per_s"]
                     if self.peak_flops:
                         achieved = self.model.flops_per_token() * record["tokens_per_s"]
                         record["mfu"] = achieved / self.peak_flops
@@ -450,7 +464,7 @@ class Trainer:
                     bar.set_postfix(
                         loss=f"{record['loss']:.3f}",
                         lr=f"{lr:.2e}",
-                        tok_s=f"{record['tokens_per_s']:,.0f}",
+                        **{f"{_unit_label(unit)}_s": f"{record['tokens_per_s']:,.0f}"},
                         **({"mfu": f"{record['mfu']:.1%}"} if "mfu" in record else {}),
                         refresh=False,
                     )
@@ -490,7 +504,7 @@ class Trainer:
         if self.validate is None and stop_reason != "interrupted":
             self._save_best()
         distributed.barrier(self.dist)  # nobody reads the run before rank 0 has written it
-        return self._summary(stop_reason, run_tokens + window_tokens)
+        return self._summary(stop_reason, run_tokens + window_tokens, unit)
 
     # ---------------------------------------------------------------------------------------
     # Pieces of the loop
@@ -687,7 +701,7 @@ class Trainer:
         log.write(json.dumps(record) + "\n")
         log.flush()  # the log is read while training runs, and must survive a crash
 
-    def _summary(self, stop_reason: str, tokens: int) -> dict[str, Any]:
+    def _summary(self, stop_reason: str, tokens: int, unit: str = "tokens") -> dict[str, Any]:
         seconds = time.perf_counter() - self._started
         summary = {
             "step": self.step,
@@ -699,9 +713,11 @@ class Trainer:
             "tokens_per_s": tokens / max(seconds, 1e-9),
             "run_dir": str(self.run_dir),
         }
+        if unit != "tokens":
+            summary[f"{unit}_per_s"] = summary["tokens_per_s"]
         best = "" if self.best is None else f" | best {self.config.metric} {self.best:.4g}"
         _say(
             f"step {self.step} ({stop_reason}){best} | {summary['elapsed'] / 60:.1f} min | "
-            f"{summary['tokens_per_s']:,.0f} tok/s | {self.run_dir}"
+            f"{summary['tokens_per_s']:,.0f} {_unit_label(unit)}/s | {self.run_dir}"
         )
         return summary
