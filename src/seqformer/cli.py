@@ -56,6 +56,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         from seqformer.cli_vision import train_vision
 
         return train_vision(args, recipe, out)
+    from seqformer.recipe_audio import AudioRecipe
+
+    if isinstance(recipe, AudioRecipe):
+        from seqformer.cli_audio import train_audio
+
+        return train_audio(args, recipe, out)
     if args.resume:
         check_resumable(out)  # before the corpus is read: a typo here should fail fast
     splits = load_splits(recipe)
@@ -258,6 +264,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from seqformer.cli_vision import evaluate_vision
 
         return evaluate_vision(args)
+    if _family(args.model[0]) == "ast":  # Audio Spectrogram Transformer: --data FILE.tsv or test
+        from seqformer.cli_audio import evaluate_audio
+
+        return evaluate_audio(args)
     if _family(args.model[0]) in ("bert", "cnn"):  # encoder runs: BERT heads, CNN classifier
         from seqformer.cli_encoder import evaluate_encoder
 

@@ -36,16 +36,16 @@ def _coerce(value: Any, annotation: Any, where: str, path: str = "") -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
         return _coerce(value, args[0], where, path)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.strip("()[] ").split(",") if v.strip()]
-        inner = typing.get_args(annotation)
-        return tuple(_coerce(v, inner[min(i, len(inner) - 1)], where) for i, v in enumerate(value))
-    if origin is list:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.strip("[] ").split(",") if v.strip()]
-        (inner,) = typing.get_args(annotation) or (Any,)
-        return [_coerce(v, inner, where) for v in value]
+    if origin in (tuple, list):
+        if isinstance(value, str):  # --set a=1,2 or a=[1,2]
+            value = [v.strip() for v in value.strip("()[] ").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {path} expects a list, got {value!r}; write it as "
+                              "[a, b, ...]")
+        inner = tuple(a for a in typing.get_args(annotation) if a is not Ellipsis) or (Any,)
+        items = [_coerce(v, inner[min(i, len(inner) - 1)], where, f"{path}[{i}]")
+                 for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
     if dataclasses.is_dataclass(annotation) and isinstance(value, dict):
         return from_dict(annotation, value, where, f"{path}.")
     try:
