@@ -16,7 +16,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     family = import_hf(args.path, args.out, trust_pickle=args.trust_pickle)
     use = ("transduce --model" if family == "seq2seq" else
-           "evaluate --data IMAGES.npz --model" if family == "vit" else "generate --model")
+           "evaluate --data IMAGES.npz --model" if family == "vit" else
+           "evaluate --data CLIPS.tsv --model" if family == "ast" else "generate --model")
     print(f"imported {args.path} -> {args.out} ({family}); try: seqformer {use} {args.out}")
     return 0
 

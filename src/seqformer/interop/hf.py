@@ -5,7 +5,8 @@ An imported directory has the layout of a trained run (``config.json`` with ``fa
 ``transduce``/``evaluate`` for Marian (``tokenizer/source`` and ``tokenizer/target``),
 ``generate``/``evaluate`` for GPT-2 (``tokenizer/``), ``embed``/``fill-mask``/``evaluate`` for
 BERT (``tokenizer/``), ``evaluate --data FILE.npz`` for ViT (no tokenizer; the pixel
-preprocessing goes into ``config.json``). Adding an architecture is one entry in
+preprocessing goes into ``config.json``), ``evaluate --data FILE.tsv`` for AST (the filterbank
+settings go into ``config.json``). Adding an architecture is one entry in
 ``IMPORTERS``.
 """
 
@@ -53,6 +54,12 @@ def _import_vit(src: Path, out: Path, trust_pickle: bool) -> str:
     return hf_vit.import_dir(src, out, trust_pickle)
 
 
+def _import_ast(src: Path, out: Path, trust_pickle: bool) -> str:
+    from seqformer.interop import hf_audio
+
+    return hf_audio.import_dir(src, out, trust_pickle)
+
+
 def _import_whisper(src: Path, out: Path, trust_pickle: bool) -> str:
     from seqformer.interop import hf_whisper
 
@@ -66,6 +73,8 @@ IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
     "gpt2": ("GPT-2 (GPT2LMHeadModel)", _import_gpt2),
     "marian": ("Marian / opus-mt (MarianMTModel)", _import_marian),
     "vit": ("Vision Transformer (ViTForImageClassification)", _import_vit),
+    "audio-spectrogram-transformer": ("Audio Spectrogram Transformer "
+                                      "(ASTForAudioClassification)", _import_ast),
     "whisper": ("Whisper speech-to-text (WhisperForConditionalGeneration)", _import_whisper),
 }
 
