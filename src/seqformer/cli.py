@@ -56,6 +56,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         from seqformer.cli_vision import train_vision
 
         return train_vision(args, recipe, out)
+    from seqformer.recipe_speech import SpeechRecipe
+
+    if isinstance(recipe, SpeechRecipe):
+        from seqformer.cli_speech import train_speech
+
+        return train_speech(args, recipe, out)
     from seqformer.recipe_audio import AudioRecipe
 
     if isinstance(recipe, AudioRecipe):
@@ -264,6 +270,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from seqformer.cli_vision import evaluate_vision
 
         return evaluate_vision(args)
+    if _family(args.model[0]) == "whisper":  # speech to text: --data FILE.tsv or the test split
+        from seqformer.cli_speech import evaluate_speech
+
+        return evaluate_speech(args)
     if _family(args.model[0]) == "ast":  # Audio Spectrogram Transformer: --data FILE.tsv or test
         from seqformer.cli_audio import evaluate_audio
 
@@ -518,6 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     from seqformer.cli_interop import add_parsers as add_interop_parsers
 
     add_interop_parsers(sub)  # import, export (Hugging Face)
+    from seqformer.cli_speech import add_parsers as add_speech_parsers
+
+    add_speech_parsers(sub)  # transcribe
     return parser
 
 

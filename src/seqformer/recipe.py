@@ -39,7 +39,7 @@ TOKENIZER_KINDS = ("char", "word", "bpe")
 METRICS = ("valid_loss", "valid_nll", "per", "wer", "cer", "ter", "bleu", "chrf", "exact")
 HIGHER_IS_BETTER = ("bleu", "chrf", "exact")
 TASKS = ("transduction", "lm", "mlm", "classify", "tag", "qa", "distil", "decision",
-         "image-classify", "audio-classify")
+         "image-classify", "audio-classify", "speech-to-text")
 # Language-model corpora: plain text files, or a Bible read from its installed SWORD module.
 LM_CORPORA = {"files": None, "kjv": "engKJV2006eb", "web": "engWEB2015eb",
               "rv1909": "spaRV1909eb"}
@@ -304,6 +304,10 @@ def recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Recipe | LM
         from seqformer.recipe_vision import vision_recipe_from_dict
 
         return vision_recipe_from_dict(tree, where)
+    if tree.get("task") == "speech-to-text":  # Whisper-shaped speech to text: recipe_speech
+        from seqformer.recipe_speech import speech_recipe_from_dict
+
+        return speech_recipe_from_dict(tree, where)
     if tree.get("task") == "audio-classify":  # Audio Spectrogram Transformer: recipe_audio
         from seqformer.recipe_audio import audio_recipe_from_dict
 

@@ -1,0 +1,101 @@
+"""Bodies of the speech-to-text commands; ``cli.py`` only dispatches to them.
+
+``train`` with ``task: speech-to-text``, ``evaluate`` of a ``family: whisper`` run and
+``transcribe`` (registered here by :func:`add_parsers`). Errors a user can cause are
+:class:`~seqformer.errors.UserError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from seqformer.errors import UserError
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def train_speech(args: argparse.Namespace, recipe: Any, out: Path) -> int:
+    """Train a Whisper; print test CER/WER of the best checkpoint, greedy and beam."""
+    from seqformer.tasks.speech import describe, train_speech
+
+    summary, results = train_speech(recipe, out, resume=args.resume)
+    if summary.get("interrupted"):
+        print(f"interrupted at step {summary.get('step')}; resume with: seqformer train "
+              f"{args.recipe} --out {out} --resume", file=sys.stderr)
+        return 130
+    for name, metrics in results.items():
+        print(f"test ({int(metrics['n'])} utterances, unseen words and voices), {name}: "
+              f"{describe(metrics)}")
+    print(f"model saved in {out}")
+    return 0
+
+
+def evaluate_speech(args: argparse.Namespace) -> int:
+    """CER/WER of a Whisper run on ``--data FILE.tsv`` (path.wav<TAB>transcript) or on its
+    recipe's test split."""
+    from seqformer.data.spoken_words import read_transcripts
+    from seqformer.tasks.speech import Transcriber, describe
+
+    if len(args.model) != 1:
+        raise UserError("evaluate: give one --model for a speech-to-text model")
+    transcriber = Transcriber.load(args.model[0], _device(args.device))
+    if args.data:
+        if len(args.data) != 1:
+            raise UserError("evaluate: give one --data TSV of path.wav<TAB>transcript lines")
+        data, where = read_transcripts(args.data[0]), args.data[0]
+    else:
+        data = transcriber.test_split()
+        if data is None:
+            raise UserError(f"evaluate: {args.model[0]} has no recipe test split; give --data "
+                            "FILE.tsv (path.wav<TAB>transcript lines)")
+        where = "the recipe's test split"
+    metrics = transcriber.evaluate(data, beam=args.beam, alpha=args.alpha)
+    beam = args.beam or transcriber.decode.beam
+    print(f"{where} ({len(data)} utterances, {'greedy' if beam <= 1 else f'beam {beam}'}): "
+          f"{describe(metrics)}")
+    lines = [f"{s}\t{h}\t{t}" for s, h, t in
+             zip(data.sources, transcriber.last_hypotheses, data.texts)]
+    out = Path(args.out) if args.out else Path(args.model[0]) / "eval.hyp.tsv"
+    out.write_text("source\thypothesis\treference\n" + "\n".join(lines) + "\n",
+                   encoding="utf-8")
+    print(f"hypotheses written to {out}")
+    return 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from seqformer.tasks.speech import Transcriber
+
+    if args.beam is not None and args.beam < 1:
+        raise UserError(f"--beam must be >= 1, got {args.beam}")
+    transcriber = Transcriber.load(args.model, _device(args.device))
+    texts = transcriber.transcribe(args.wav, beam=args.beam, alpha=args.alpha,
+                                   max_length=args.max_length)
+    for path, text in zip(args.wav, texts):
+        print(f"{path}\t{text}" if len(args.wav) > 1 or args.show_source else text)
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``transcribe``."""
+    p = sub.add_parser("transcribe", help="speech to text: transcribe WAV files with a "
+                       "speech-to-text run")
+    p.add_argument("wav", nargs="+", help="16-bit PCM WAV files (any rate; mono or averaged)")
+    p.add_argument("--model", required=True, help="run directory of a 'task: speech-to-text' "
+                   "recipe (or an imported Whisper)")
+    p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default "
+                   "from the recipe)")
+    p.add_argument("--alpha", type=float, default=None, help="length penalty alpha")
+    p.add_argument("--max-length", type=int, default=None, help="maximum output tokens")
+    p.add_argument("--show-source", action="store_true", help="print path<TAB>text even for "
+                   "one file")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.set_defaults(func=cmd_transcribe)

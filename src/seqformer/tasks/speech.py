@@ -1,0 +1,321 @@
+"""Speech to text with the Whisper-shaped model (``task: speech-to-text``).
+
+The task owns what the trainer must not know: making or reading the utterances, the log-mel
+features (``data/logmel.py``, settings saved as ``features`` in ``config.json``), the character
+tokenizer of the transcripts, validation (loss, and CER/WER of greedy decodings) and the run
+directory (``config.json`` with ``family: whisper``, ``recipe.yaml`` with the split
+fingerprint, ``tokenizer/``, ``model.safetensors``). :class:`Transcriber` is the inference side:
+``Transcriber.load(run).transcribe(["a.wav", waveform, ...])``.
+
+Metrics (``metrics/edit.py``): CER = character edit distance / reference characters; WER =
+word edit distance / reference words (speech recognition's WER, which for one-word utterances
+is the share of wrong words, insertions counted); both in percent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from seqformer.data.logmel import LogMel, pad_features
+from seqformer.data.mlm import ExampleStream
+from seqformer.data.spoken_words import (
+    SpokenSet,
+    homophones,
+    load_spoken_words,
+    prepare,
+    read_transcripts,
+)
+from seqformer.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from seqformer.decoding.search import beam_search, greedy_search
+from seqformer.errors import DataError
+from seqformer.metrics.edit import char_error_rate, error_rates
+from seqformer.models.whisper import SpeechBatch, Whisper, read_whisper_config, with_lengths
+from seqformer.recipe import DecodeConfig
+from seqformer.recipe_speech import SpeechRecipe, speech_recipe_from_dict
+from seqformer.tasks.rundir import check_same_split, check_vocabulary, log, write_run_metadata
+from seqformer.training.trainer import Trainer
+
+DECODE_BATCH = 64
+
+Example = tuple[torch.Tensor, list[int]]
+
+
+def load_speech_splits(recipe: SpeechRecipe) -> tuple[dict[str, SpokenSet | None], str]:
+    """train / valid / test utterances of the recipe (test may be None for files) and a
+    fingerprint of the split."""
+    d = recipe.data
+    if d.corpus == "spoken-words":
+        splits, fingerprint = load_spoken_words(
+            d.max_words, d.min_letters, d.max_letters, d.accents, d.voices_per_word,
+            d.valid_variants, d.test_variants, d.split_seed, d.espeak, log)
+        return dict(splits), fingerprint
+    train = read_transcripts(d.train, "data.train")
+    if d.valid:
+        valid = read_transcripts(d.valid, "data.valid")
+    else:  # the last lines of train: a TSV's order is the user's, so this is deterministic
+        cut = max(1, int(round(len(train) * (1 - d.valid_fraction))))
+        if cut >= len(train):
+            raise DataError(f"data.train: {len(train)} utterance(s) leave none for validation; "
+                            "give data.valid or more lines")
+        valid = SpokenSet(train.waveforms[cut:], train.texts[cut:], train.sources[cut:],
+                          train.speakers[cut:])
+        train = train.head(cut)
+    test = read_transcripts(d.test, "data.test") if d.test else None
+    content = {name: s.texts + s.sources for name, s in
+               (("train", train), ("valid", valid), ("test", test)) if s is not None}
+    fingerprint = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    return {"train": train, "valid": valid, "test": test}, fingerprint
+
+
+def featurize(data: SpokenSet, features: LogMel, model: Whisper | None = None,
+              where: str = "data") -> list[torch.Tensor]:
+    """Log-mel features of every utterance, checked against what the model can take."""
+    out = []
+    for i, wave in enumerate(data.waveforms):
+        source = data.sources[i] if data.sources else f"{where} utterance {i + 1}"
+        feats = features(wave, source)
+        if model is not None and feats.shape[1] > model.config.max_frames:
+            raise DataError(f"{source}: {feats.shape[1]} frames "
+                            f"({feats.shape[1] / 100:.1f} s) exceed the model's "
+                            f"{model.config.max_frames}; cut the audio or raise "
+                            "model.max_source_positions")
+        out.append(feats)
+    return out
+
+
+def encode_texts(data: SpokenSet, tokenizer: Tokenizer, max_tokens: int, where: str
+                 ) -> list[list[int]]:
+    ids = []
+    for i, text in enumerate(data.texts):
+        row = tokenizer.encode(text)
+        if len(row) > max_tokens:
+            source = data.sources[i] if data.sources else f"utterance {i + 1}"
+            raise DataError(f"{where}: {source}: transcript of {len(row)} tokens exceeds "
+                            f"{max_tokens} (model.max_target_positions - 2)")
+        ids.append(row)
+    return ids
+
+
+def collate(examples: Sequence[Example], pad_id: int = 0, bos_id: int = 1, eos_id: int = 2
+            ) -> SpeechBatch:
+    features, lengths = pad_features([f for f, _ in examples])
+    width = max(len(y) for _, y in examples) + 1
+    tgt_in = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    tgt_out = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    for i, (_, y) in enumerate(examples):
+        tgt_in[i, : len(y) + 1] = torch.tensor([bos_id, *y])
+        tgt_out[i, : len(y) + 1] = torch.tensor([*y, eos_id])
+    return SpeechBatch(features, lengths, tgt_in, tgt_out, pad_id)
+
+
+class SpeechStream(ExampleStream):
+    """Training batches: a seeded shuffle per epoch of (features, target ids) examples."""
+
+    def make_batch(self, examples: list[Example], position: int) -> SpeechBatch:
+        return collate(examples)
+
+
+def scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """CER and WER (word edit distance over reference words) in percent, and ``n``."""
+    return {"cer": char_error_rate(hypotheses, references),
+            "wer": error_rates(hypotheses, references)["per"], "n": float(len(hypotheses))}
+
+
+@torch.no_grad()
+def decode_features(model: Whisper, feats: list[torch.Tensor], beam: int = 1,
+                    alpha: float = 0.0, penalty: str = "gnmt", max_length: int | None = None
+                    ) -> list[list[int]]:
+    """Output ids (without bos/eos) of every utterance, in batches of similar length.
+
+    ``max_length`` is passed explicitly: search.py's default counts non-zero source ids, which
+    means nothing for features; the model's own bound is max_target_positions - 1."""
+    device = next(model.parameters()).device
+    limit = min(max_length or model.config.max_target_positions - 1,
+                model.config.max_target_positions - 1)
+    order = sorted(range(len(feats)), key=lambda i: feats[i].shape[1])
+    out: list[list[int]] = [[] for _ in feats]
+    for start in range(0, len(order), DECODE_BATCH):
+        chunk = order[start:start + DECODE_BATCH]
+        features, lengths = pad_features([feats[i] for i in chunk])
+        bound = with_lengths(model, lengths.to(device))
+        if beam <= 1:
+            hyps = [h.tokens for h in greedy_search(bound, features.to(device), limit)]
+        else:
+            hyps = [b[0].tokens for b in beam_search(bound, features.to(device), beam, limit,
+                                                     alpha, penalty)]
+        for i, tokens in zip(chunk, hyps):
+            out[i] = tokens
+    return out
+
+
+def validation(model: Whisper, valid: list[Example], decode: list[Example],
+               tokenizer: Tokenizer) -> dict[str, float]:
+    """Mean loss / NLL per target token over ``valid``; CER / WER of greedy decodings of
+    ``decode``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss = nll = tokens = 0.0
+    with torch.no_grad():
+        for i in range(0, len(valid), DECODE_BATCH):
+            out = model(collate(valid[i:i + DECODE_BATCH]).to(device))
+            loss += float(out.loss) * out.n_tokens
+            nll += float(out.nll) * out.n_tokens
+            tokens += out.n_tokens
+    metrics = {"valid_loss": loss / max(tokens, 1), "valid_nll": nll / max(tokens, 1)}
+    if decode:
+        ids = decode_features(model, [f for f, _ in decode])
+        hyps = [tokenizer.decode(x) for x in ids]
+        refs = [tokenizer.decode(y) for _, y in decode]
+        metrics.update({k: v for k, v in scores(hyps, refs).items() if k != "n"})
+    model.train(was_training)
+    return metrics
+
+
+def train_speech(recipe: SpeechRecipe, out_dir: str | Path, resume: bool = False
+                 ) -> tuple[dict, dict[str, dict[str, float]]]:
+    """Train into ``out_dir``; returns the trainer summary and test metrics of the best
+    checkpoint for greedy and for ``decode.beam`` (empty without a test split), also written
+    to ``test_metrics.json``."""
+    from seqformer.tasks.encoder import check_resumable
+
+    out = Path(out_dir)
+    if resume:
+        check_resumable(out)
+    splits, split_fp = load_speech_splits(recipe)
+    train, valid, test = splits["train"], splits["valid"], splits["test"]
+    assert train is not None and valid is not None
+    if recipe.data.corpus == "spoken-words" and test is not None:
+        log(f"data: {len(train)} train / {len(valid)} valid / {len(test)} test utterances "
+            f"(split {split_fp}); {homophones(sorted(set(test.texts)))} of "
+            f"{len(set(test.texts))} test words have a CMUdict homophone (scored as errors)")
+    tokenizer = (load_tokenizer(out / "tokenizer") if resume
+                 else train_tokenizer("char", train.texts))
+    torch.manual_seed(recipe.train.seed)
+    model = Whisper(recipe.model_config(tokenizer.vocab_size))
+    features = LogMel(n_mels=recipe.data.n_mels)
+    max_tokens = model.config.max_target_positions - 2
+
+    def examples(data: SpokenSet, name: str) -> list[Example]:
+        feats = featurize(data, features, model, f"data.{name}")
+        return list(zip(feats, encode_texts(data, tokenizer, max_tokens, f"data.{name}")))
+
+    encoded = {name: examples(data, name) for name, data in splits.items() if data is not None}
+    c = model.config
+    frames = [f.shape[1] for f, _ in encoded["train"]]
+    stream = SpeechStream(encoded["train"], recipe.data.batch_size, recipe.train.seed)
+    log(f"model: Whisper {model.num_parameters() / 1e6:.2f}M parameters, d_model {c.d_model}, "
+        f"{c.encoder_layers}+{c.decoder_layers} layers, vocab {tokenizer.vocab_size}; "
+        f"{len(frames)} training utterances of {min(frames)}-{max(frames)} frames "
+        f"(mean {np.mean(frames):.0f}), {stream.per_epoch} batches an epoch, "
+        f"{recipe.train.max_steps} steps")
+
+    def save_run(directory: Path) -> None:
+        write_run_metadata(directory, recipe, {"split": split_fp,
+                                               "tokenizer": tokenizer.fingerprint},
+                           model.config_json(features.to_dict()))
+
+    if not resume:
+        tokenizer.save(out / "tokenizer")
+    save_run(out)
+    to_decode = encoded["valid"][: recipe.data.valid_decode]
+    trainer = Trainer(model, recipe.train, stream, out,
+                      validate=lambda m: validation(m, encoded["valid"], to_decode, tokenizer),
+                      on_save=save_run)
+    summary = trainer.train(resume=resume)
+    results: dict[str, dict[str, float]] = {}
+    if test is not None and not summary.get("interrupted"):
+        best = Transcriber.load(out, str(trainer.device))
+        results["greedy"] = best.evaluate(test, beam=1)
+        if recipe.decode.beam > 1:
+            results[f"beam{recipe.decode.beam}"] = best.evaluate(test)
+        (out / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n",
+                                               encoding="utf-8")
+    return summary, results
+
+
+class Transcriber:
+    """A trained (or imported) Whisper with its tokenizer, feature settings and decoding
+    defaults: ``transcribe`` WAV paths or waveforms, ``evaluate`` labelled utterances."""
+
+    def __init__(self, model: Whisper, tokenizer: Tokenizer, features: LogMel,
+                 recipe: SpeechRecipe | None = None) -> None:
+        self.model, self.tokenizer, self.features, self.recipe = model.eval(), tokenizer, \
+            features, recipe
+        self.decode = recipe.decode if recipe is not None else DecodeConfig()
+        self.run_dir: Path | None = None
+        self.last_hypotheses: list[str] = []
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "cpu") -> Transcriber:
+        run_dir = Path(run_dir)
+        data = read_whisper_config(run_dir)
+        model = Whisper.load(run_dir, device)
+        tokenizer = load_tokenizer(run_dir / "tokenizer")
+        check_vocabulary(run_dir, tokenizer.vocab_size, model.config.vocab_size)
+        recipe = None
+        path = run_dir / "recipe.yaml"
+        if path.is_file():
+            recipe = speech_recipe_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")),
+                                             str(path))
+        transcriber = cls(model, tokenizer, LogMel.from_dict(data.get("features")), recipe)
+        transcriber.run_dir = run_dir
+        return transcriber
+
+    def _features(self, audio: Sequence[str | Path | np.ndarray]) -> list[torch.Tensor]:
+        from seqformer.data.speech import read_wav
+
+        waves, names = [], []
+        for i, item in enumerate(audio):
+            if isinstance(item, str | Path):
+                waves.append(prepare(read_wav(item)))
+                names.append(str(item))
+            else:
+                waves.append(prepare(np.asarray(item, dtype=np.float32)))
+                names.append(f"waveform {i + 1}")
+        return featurize(SpokenSet(waves, [""] * len(waves), names), self.features, self.model)
+
+    def _texts(self, feats: list[torch.Tensor], beam: int | None, alpha: float | None,
+               max_length: int | None) -> list[str]:
+        d = self.decode
+        ids = decode_features(self.model, feats, beam or d.beam,
+                              d.alpha if alpha is None else alpha, d.penalty,
+                              max_length or d.max_length)
+        return [self.tokenizer.decode(x) for x in ids]
+
+    def transcribe(self, audio: Sequence[str | Path | np.ndarray], beam: int | None = None,
+                   alpha: float | None = None, max_length: int | None = None) -> list[str]:
+        """The transcript of each WAV path or 16 kHz float waveform."""
+        if not audio:
+            return []
+        return self._texts(self._features(audio), beam, alpha, max_length)
+
+    def evaluate(self, data: SpokenSet, beam: int | None = None, alpha: float | None = None
+                 ) -> dict[str, float]:
+        """CER / WER (percent) and ``n`` of the transcripts of ``data`` against its texts."""
+        if len(data) == 0:
+            raise DataError("nothing to evaluate: no utterances")
+        hyps = self._texts(featurize(data, self.features, self.model), beam, alpha, None)
+        self.last_hypotheses = hyps
+        return scores(hyps, list(data.texts))
+
+    def test_split(self) -> SpokenSet | None:
+        """The recipe's test split (re-made from the cache), or None."""
+        if self.recipe is None or self.run_dir is None:
+            return None
+        splits, fingerprint = load_speech_splits(self.recipe)
+        check_same_split(self.recipe, fingerprint, self.run_dir / "recipe.yaml",
+                         "give --data FILE.tsv instead")
+        return splits["test"]
+
+
+def describe(metrics: dict[str, Any]) -> str:
+    return "  ".join(f"{k.upper()} {v:.2f}" for k, v in metrics.items() if k != "n")

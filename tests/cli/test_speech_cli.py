@@ -1,0 +1,93 @@
+"""speech-to-text end to end through the CLI: a tiny train, evaluate and transcribe, and bad
+inputs (a missing WAV, a malformed TSV line, espeak-ng missing) as exit 2 with one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seqformer.cli import main
+from seqformer.data import speech
+from seqformer.recipe import load_recipe
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                                  reason="espeak-ng is not installed")
+
+TINY = ["--set", "data.max_words=120", "--set", "data.accents=[en-us]",
+        "--set", "data.voices_per_word=1", "--set", "data.n_mels=16",
+        "--set", "data.valid_decode=4", "--set", "model.d_model=16", "--set", "model.heads=2",
+        "--set", "model.encoder_layers=1", "--set", "model.decoder_layers=1",
+        "--set", "model.ffn_dim=32", "--set", "train.max_steps=4", "--set", "train.eval_every=2",
+        "--set", "train.warmup_steps=1", "--set", "train.progress=false",
+        "--set", "decode.beam=2"]
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "expected an error message"
+    return err[-1]
+
+
+def test_bundled_recipe_parses() -> None:
+    recipe = load_recipe("whisper-spoken-words")
+    assert recipe.task == "speech-to-text" and recipe.decode.beam == 5
+    assert recipe.model_config(30).num_mel_bins == 80
+
+
+@needs_espeak
+def test_train_evaluate_transcribe(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", "whisper-spoken-words", "--out", str(run), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "greedy: CER" in out and "beam2: CER" in out
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert set(metrics) == {"greedy", "beam2"} and metrics["greedy"]["n"] > 0
+    assert json.loads((run / "config.json").read_text())["family"] == "whisper"
+
+    assert main(["evaluate", "--model", str(run), "--beam", "1"]) == 0
+    assert "recipe's test split" in capsys.readouterr().out
+
+    t = np.arange(6400) / 16000
+    wav = tmp_path / "tone.wav"
+    speech.write_wav(wav, 0.4 * np.sin(2 * np.pi * 220 * t))
+    data = tmp_path / "data.tsv"
+    data.write_text(f"{wav}\tcat\n", encoding="utf-8")
+    assert main(["evaluate", "--model", str(run), "--data", str(data)]) == 0
+    assert "(1 utterances" in capsys.readouterr().out
+
+    assert main(["transcribe", "--model", str(run), str(wav), str(wav)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"{wav}\t") for line in lines)
+
+    from seqformer.tasks.speech import Transcriber
+
+    texts = Transcriber.load(run).transcribe([wav, 0.4 * np.sin(2 * np.pi * 220 * t)], beam=1)
+    assert texts[0] == texts[1] and lines[0].split("\t", 1)[1] == Transcriber.load(
+        run).transcribe([wav])[0]
+
+    assert main(["transcribe", "--model", str(run), str(tmp_path / "missing.wav")]) == 2
+    assert "missing.wav: no such WAV file" in error_line(capsys)
+    bad = tmp_path / "bad.tsv"
+    bad.write_text(f"{wav}\tcat\njust one column\n", encoding="utf-8")
+    assert main(["evaluate", "--model", str(run), "--data", str(bad)]) == 2
+    assert f"{bad}:2: expected" in error_line(capsys)
+
+
+def test_missing_espeak_exits_2_with_the_install_hint(tmp_path: Path, monkeypatch,
+                                                      capsys) -> None:
+    monkeypatch.setenv("SEQFORMER_ESPEAK", "/nonexistent/espeak-ng")
+    code = main(["train", "whisper-spoken-words", "--out", str(tmp_path / "run"), *TINY])
+    assert code == 2
+    line = error_line(capsys)
+    assert line.startswith("seqformer: error: ") and "apt-get install espeak-ng" in line
+
+
+def test_bad_recipe_field_is_a_config_error(tmp_path: Path, capsys) -> None:
+    code = main(["train", "whisper-spoken-words", "--out", str(tmp_path / "run"),
+                 "--set", "model.d_modle=8"])
+    assert code == 2 and "did you mean 'model.d_model'" in error_line(capsys)
