@@ -131,8 +131,9 @@ def test_beam_one_equals_greedy(ours: Whisper) -> None:
         assert g.log_prob == pytest.approx(b[0].log_prob, abs=1e-4)
 
 
-def test_padding_never_changes_an_utterance() -> None:
-    model = tiny()
+@pytest.mark.parametrize("block", ["transformer", "conformer"])
+def test_padding_never_changes_an_utterance(block: str) -> None:
+    model = tiny(encoder_block=block, conv_kernel=5)
     torch.manual_seed(5)
     lengths = torch.tensor([30, 17, 6])
     features = torch.randn(3, 8, 30)
@@ -198,7 +199,8 @@ def test_unknown_or_untied_hugging_face_weights_are_refused(hf_model) -> None:
 @pytest.mark.parametrize("field,value,message", [
     ("heads", 3, "multiple of"), ("max_target_positions", 2, ">= 3"),
     ("activation", "tanh", "activation"), ("num_mel_bins", 0, "positive integer"),
-    ("bos_id", 2, "must differ")])
+    ("bos_id", 2, "must differ"), ("encoder_block", "lstm", "encoder_block"),
+    ("conv_kernel", 4, "odd")])
 def test_bad_config_is_a_config_error(field: str, value, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         WhisperConfig(**{"vocab_size": 20, field: value})
@@ -207,3 +209,18 @@ def test_bad_config_is_a_config_error(field: str, value, message: str) -> None:
 def test_too_many_frames_is_refused() -> None:
     with pytest.raises(ValueError, match="exceed"):
         tiny().encode(torch.randn(1, 8, 33))
+
+
+def test_conformer_encoder_has_no_absolute_positions_and_trains() -> None:
+    model = tiny(encoder_block="conformer", conv_kernel=5, label_smoothing=0.0).train()
+    features = torch.randn(2, 8, 12)
+    tgt_in = torch.tensor([[1, 5, 6, 7], [1, 8, 0, 0]])
+    tgt_out = torch.tensor([[5, 6, 7, 2], [8, 2, 0, 0]])
+    model(SpeechBatch(features, torch.tensor([12, 9]), tgt_in, tgt_out)).loss.backward()
+    assert model.encoder.layers[0].attn.pos_bias_u.grad is not None
+    assert model.encoder.layers[0].conv.depthwise.weight.grad is not None
+    model.eval()
+    with torch.no_grad():  # the sinusoid table is not read: changing it changes nothing
+        before = model.logits(features, tgt_in)
+        model.encoder_positions.add_(1.0)
+        assert torch.equal(model.logits(features, tgt_in), before)

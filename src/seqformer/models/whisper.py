@@ -15,6 +15,12 @@ one (``interop/hf_whisper.py``):
   softmax cancels, so Whisper dropped it; the shared attention's k_proj is swapped for a
   bias-free Linear so the parameters (and checkpoints) are exactly Whisper's.
 
+``encoder_block: conformer`` swaps the encoder layers for Conformer blocks
+(``nn/conformer.py``: macaron FFNs, relative-position self-attention, a depthwise convolution of
+``conv_kernel`` frames) and drops the absolute sinusoids, which relative positions replace --
+the encoder most speech recognisers use since Gulati et al. (2020). Hugging Face has no
+Whisper of that shape, so such a model neither imports nor exports.
+
 Unlike real Whisper, inputs are not padded to 30 s: a batch is padded to its longest utterance
 and ``lengths`` (frames per utterance) mark the rest. Padded frames are zero (the value the
 convolutions pad with), conv1's output is zeroed past each length before conv2, and the
@@ -49,6 +55,7 @@ from seqformer.models.common import (
 )
 from seqformer.models.seq2seq import BOS_ID, EOS_ID, PAD_ID, DecoderState, Seq2SeqOutput
 from seqformer.nn.attention import MultiHeadAttention
+from seqformer.nn.conformer import ConformerEncoder
 from seqformer.nn.layers import Decoder, Encoder, LayerCache
 from seqformer.nn.positional import LearnedPositionalEmbedding
 from seqformer.training.loss import label_smoothed_cross_entropy
@@ -78,6 +85,8 @@ class WhisperConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.0
     activation: str = "gelu"
+    encoder_block: str = "transformer"
+    conv_kernel: int = 15
     label_smoothing: float = 0.1
     pad_id: int = PAD_ID
     bos_id: int = BOS_ID
@@ -99,6 +108,13 @@ class WhisperConfig:
             raise ConfigError(f"model.eos_id={self.eos_id} must differ from model.bos_id")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError("model.label_smoothing must be in [0, 1)")
+        if self.encoder_block not in ("transformer", "conformer"):
+            raise ConfigError(f"model.encoder_block must be 'transformer' or 'conformer', got "
+                              f"{self.encoder_block!r}")
+        if not isinstance(self.conv_kernel, int) or self.conv_kernel < 1 or \
+                self.conv_kernel % 2 == 0:
+            raise ConfigError(f"model.conv_kernel must be an odd positive integer (a centred "
+                              f"window of frames), got {self.conv_kernel!r}")
 
     # What the shared checks and decoding/search.py read; derived, so not in config.json.
     @property
@@ -180,8 +196,13 @@ class Whisper(nn.Module):
         self.register_buffer("encoder_positions",
                              whisper_sinusoids(c.max_source_positions, c.d_model))
         self.dropout = nn.Dropout(c.dropout)
-        self.encoder = Encoder(c.encoder_layers, c.d_model, c.heads, c.ffn_dim, c.dropout,
-                               c.attention_dropout, c.activation, norm_first=True)
+        self.encoder: nn.Module
+        if c.encoder_block == "conformer":  # swish inside, as in the Conformer paper
+            self.encoder = ConformerEncoder(c.encoder_layers, c.d_model, c.heads, c.ffn_dim,
+                                            c.conv_kernel, c.dropout, "silu")
+        else:
+            self.encoder = Encoder(c.encoder_layers, c.d_model, c.heads, c.ffn_dim, c.dropout,
+                                   c.attention_dropout, c.activation, norm_first=True)
         self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_id)
         self.decoder_positions = LearnedPositionalEmbedding(c.d_model, c.max_target_positions)
         self.decoder = Decoder(c.decoder_layers, c.d_model, c.heads, c.ffn_dim, c.dropout,
@@ -219,6 +240,8 @@ class Whisper(nn.Module):
         if frame_pad is not None:
             valid = encoder_lengths(lengths.to(x.device))
             mask = torch.arange(positions, device=x.device).unsqueeze(0) >= valid.unsqueeze(1)
+        if self.config.encoder_block == "conformer":  # positions are relative, in attention
+            return self.encoder(self.dropout(x), mask), mask
         x = self.dropout(x + self.encoder_positions[:positions].to(x.dtype))
         memory, _ = self.encoder(x, mask)
         return memory, mask
