@@ -103,6 +103,21 @@ def located(where: str) -> Iterator[None]:
                           ) from None
 
 
+def model_section(tree: dict[str, Any], config_class: type, where: str,
+                  derived: set[str]) -> dict[str, Any]:
+    """The recipe's ``model`` mapping, checked against ``config_class``'s fields before any
+    data is read; ``derived`` fields come from the data or tokenizer, so a recipe may not set
+    them."""
+    model = tree.get("model") or {}
+    if not isinstance(model, dict):
+        raise ConfigError(f"{where}: model must be a mapping of fields")
+    valid = {f.name for f in dataclasses.fields(config_class)} - derived
+    for key in model:
+        if key not in valid:
+            raise unknown_field_error(key, sorted(valid), where, "model.")
+    return model
+
+
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config",
               path: str = "") -> T:
     """Build ``cls`` from a mapping, rejecting unknown keys with a nearest-name suggestion.

@@ -161,6 +161,21 @@ class FinetuneTrainConfig(TrainConfig):
 
 
 @dataclass(frozen=True)
+class ScratchTrainConfig(FinetuneTrainConfig):
+    """By epochs like fine-tuning, with defaults for a small classifier trained from scratch
+    (ViT, AST): AdamW 1e-3, weight decay 0.05, cosine decay, best checkpoint by validation
+    accuracy. Fine-tuning's 5e-5 would barely move randomly initialised weights."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    schedule: str = "cosine"
+    metric: str = "valid_accuracy"
+    metric_mode: str = "max"
+    epochs: int = 30
+    warmup_ratio: float = 0.1
+
+
+@dataclass(frozen=True)
 class FinetuneDataConfig:
     """Labelled examples. ``corpus: fortunes`` classifies Debian fortunes into
     ``categories`` (split by hash: about 80/10/10). ``corpus: files``: ``train`` / ``valid`` /

@@ -9,11 +9,10 @@ recipe's :class:`~seqformer.recipe.DecodeConfig`: beam, alpha, penalty, max_leng
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from seqformer.config import check_metric, from_dict, located, to_dict, unknown_field_error
+from seqformer.config import check_metric, from_dict, located, model_section, to_dict
 from seqformer.errors import ConfigError
 from seqformer.models.whisper import WhisperConfig
 from seqformer.recipe import DecodeConfig
@@ -118,14 +117,8 @@ class SpeechRecipe:
 
 def speech_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> SpeechRecipe:
     """Build and validate a speech recipe, so a bad field fails before any audio is made."""
-    model = tree.get("model") or {}
-    if not isinstance(model, dict):
-        raise ConfigError(f"{where}: model must be a mapping of fields")
-    valid = ({f.name for f in dataclasses.fields(WhisperConfig)}
-             - {"vocab_size", "num_mel_bins", "pad_id", "bos_id", "eos_id"})
-    for key in model:
-        if key not in valid:
-            raise unknown_field_error(key, sorted(valid), where, "model.")
+    model_section(tree, WhisperConfig, where,
+                  {"vocab_size", "num_mel_bins", "pad_id", "bos_id", "eos_id"})
     with located(where):
         recipe = from_dict(SpeechRecipe, tree, where)
         recipe.model_config(40)  # value checks need only a placeholder vocabulary
