@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from seqformer.errors import DataError, UserError
 
@@ -119,6 +120,36 @@ def _interrupted(args: argparse.Namespace, summary: dict, out: Path) -> bool:
         print(f"interrupted at step {summary.get('step')}; resume with: seqformer train "
               f"{args.recipe} --out {out} --resume", file=sys.stderr)
     return bool(summary.get("interrupted"))
+
+
+def classifier_trained(args: argparse.Namespace, out: Path, summary: dict,
+                       test: dict[str, float]) -> int:
+    """The end of ``train`` for an image or audio classifier: 130 when interrupted, otherwise
+    the best checkpoint's test metrics (when there is a test split) and where the model is."""
+    from seqformer.tasks.classify import describe
+
+    if _interrupted(args, summary, out):
+        return 130
+    if test:
+        print("test: " + describe({k[5:]: v for k, v in test.items()}))
+    print(f"model saved in {out}")
+    return 0
+
+
+def data_or_test_split(args: argparse.Namespace, run: Any, read: Any, one: str,
+                       data_file: str) -> tuple[Any, str]:
+    """What ``evaluate`` scores a classifier ``run`` on, and its name: the one ``--data`` path
+    read by ``read(path, "--data")``, or else the test split of the run's recipe. ``one`` and
+    ``data_file`` say what --data to give (a UserError otherwise)."""
+    if args.data:
+        if len(args.data) != 1:
+            raise UserError(f"evaluate: give {one}")
+        return read(args.data[0], "--data"), args.data[0]
+    data = run.test_split()
+    if data is None:
+        raise UserError(f"evaluate: {args.model[0]} has no recipe test split; give --data "
+                        f"{data_file}")
+    return data, "the recipe's test split"
 
 
 def train_lm(args: argparse.Namespace, recipe, out: Path) -> int:

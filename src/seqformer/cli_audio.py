@@ -8,47 +8,33 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
-
-from seqformer.errors import UserError
 
 
 def train_audio(args: argparse.Namespace, recipe: Any, out: Path) -> int:
     """Train an AST; print the test accuracy and macro-F1 of the best checkpoint."""
-    from seqformer.tasks.audio import describe, train_audio_classifier
+    from seqformer.cli import classifier_trained
+    from seqformer.tasks.audio import train_audio_classifier
 
-    summary, test = train_audio_classifier(recipe, out, resume=args.resume)
-    if summary.get("interrupted"):
-        print(f"interrupted at step {summary.get('step')}; resume with: seqformer train "
-              f"{args.recipe} --out {out} --resume", file=sys.stderr)
-        return 130
-    if test:
-        print("test: " + describe({k[5:]: v for k, v in test.items()}))
-    print(f"model saved in {out}")
-    return 0
+    return classifier_trained(args, out, *train_audio_classifier(recipe, out,
+                                                                 resume=args.resume))
 
 
 def evaluate_audio(args: argparse.Namespace) -> int:
     """Score an AST run on a clip list (``--data`` TSV of path.wav<TAB>label, or a directory
     of LABEL/*.wav) or on its recipe's test split; print the metrics and the confusions."""
+    from seqformer.cli import data_or_test_split
     from seqformer.data.speech import read_clip_list
-    from seqformer.tasks.audio import AudioClassifier, confusion_summary, describe
+    from seqformer.tasks.audio import AudioClassifier, confusion_summary
+    from seqformer.tasks.classify import describe
 
     device = getattr(args, "device", "cpu") or "cpu"
     classifier = AudioClassifier.load(args.model[0], "cpu" if device == "auto" else device)
-    if args.data:
-        if len(args.data) != 1:
-            raise UserError("evaluate: give one --data TSV (path.wav<TAB>label) or directory "
-                            "for an AST model")
-        data, where = read_clip_list(args.data[0], "--data"), args.data[0]
-    else:
-        data = classifier.test_split()
-        if data is None:
-            raise UserError(f"evaluate: {args.model[0]} has no recipe test split; give --data "
-                            "FILE.tsv (path.wav<TAB>label lines)")
-        where = "the recipe's test split"
+    data, where = data_or_test_split(
+        args, classifier, read_clip_list,
+        "one --data TSV (path.wav<TAB>label) or directory for an AST model",
+        "FILE.tsv (path.wav<TAB>label lines)")
     metrics, predicted = classifier.evaluate(data, where)
     print(f"{where} ({len(data)} clips): {describe(metrics)}")
     for line in confusion_summary(data.labels, predicted):

@@ -22,7 +22,7 @@ from typing import Any
 from torch import Tensor
 
 from seqformer.errors import CheckpointError
-from seqformer.interop.hf_vit import _LAYER
+from seqformer.interop.hf_vit import rename_from_hf
 from seqformer.models.audio import AST, ASTConfig
 
 MODEL_TYPE = "audio-spectrogram-transformer"
@@ -76,21 +76,8 @@ def state_from_hf(hf: Mapping[str, Tensor], config: ASTConfig | None = None,
                   where: str = ".") -> dict[str, Tensor]:
     """Rename an ``ASTForAudioClassification`` state dict to :class:`AST` names. An unknown
     name is a CheckpointError naming it, since a skipped weight would silently stay random."""
-    out: dict[str, Tensor] = {}
-    for name, tensor in hf.items():
-        if name == _POSITIONS:
-            out["position.embedding.weight"] = tensor.reshape(tensor.shape[-2], tensor.shape[-1])
-            continue
-        if name in _FIXED:
-            out[_FIXED[name]] = tensor
-            continue
-        m = _HF_LAYER.match(name)
-        if m and m.group(2) in _LAYER:
-            index, inner, kind = m.groups()
-            out[f"encoder.layers.{index}.{_LAYER[inner]}.{kind}"] = tensor
-            continue
-        raise CheckpointError(f"{where}: Hugging Face AST weight {name!r} has no seqformer "
-                              "counterpart; only ASTForAudioClassification is supported")
+    out = rename_from_hf(hf, _FIXED, _HF_LAYER, _POSITIONS, "AST", "ASTForAudioClassification",
+                         where)
     if config is not None and "classifier.weight" not in out:
         raise CheckpointError(f"{where}: no classifier weights; import an "
                               "ASTForAudioClassification checkpoint, not a bare ASTModel")

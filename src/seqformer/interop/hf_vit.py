@@ -82,24 +82,37 @@ def state_from_hf(hf: Mapping[str, Tensor], config: ViTConfig | None = None,
     """Rename a ``ViTForImageClassification`` state dict to :class:`ViT` names. An unknown
     name (a pooler, a masked-image-modelling decoder) is a CheckpointError naming it, since a
     skipped weight would silently stay random."""
+    out = rename_from_hf(hf, _FIXED, _HF_LAYER, _POSITIONS, "ViT", "ViTForImageClassification",
+                         where)
+    if config is not None and "classifier.weight" not in out:
+        raise CheckpointError(f"{where}: no classifier weights; import a "
+                              "ViTForImageClassification checkpoint, not a bare ViTModel")
+    return out
+
+
+def rename_from_hf(hf: Mapping[str, Tensor], fixed: Mapping[str, str], layer: re.Pattern[str],
+                   positions: str, model: str, architecture: str, where: str
+                   ) -> dict[str, Tensor]:
+    """Our names for a state dict in ViT's layout (ViT; AST, which shares it): ``positions``
+    (HF's (1, n, d) parameter) becomes our (n, d) Embedding table, ``fixed`` names map one to
+    one, and names inside layer N (``layer`` matches index, inner name, weight/bias) through
+    ``_LAYER``. An unknown name is a CheckpointError naming it, since a skipped weight would
+    silently stay random."""
     out: dict[str, Tensor] = {}
     for name, tensor in hf.items():
-        if name == _POSITIONS:
+        if name == positions:
             out["position.embedding.weight"] = tensor.reshape(tensor.shape[-2], tensor.shape[-1])
             continue
-        if name in _FIXED:
-            out[_FIXED[name]] = tensor
+        if name in fixed:
+            out[fixed[name]] = tensor
             continue
-        m = _HF_LAYER.match(name)
+        m = layer.match(name)
         if m and m.group(2) in _LAYER:
             index, inner, kind = m.groups()
             out[f"encoder.layers.{index}.{_LAYER[inner]}.{kind}"] = tensor
             continue
-        raise CheckpointError(f"{where}: Hugging Face ViT weight {name!r} has no seqformer "
-                              "counterpart; only ViTForImageClassification is supported")
-    if config is not None and "classifier.weight" not in out:
-        raise CheckpointError(f"{where}: no classifier weights; import a "
-                              "ViTForImageClassification checkpoint, not a bare ViTModel")
+        raise CheckpointError(f"{where}: Hugging Face {model} weight {name!r} has no seqformer "
+                              f"counterpart; only {architecture} is supported")
     return out
 
 

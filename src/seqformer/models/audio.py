@@ -25,14 +25,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from seqformer.config import from_dict, to_dict
 from seqformer.errors import ConfigError
 from seqformer.models.bert import EncoderOutput, encoder_loss
 from seqformer.models.common import (
+    SavedClassifier,
     check_block_fields,
-    family_config,
-    load_weights_into,
-    save_model_dir,
+    check_label_names,
+    init_vit,
 )
 from seqformer.nn.layers import Encoder
 from seqformer.nn.positional import LearnedPositionalEmbedding
@@ -136,17 +135,23 @@ class SpectrogramPatches(nn.Module):
         return self.projection(x).flatten(2).transpose(1, 2)
 
 
-class AST(nn.Module):
+class AST(nn.Module, SavedClassifier):
     """Patches + [CLS] + distillation + positions -> pre-LN encoder -> final LayerNorm ->
-    mean of the two token outputs -> LayerNorm -> Linear."""
+    mean of the two token outputs -> LayerNorm -> Linear.
+
+    Saved (``save`` / ``load``, from :class:`SavedClassifier`) with ``family: ast``, the label
+    names and ``features``: the filterbank settings and the normalisation mean/std, so
+    inference computes the same input."""
+
+    family = FAMILY
+    description = "an Audio Spectrogram Transformer"
+    config_class = ASTConfig
+    settings_key = "features"
 
     def __init__(self, config: ASTConfig, labels: list[str] | None = None) -> None:
         super().__init__()
-        if labels is not None and len(labels) != config.num_labels:
-            raise ConfigError(f"{len(labels)} label names for model.num_labels="
-                              f"{config.num_labels}")
         self.config = c = config
-        self.labels = list(labels or [])
+        self.labels = check_label_names(labels, config.num_labels)
         self.head_kind = "classify"
         self.patch_embed = SpectrogramPatches(c.d_model, c.patch_size, c.frequency_stride,
                                               c.time_stride)
@@ -160,21 +165,8 @@ class AST(nn.Module):
         # HF's ASTMLPHead: its own LayerNorm after the encoder's, then the linear classifier.
         self.head_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
         self.classifier = nn.Linear(c.d_model, c.num_labels)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Truncated N(0, 0.02) for matrices, tokens and positions (the ViT/DeiT init AST
-        starts from); zero biases, unit LayerNorms. A fixed order: same seed, same model."""
-        for sub in self.modules():
-            if isinstance(sub, nn.Linear | nn.Conv2d):
-                nn.init.trunc_normal_(sub.weight, std=0.02)
-                if sub.bias is not None:
-                    nn.init.zeros_(sub.bias)
-            elif isinstance(sub, nn.LayerNorm):
-                nn.init.ones_(sub.weight)
-                nn.init.zeros_(sub.bias)
-        for p in (self.cls_token, self.distillation_token, self.position.embedding.weight):
-            nn.init.trunc_normal_(p, std=0.02)
+        # The ViT/DeiT init AST starts from; then its two tokens and the positions.
+        init_vit(self, self.cls_token, self.distillation_token, self.position.embedding.weight)
 
     def hidden(self, features: Tensor) -> Tensor:
         """Final (normalised) states (batch, 2 + num_patches, d_model); [CLS] at 0,
@@ -203,34 +195,6 @@ class AST(nn.Module):
         loss = encoder_loss("classify", logits, batch.labels)
         return EncoderOutput(loss, loss.detach(), logits, hidden, len(batch))
 
-    @torch.no_grad()
-    def predict(self, features: Tensor) -> Tensor:
-        """The most likely label index of each clip (batch,)."""
-        return self.logits(features).argmax(-1)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    # -- persistence -----------------------------------------------------------------------------
-    def config_json(self, features: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``family: ast``, the config fields, label names and ``features``: the filterbank
-        settings and the normalisation mean/std, so inference computes the same input."""
-        data = {"family": FAMILY, **to_dict(self.config), "labels": list(self.labels)}
-        if features:
-            data["features"] = features
-        return data
-
-    def save(self, directory: str | Path, features: dict[str, Any] | None = None) -> None:
-        save_model_dir(self, self.config_json(features), directory)
-
-    @classmethod
-    def load(cls, directory: str | Path, map_location: str = "cpu") -> AST:
-        data = read_ast_config(directory)
-        data.pop("features", None)
-        labels = [str(x) for x in data.pop("labels", [])] or None
-        model = cls(from_dict(ASTConfig, data, f"{directory}/config.json"), labels)
-        return load_weights_into(model, directory, map_location)
-
     @classmethod
     def from_hf(cls, path: str | Path, trust_pickle: bool = False) -> AST:
         """A local Hugging Face ``ASTForAudioClassification`` directory as a seqformer AST."""
@@ -241,4 +205,4 @@ class AST(nn.Module):
 
 def read_ast_config(directory: str | Path) -> dict[str, Any]:
     """``config.json`` of an AST run without ``family`` (a CheckpointError for another one)."""
-    return family_config(directory, FAMILY, "an Audio Spectrogram Transformer")
+    return AST.read_config(directory)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
+from seqformer.config import from_dict, to_dict
 from seqformer.errors import CheckpointError, ConfigError
 
 
@@ -45,6 +47,71 @@ def load_weights_into(model: nn.Module, directory: str | Path, map_location: str
 
     load_weights(model, Path(directory) / "model.safetensors")
     return model.to(map_location).eval()
+
+
+class SavedModel:
+    """``save`` / ``load`` / ``config_json`` of a model whose config.json holds, next to the
+    config's fields, one block of input settings under ``settings_key`` that inference must
+    repeat (ViT: ``preprocess``; AST and Whisper: ``features``). The task writes the block and
+    its inference side reads it back from config.json; the model itself ignores it. Mixed into
+    an ``nn.Module`` whose constructor takes the config (and, if ``labelled``, label names)."""
+
+    family: ClassVar[str]  # config.json's ``family``
+    description: ClassVar[str]  # what another family is not: "a Vision Transformer"
+    config_class: ClassVar[type]
+    settings_key: ClassVar[str]
+    labelled: ClassVar[bool] = False  # label names in config.json, after the config's fields
+    config: Any
+    labels: list[str]
+
+    def config_json(self, settings: dict[str, Any] | None = None) -> dict[str, Any]:
+        data: dict[str, Any] = {"family": self.family, **to_dict(self.config)}
+        if self.labelled:
+            data["labels"] = list(self.labels)
+        if settings:
+            data[self.settings_key] = settings
+        return data
+
+    def save(self, directory: str | Path, settings: dict[str, Any] | None = None) -> None:
+        save_model_dir(self, self.config_json(settings), directory)
+
+    @classmethod
+    def read_config(cls, directory: str | Path) -> dict[str, Any]:
+        """``config.json`` without ``family`` (a CheckpointError for another family)."""
+        return family_config(directory, cls.family, cls.description)
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str = "cpu") -> Self:
+        data = cls.read_config(directory)
+        data.pop(cls.settings_key, None)
+        if cls.labelled:
+            labels = [str(x) for x in data.pop("labels", [])] or None
+            model = cls(from_dict(cls.config_class, data, f"{directory}/config.json"), labels)
+        else:
+            model = cls(from_dict(cls.config_class, data, f"{directory}/config.json"))
+        return load_weights_into(model, directory, map_location)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+class SavedClassifier(SavedModel):
+    """A :class:`SavedModel` classifying one fixed-shape input (ViT's images, AST's
+    spectrograms) with label names; ``self.logits(inputs)`` gives (batch, num_labels)."""
+
+    labelled: ClassVar[bool] = True
+
+    @torch.no_grad()
+    def predict(self, inputs: Tensor) -> Tensor:
+        """The most likely label index of each input (batch,)."""
+        return self.logits(inputs).argmax(-1)
+
+
+def check_label_names(labels: list[str] | None, num_labels: int) -> list[str]:
+    """``labels`` as a list (empty for none); a ConfigError unless there are ``num_labels``."""
+    if labels is not None and len(labels) != num_labels:
+        raise ConfigError(f"{len(labels)} label names for model.num_labels={num_labels}")
+    return list(labels or [])
 
 
 def check_block_fields(config: Any) -> None:
@@ -83,3 +150,20 @@ def init_gpt2(model: nn.Module, layers: int) -> None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, std=0.02)
+
+
+def init_vit(model: nn.Module, *tokens: Tensor) -> None:
+    """The ViT/DeiT init (HF's and timm's; AST starts from it): truncated N(0, 0.02) for
+    Linear and Conv2d weights, zero biases, unit LayerNorms, then truncated N(0, 0.02) for each
+    of ``tokens`` ([CLS], position table, ...) in the order given. Modules are visited in a
+    fixed order: same seed, same model."""
+    for sub in model.modules():
+        if isinstance(sub, nn.Linear | nn.Conv2d):
+            nn.init.trunc_normal_(sub.weight, std=0.02)
+            if sub.bias is not None:
+                nn.init.zeros_(sub.bias)
+        elif isinstance(sub, nn.LayerNorm):
+            nn.init.ones_(sub.weight)
+            nn.init.zeros_(sub.bias)
+    for p in tokens:
+        nn.init.trunc_normal_(p, std=0.02)

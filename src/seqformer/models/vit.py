@@ -22,14 +22,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from seqformer.config import from_dict, to_dict
 from seqformer.errors import ConfigError
 from seqformer.models.bert import EncoderOutput, encoder_loss
 from seqformer.models.common import (
+    SavedClassifier,
     check_block_fields,
-    family_config,
-    load_weights_into,
-    save_model_dir,
+    check_label_names,
+    init_vit,
 )
 from seqformer.nn.layers import Encoder
 from seqformer.nn.positional import LearnedPositionalEmbedding
@@ -118,16 +117,22 @@ class PatchEmbedding(nn.Module):
         return self.projection(pixels).flatten(2).transpose(1, 2)
 
 
-class ViT(nn.Module):
-    """Patches + [CLS] + positions -> pre-LN encoder -> final LayerNorm -> linear on [CLS]."""
+class ViT(nn.Module, SavedClassifier):
+    """Patches + [CLS] + positions -> pre-LN encoder -> final LayerNorm -> linear on [CLS].
+
+    Saved (``save`` / ``load``, from :class:`SavedClassifier`) with ``family: vit``, the label
+    names and (from training) ``preprocess``: how raw pixels are scaled and normalised, so
+    inference repeats it."""
+
+    family = "vit"
+    description = "a Vision Transformer"
+    config_class = ViTConfig
+    settings_key = "preprocess"
 
     def __init__(self, config: ViTConfig, labels: list[str] | None = None) -> None:
         super().__init__()
-        if labels is not None and len(labels) != config.num_labels:
-            raise ConfigError(f"{len(labels)} label names for model.num_labels="
-                              f"{config.num_labels}")
         self.config = c = config
-        self.labels = list(labels or [])
+        self.labels = check_label_names(labels, config.num_labels)
         self.head_kind = "classify"
         self.patch_embed = PatchEmbedding(c.channels, c.d_model, c.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.d_model))
@@ -137,21 +142,8 @@ class ViT(nn.Module):
                                c.attention_dropout, c.activation, norm_first=True,
                                norm_eps=c.layer_norm_eps)
         self.classifier = nn.Linear(c.d_model, c.num_labels)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Truncated N(0, 0.02) for matrices, [CLS] and positions (HF's and timm's ViT init);
-        zero biases, unit LayerNorms. Visited in a fixed order: same seed, same model."""
-        for sub in self.modules():
-            if isinstance(sub, nn.Linear | nn.Conv2d):
-                nn.init.trunc_normal_(sub.weight, std=0.02)
-                if sub.bias is not None:
-                    nn.init.zeros_(sub.bias)
-            elif isinstance(sub, nn.LayerNorm):
-                nn.init.ones_(sub.weight)
-                nn.init.zeros_(sub.bias)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.position.embedding.weight, std=0.02)
+        # HF's and timm's ViT init: truncated N(0, 0.02), then [CLS] and positions.
+        init_vit(self, self.cls_token, self.position.embedding.weight)
 
     def hidden(self, pixels: Tensor) -> Tensor:
         """Final (normalised) states (batch, 1 + num_patches, d_model); [CLS] at position 0."""
@@ -175,34 +167,6 @@ class ViT(nn.Module):
         loss = encoder_loss("classify", logits, batch.labels)
         return EncoderOutput(loss, loss.detach(), logits, hidden, len(batch))
 
-    @torch.no_grad()
-    def predict(self, pixels: Tensor) -> Tensor:
-        """The most likely label index of each image (batch,)."""
-        return self.logits(pixels).argmax(-1)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    # -- persistence -----------------------------------------------------------------------------
-    def config_json(self, preprocess: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``family: vit``, the config fields, label names and (from training) ``preprocess``:
-        how raw pixels are scaled and normalised, so inference repeats it."""
-        data = {"family": "vit", **to_dict(self.config), "labels": list(self.labels)}
-        if preprocess:
-            data["preprocess"] = preprocess
-        return data
-
-    def save(self, directory: str | Path, preprocess: dict[str, Any] | None = None) -> None:
-        save_model_dir(self, self.config_json(preprocess), directory)
-
-    @classmethod
-    def load(cls, directory: str | Path, map_location: str = "cpu") -> ViT:
-        data = read_vit_config(directory)
-        data.pop("preprocess", None)
-        labels = [str(x) for x in data.pop("labels", [])] or None
-        model = cls(from_dict(ViTConfig, data, f"{directory}/config.json"), labels)
-        return load_weights_into(model, directory, map_location)
-
     @classmethod
     def from_hf(cls, path: str | Path, trust_pickle: bool = False) -> ViT:
         """A local Hugging Face ``ViTForImageClassification`` directory as a seqformer ViT."""
@@ -213,4 +177,4 @@ class ViT(nn.Module):
 
 def read_vit_config(directory: str | Path) -> dict[str, Any]:
     """``config.json`` of a ViT run without ``family`` (a CheckpointError for another one)."""
-    return family_config(directory, "vit", "a Vision Transformer")
+    return ViT.read_config(directory)

@@ -44,15 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqformer.config import from_dict, to_dict
 from seqformer.errors import ConfigError
-from seqformer.models.common import (
-    check_block_fields,
-    family_config,
-    init_gpt2,
-    load_weights_into,
-    save_model_dir,
-)
+from seqformer.models.common import SavedModel, check_block_fields, init_gpt2
 from seqformer.models.seq2seq import BOS_ID, EOS_ID, PAD_ID, DecoderState, Seq2SeqOutput
 from seqformer.nn.attention import MultiHeadAttention
 from seqformer.nn.conformer import ConformerEncoder
@@ -179,9 +172,18 @@ class SpeechBatch:
         return int(self.features.shape[0])
 
 
-class Whisper(nn.Module):
+class Whisper(nn.Module, SavedModel):
     """Conv front end + sinusoids -> pre-LN encoder; tokens + learned positions -> pre-LN
-    decoder with cross-attention -> tied output projection."""
+    decoder with cross-attention -> tied output projection.
+
+    Saved (``save`` / ``load``, from :class:`SavedModel`) with ``family: whisper``, the config
+    fields and ``features``: the log-mel settings, so inference computes the features
+    training did."""
+
+    family = FAMILY
+    description = "a Whisper speech-to-text model"
+    config_class = WhisperConfig
+    settings_key = "features"
 
     def __init__(self, config: WhisperConfig) -> None:
         super().__init__()
@@ -283,28 +285,6 @@ class Whisper(nn.Module):
         state.step += 1
         return self.output(x[:, -1]).float().log_softmax(dim=-1), state
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    # -- persistence -----------------------------------------------------------------------------
-    def config_json(self, features: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``family: whisper``, the config fields and (``features``) the log-mel settings, so
-        inference computes the features training did."""
-        data: dict[str, Any] = {"family": FAMILY, **to_dict(self.config)}
-        if features:
-            data["features"] = features
-        return data
-
-    def save(self, directory: str | Path, features: dict[str, Any] | None = None) -> None:
-        save_model_dir(self, self.config_json(features), directory)
-
-    @classmethod
-    def load(cls, directory: str | Path, map_location: str = "cpu") -> Whisper:
-        data = read_whisper_config(directory)
-        data.pop("features", None)
-        model = cls(from_dict(WhisperConfig, data, f"{directory}/config.json"))
-        return load_weights_into(model, directory, map_location)
-
     @classmethod
     def from_hf(cls, path: str | Path, trust_pickle: bool = False) -> Whisper:
         """A local Hugging Face ``WhisperForConditionalGeneration`` directory as ours."""
@@ -315,7 +295,7 @@ class Whisper(nn.Module):
 
 def read_whisper_config(directory: str | Path) -> dict[str, Any]:
     """``config.json`` of a Whisper model without ``family`` (CheckpointError otherwise)."""
-    return family_config(directory, FAMILY, "a Whisper speech-to-text model")
+    return Whisper.read_config(directory)
 
 
 class _BoundLengths:

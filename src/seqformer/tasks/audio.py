@@ -10,7 +10,6 @@ fingerprint, ``model.safetensors``). :class:`AudioClassifier` is the inference s
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from seqformer.data.fbank import Fbank
 from seqformer.data.mlm import ExampleStream
@@ -32,12 +30,10 @@ from seqformer.data.speech import (
     read_wav,
     speech_commands_splits,
 )
-from seqformer.errors import DataError
-from seqformer.metrics.classification import accuracy, macro_f1
 from seqformer.models.audio import AST, AudioBatch, read_ast_config
 from seqformer.recipe_audio import AudioRecipe, audio_recipe_from_dict
-from seqformer.tasks.rundir import log, write_run_metadata
-from seqformer.training.trainer import Trainer
+from seqformer.tasks import classify
+from seqformer.tasks.rundir import log, recipe_if_saved
 
 EVAL_BATCH = 128
 
@@ -60,40 +56,13 @@ def load_audio_splits(recipe: AudioRecipe) -> dict[str, SpeechSet | None]:
 
 
 def label_ids(data: SpeechSet, labels: list[str], where: str) -> torch.Tensor:
-    index = {name: i for i, name in enumerate(labels)}
-    unknown = sorted(set(data.labels) - set(index))
-    if unknown:
-        raise DataError(f"{where}: label(s) {', '.join(unknown[:5])} do not occur in the "
-                        f"training data (labels: {', '.join(labels)})")
-    return torch.tensor([index[x] for x in data.labels], dtype=torch.long)
-
-
-@torch.no_grad()
-def predictions(model: AST, features: torch.Tensor, labels: torch.Tensor | None = None
-                ) -> tuple[list[int], float]:
-    """Predicted label indices of normalised ``features`` and (with ``labels``) the mean
-    cross-entropy."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    loss_sum, preds = 0.0, []
-    for i in range(0, len(features), EVAL_BATCH):
-        gold = None if labels is None else labels[i:i + EVAL_BATCH]
-        out = model(AudioBatch(features[i:i + EVAL_BATCH], gold).to(device))
-        loss_sum += float(out.loss) * len(out.logits)
-        preds.extend(out.logits.argmax(-1).cpu().tolist())
-    model.train(was_training)
-    return preds, loss_sum / max(len(preds), 1)
+    return classify.label_ids(data.labels, labels, where)
 
 
 def audio_metrics(model: AST, features: torch.Tensor, labels: torch.Tensor,
                   prefix: str = "valid_") -> dict[str, float]:
     """Mean cross-entropy, accuracy and macro-F1 of ``model`` on normalised ``features``."""
-    preds, loss = predictions(model, features, labels)
-    gold = labels.tolist()
-    metrics = {"loss": loss, "accuracy": accuracy(gold, preds),
-               "macro_f1": macro_f1(gold, preds, range(model.config.num_labels))}
-    return {f"{prefix}{k}": v for k, v in metrics.items()}
+    return classify.metrics(model, AudioBatch, features, labels, EVAL_BATCH, prefix)
 
 
 def confusion_summary(gold: list[str], pred: list[str], top: int = 5) -> list[str]:
@@ -112,14 +81,9 @@ def confusion_summary(gold: list[str], pred: list[str], top: int = 5) -> list[st
 def fingerprint(splits: dict[str, SpeechSet | None]) -> str:
     """sha256 of every split's audio, labels and sources: two runs with the same fingerprint
     saw the same clips in the same splits."""
-    h = hashlib.sha256()
-    for name, data in sorted(splits.items()):
-        if data is not None:
-            h.update(name.encode())
-            for w in data.waveforms:
-                h.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
-            h.update(json.dumps([data.labels, data.sources]).encode())
-    return h.hexdigest()[:16]
+    return classify.fingerprint(splits, lambda data: (
+        *(np.ascontiguousarray(w, dtype=np.float32).tobytes() for w in data.waveforms),
+        json.dumps([data.labels, data.sources]).encode()))
 
 
 class AudioStream(ExampleStream):
@@ -144,9 +108,7 @@ def train_audio_classifier(recipe: AudioRecipe, out_dir: str | Path, resume: boo
     train = splits["train"]
     assert train is not None
     labels = sorted(set(train.labels))
-    if len(labels) < 2:
-        raise DataError(f"data.train: a single class ({labels[0]}); classification needs at "
-                        "least two")
+    classify.check_classes(labels)
     torch.manual_seed(recipe.train.seed)
     model = AST(recipe.model_config(len(labels)), labels)
     c = model.config
@@ -166,32 +128,18 @@ def train_audio_classifier(recipe: AudioRecipe, out_dir: str | Path, resume: boo
         f"x {c.max_frames} frames (median clip {frames}), {c.layers} layers, d_model "
         f"{c.d_model}; " + ", ".join(f"{len(v[1])} {k}" for k, v in encoded.items())
         + f" clips, {len(labels)} classes; {train_config.max_steps} steps")
-    split = fingerprint(splits)
-
-    def save_run(directory: Path) -> None:
-        write_run_metadata(directory, recipe, {"split": split},
-                           model.config_json(frontend.to_dict()))
-
-    save_run(out)
-    valid = encoded["valid"]
-    trainer = Trainer(model, train_config, stream, out,
-                      validate=lambda m: audio_metrics(m, *valid), on_save=save_run)
-    summary = trainer.train(resume=resume)
-    test_metrics: dict[str, float] = {}
-    if "test" in encoded and not summary.get("interrupted"):
-        best = AST.load(out, str(trainer.device))
-        test_metrics = audio_metrics(best, *encoded["test"], prefix="test_")
-        (out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n",
-                                               encoding="utf-8")
-    return summary, test_metrics
+    return classify.train_and_test(model, recipe, frontend.to_dict(), fingerprint(splits),
+                                   stream, train_config, encoded, audio_metrics, out, resume)
 
 
-class AudioClassifier:
+class AudioClassifier(classify.Classifier):
     """A trained (or imported) AST with its filterbank front end and label names."""
 
+    batch_size = EVAL_BATCH
+
     def __init__(self, model: AST, frontend: Fbank, recipe: AudioRecipe | None = None) -> None:
-        self.model, self.frontend, self.recipe = model.eval(), frontend, recipe
-        self.device = next(model.parameters()).device
+        super().__init__(model, recipe)
+        self.frontend = frontend
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu") -> AudioClassifier:
@@ -202,16 +150,7 @@ class AudioClassifier:
         frontend = Fbank.from_dict({**(data.get("features") or {}), "num_mel_bins":
                                     c.num_mel_bins, "max_frames": c.max_frames},
                                    f"{run_dir}/config.json")
-        recipe = None
-        path = run_dir / "recipe.yaml"
-        if path.is_file():
-            recipe = audio_recipe_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")),
-                                            str(path))
-        return cls(model, frontend, recipe)
-
-    @property
-    def labels(self) -> list[str]:
-        return self.model.labels or [str(i) for i in range(self.model.config.num_labels)]
+        return cls(model, frontend, recipe_if_saved(run_dir, audio_recipe_from_dict))
 
     def waveforms(self, clips: list[np.ndarray | str | Path] | np.ndarray) -> list[np.ndarray]:
         """Waveforms of ``clips``: float arrays (mono, the model's sample rate, in [-1, 1]) are
@@ -226,27 +165,18 @@ class AudioClassifier:
                 out.append(np.asarray(clip, dtype=np.float32).reshape(-1))
         return out
 
-    @torch.no_grad()
-    def logits(self, clips: list[np.ndarray | str | Path] | np.ndarray) -> torch.Tensor:
-        """(N, num_labels) logits of N clips (waveforms or WAV paths)."""
-        features = self.frontend(self.waveforms(clips))
-        parts = [self.model.logits(features[i:i + EVAL_BATCH].to(self.device)).float().cpu()
-                 for i in range(0, len(features), EVAL_BATCH)]
-        return torch.cat(parts) if parts else torch.zeros(0, self.model.config.num_labels)
-
-    def predict(self, clips: list[np.ndarray | str | Path] | np.ndarray) -> list[str]:
-        """The label name of each clip."""
-        return [self.labels[i] for i in self.logits(clips).argmax(-1).tolist()]
+    def inputs(self, clips: list[np.ndarray | str | Path] | np.ndarray) -> torch.Tensor:
+        """Normalised features of N clips (waveforms or WAV paths); ``logits`` / ``predict``
+        take those."""
+        return self.frontend(self.waveforms(clips))
 
     def evaluate(self, data: SpeechSet, where: str = "--data"
                  ) -> tuple[dict[str, float], list[str]]:
         """(loss / accuracy / macro-F1, the predicted label of each clip) on labelled clips."""
         gold = label_ids(data, self.labels, where)
         features = self.frontend(data.waveforms)
-        preds, loss = predictions(self.model, features, gold)
-        metrics = {"loss": loss, "accuracy": accuracy(gold.tolist(), preds),
-                   "macro_f1": macro_f1(gold.tolist(), preds,
-                                        range(self.model.config.num_labels))}
+        preds, loss = classify.predictions(self.model, AudioBatch, features, gold, EVAL_BATCH)
+        metrics = classify.scores(gold.tolist(), preds, loss, self.model.config.num_labels)
         return metrics, [self.labels[i] for i in preds]
 
     def test_split(self) -> SpeechSet | None:
@@ -254,7 +184,3 @@ class AudioClassifier:
         if self.recipe is None:
             return None
         return load_audio_splits(self.recipe)["test"]
-
-
-def describe(metrics: dict[str, Any]) -> str:
-    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())

@@ -57,6 +57,15 @@ def read_run_recipe(run_dir: str | Path, purpose: str, instead: str) -> tuple[An
     return recipe_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), str(path)), path
 
 
+def recipe_if_saved(run_dir: str | Path, from_dict: Any) -> Any:
+    """The run's recipe.yaml read by ``from_dict(data, where)``, or None when there is none
+    (an imported model)."""
+    path = Path(run_dir) / "recipe.yaml"
+    if not path.is_file():
+        return None
+    return from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), str(path))
+
+
 def check_same_split(recipe: Any, fingerprint: str, where: Path, instead: str) -> None:
     """Re-reading a corpus gives the split a run was trained on only if the data did not
     change since (a new package release, an edited file): otherwise scores would silently

@@ -9,14 +9,11 @@ names, the pixel preprocessing (fitted on the training split and saved in ``conf
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from seqformer.data.images import (
     ImageSet,
@@ -27,11 +24,10 @@ from seqformer.data.images import (
     stratified_split,
 )
 from seqformer.errors import DataError
-from seqformer.metrics.classification import accuracy, macro_f1
 from seqformer.models.vit import ImageBatch, ViT, read_vit_config
 from seqformer.recipe_vision import VisionRecipe, vision_recipe_from_dict
-from seqformer.tasks.rundir import log, write_run_metadata
-from seqformer.training.trainer import Trainer
+from seqformer.tasks import classify
+from seqformer.tasks.rundir import log, recipe_if_saved
 
 EVAL_BATCH = 256
 
@@ -56,12 +52,7 @@ def label_names(train: ImageSet) -> list[str]:
 
 
 def label_ids(data: ImageSet, labels: list[str], where: str) -> torch.Tensor:
-    index = {name: i for i, name in enumerate(labels)}
-    unknown = sorted({str(x) for x in data.labels} - set(index))
-    if unknown:
-        raise DataError(f"{where}: label(s) {', '.join(unknown[:5])} do not occur in the "
-                        f"training data (labels: {', '.join(labels)})")
-    return torch.tensor([index[str(x)] for x in data.labels], dtype=torch.long)
+    return classify.label_ids(data.labels, labels, where)
 
 
 def check_shape(data: ImageSet, model: ViT, where: str) -> None:
@@ -73,34 +64,16 @@ def check_shape(data: ImageSet, model: ViT, where: str) -> None:
                         "model.channels to match")
 
 
-@torch.no_grad()
 def image_metrics(model: ViT, pixels: torch.Tensor, labels: torch.Tensor,
                   prefix: str = "valid_") -> dict[str, float]:
     """Mean cross-entropy, accuracy and macro-F1 of ``model`` on normalised ``pixels``."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    loss_sum, preds = 0.0, []
-    for i in range(0, len(pixels), EVAL_BATCH):
-        batch = ImageBatch(pixels[i:i + EVAL_BATCH], labels[i:i + EVAL_BATCH]).to(device)
-        out = model(batch)
-        loss_sum += float(out.loss) * len(batch)
-        preds.extend(out.logits.argmax(-1).cpu().tolist())
-    model.train(was_training)
-    gold = labels.tolist()
-    metrics = {"loss": loss_sum / max(len(gold), 1), "accuracy": accuracy(gold, preds),
-               "macro_f1": macro_f1(gold, preds, range(model.config.num_labels))}
-    return {f"{prefix}{k}": v for k, v in metrics.items()}
+    return classify.metrics(model, ImageBatch, pixels, labels, EVAL_BATCH, prefix)
 
 
 def _fingerprint(splits: dict[str, ImageSet | None]) -> str:
-    h = hashlib.sha256()
-    for name, data in sorted(splits.items()):
-        if data is not None:
-            h.update(name.encode())
-            h.update(np.ascontiguousarray(data.images).tobytes())
-            h.update(json.dumps([str(x) for x in data.labels]).encode())
-    return h.hexdigest()[:16]
+    return classify.fingerprint(splits, lambda data: (
+        np.ascontiguousarray(data.images).tobytes(),
+        json.dumps([str(x) for x in data.labels]).encode()))
 
 
 def train_image_classifier(recipe: VisionRecipe, out_dir: str | Path, resume: bool = False
@@ -116,9 +89,7 @@ def train_image_classifier(recipe: VisionRecipe, out_dir: str | Path, resume: bo
     train = splits["train"]
     assert train is not None
     labels = label_names(train)
-    if len(labels) < 2:
-        raise DataError(f"data.train: a single class ({labels[0]}); classification needs at "
-                        "least two")
+    classify.check_classes(labels)
     _, _, height, width = train.images.shape
     if height != width:
         raise DataError(f"data.train: images are {height}x{width}; the ViT takes square "
@@ -140,33 +111,19 @@ def train_image_classifier(recipe: VisionRecipe, out_dir: str | Path, resume: bo
         f"of {c.patch_size}x{c.patch_size}, {c.layers} layers, d_model {c.d_model}; "
         + ", ".join(f"{len(v[1])} {k}" for k, v in encoded.items())
         + f" images, {len(labels)} classes; {train_config.max_steps} steps")
-    split = _fingerprint(splits)
-
-    def save_run(directory: Path) -> None:
-        write_run_metadata(directory, recipe, {"split": split},
-                           model.config_json(preprocess.to_dict()))
-
-    save_run(out)
-    valid = encoded["valid"]
-    trainer = Trainer(model, train_config, stream, out,
-                      validate=lambda m: image_metrics(m, *valid), on_save=save_run)
-    summary = trainer.train(resume=resume)
-    test_metrics: dict[str, float] = {}
-    if "test" in encoded and not summary.get("interrupted"):
-        best = ViT.load(out, str(trainer.device))
-        test_metrics = image_metrics(best, *encoded["test"], prefix="test_")
-        (out / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n",
-                                               encoding="utf-8")
-    return summary, test_metrics
+    return classify.train_and_test(model, recipe, preprocess.to_dict(), _fingerprint(splits),
+                                   stream, train_config, encoded, image_metrics, out, resume)
 
 
-class ImageClassifier:
+class ImageClassifier(classify.Classifier):
     """A trained ViT with its preprocessing and label names."""
+
+    batch_size = EVAL_BATCH
 
     def __init__(self, model: ViT, preprocess: Preprocess, recipe: VisionRecipe | None = None
                  ) -> None:
-        self.model, self.preprocess, self.recipe = model.eval(), preprocess, recipe
-        self.device = next(model.parameters()).device
+        super().__init__(model, recipe)
+        self.preprocess = preprocess
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu") -> ImageClassifier:
@@ -175,41 +132,23 @@ class ImageClassifier:
         model = ViT.load(run_dir, device)
         pre = data.get("preprocess") or {"pixel_max": 1.0, "mean": [0.0] * model.config.channels,
                                          "std": [1.0] * model.config.channels}
-        recipe = None
-        path = run_dir / "recipe.yaml"
-        if path.is_file():
-            recipe = vision_recipe_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")),
-                                             str(path))
         return cls(model, Preprocess(float(pre["pixel_max"]), list(pre["mean"]),
-                                     list(pre["std"])), recipe)
+                                     list(pre["std"])),
+                   recipe_if_saved(run_dir, vision_recipe_from_dict))
 
-    @torch.no_grad()
-    def logits(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(N, num_labels) logits of raw images (N, H, W) or (N, C, H, W), in the pixel units
-        the model was trained on (e.g. 0-16 for digits)."""
-        pixels = self.preprocess(images)
-        parts = [self.model.logits(pixels[i:i + EVAL_BATCH].to(self.device)).float().cpu()
-                 for i in range(0, len(pixels), EVAL_BATCH)]
-        return torch.cat(parts) if parts else torch.zeros(0, self.model.config.num_labels)
-
-    def predict(self, images: np.ndarray | torch.Tensor) -> list[str]:
-        """The label name of each image."""
-        names = self.model.labels or [str(i) for i in range(self.model.config.num_labels)]
-        return [names[i] for i in self.logits(images).argmax(-1).tolist()]
+    def inputs(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Normalised pixels of raw images (N, H, W) or (N, C, H, W), in the pixel units the
+        model was trained on (e.g. 0-16 for digits); ``logits`` / ``predict`` take those."""
+        return self.preprocess(images)
 
     def evaluate(self, data: ImageSet, where: str = "--data") -> dict[str, float]:
         """loss, accuracy and macro-F1 on raw labelled images."""
         check_shape(data, self.model, where)
-        names = self.model.labels or [str(i) for i in range(self.model.config.num_labels)]
         return image_metrics(self.model, self.preprocess(data.images),
-                             label_ids(data, names, where), prefix="")
+                             label_ids(data, self.labels, where), prefix="")
 
     def test_split(self) -> ImageSet | None:
         """The test split of the run's recipe (None without one)."""
         if self.recipe is None:
             return None
         return load_image_splits(self.recipe)["test"]
-
-
-def describe(metrics: dict[str, Any]) -> str:
-    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
