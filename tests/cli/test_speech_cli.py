@@ -75,7 +75,7 @@ def test_train_evaluate_transcribe(tmp_path: Path, monkeypatch, capsys) -> None:
     bad = tmp_path / "bad.tsv"
     bad.write_text(f"{wav}\tcat\njust one column\n", encoding="utf-8")
     assert main(["evaluate", "--model", str(run), "--data", str(bad)]) == 2
-    assert f"{bad}:2: expected" in error_line(capsys)
+    assert f"{bad}:2: expected 'path.wav<TAB>transcript'" in error_line(capsys)
 
 
 def test_missing_espeak_exits_2_with_the_install_hint(tmp_path: Path, monkeypatch,
@@ -85,6 +85,7 @@ def test_missing_espeak_exits_2_with_the_install_hint(tmp_path: Path, monkeypatc
     assert code == 2
     line = error_line(capsys)
     assert line.startswith("seqformer: error: ") and "apt-get install espeak-ng" in line
+    assert "spoken-words" in line
 
 
 def test_bad_recipe_field_is_a_config_error(tmp_path: Path, capsys) -> None:

@@ -76,8 +76,8 @@ def find_espeak(executable: str | None = None) -> str:
     found = shutil.which(name)
     if found is None:
         how = f" (${ESPEAK_ENV}={name})" if not executable and os.environ.get(ESPEAK_ENV) else ""
-        raise DataError(f"espeak-ng not found{how}: the speech-commands corpus is synthesised "
-                        f"by it; {INSTALL_HINT}")
+        raise DataError(f"espeak-ng not found{how}: the built-in speech corpora "
+                        f"(speech-commands, spoken-words) are synthesised by it; {INSTALL_HINT}")
     return found
 
 
@@ -436,9 +436,11 @@ def write_wav(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) ->
         w.writeframes(pcm.tobytes())
 
 
-def read_clip_list(path: str | Path, field_name: str = "data.train") -> SpeechSet:
+def read_clip_list(path: str | Path, field_name: str = "data.train",
+                   column: str = "label") -> SpeechSet:
     """Labelled clips from a TSV of ``path.wav<TAB>label`` lines (relative paths are relative
-    to the TSV; blank lines are skipped) or a directory of ``LABEL/*.wav``."""
+    to the TSV; blank lines are skipped) or a directory of ``LABEL/*.wav``. ``column`` names
+    the second column in messages ("transcript" for speech to text)."""
     path = Path(path)
     entries: list[tuple[Path, str, str]] = []  # (wav, label, where)
     if path.is_dir():
@@ -454,16 +456,16 @@ def read_clip_list(path: str | Path, field_name: str = "data.train") -> SpeechSe
                 continue
             parts = line.rstrip("\r").split("\t")
             if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
-                raise DataError(f"{path}:{number}: expected 'path.wav<TAB>label', got "
+                raise DataError(f"{path}:{number}: expected 'path.wav<TAB>{column}', got "
                                 f"{line[:60]!r}")
             wav = Path(parts[0].strip())
             entries.append((wav if wav.is_absolute() else path.parent / wav, parts[1].strip(),
                             f"{path}:{number}"))
     else:
         raise DataError(f"{field_name}: {path}: no such file or directory; give a TSV of "
-                        "'path.wav<TAB>label' lines or a directory of LABEL/*.wav")
+                        f"'path.wav<TAB>{column}' lines or a directory of LABEL/*.wav")
     if not entries:
-        raise DataError(f"{path}: no clips; give 'path.wav<TAB>label' lines or LABEL/*.wav "
+        raise DataError(f"{path}: no clips; give 'path.wav<TAB>{column}' lines or LABEL/*.wav "
                         "files")
     waveforms = [read_wav(wav, where if where != str(wav) else None)
                  for wav, _, where in entries]

@@ -172,6 +172,6 @@ def read_transcripts(path: str | Path, field_name: str = "--data") -> SpokenSet:
     if Path(path).is_dir():
         raise DataError(f"{field_name}: {path} is a directory; give a TSV of "
                         "'path.wav<TAB>transcript' lines")
-    clips = speech.read_clip_list(path, field_name)
+    clips = speech.read_clip_list(path, field_name, "transcript")
     return SpokenSet([prepare(w) for w in clips.waveforms], list(clips.labels),
                      list(clips.sources), list(clips.speakers))
