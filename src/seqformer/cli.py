@@ -23,10 +23,10 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _device(name: str) -> str:
+def _device(name: str | None) -> str:
     import torch
 
-    if name == "auto":
+    if name in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     return name
 

@@ -8,29 +8,19 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from seqformer.errors import UserError
 
 
-def _device(name: str | None) -> str:
-    import torch
-
-    if name in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def train_speech(args: argparse.Namespace, recipe: Any, out: Path) -> int:
     """Train a Whisper; print test CER/WER of the best checkpoint, greedy and beam."""
+    from seqformer.cli import _interrupted
     from seqformer.tasks.speech import describe, train_speech
 
     summary, results = train_speech(recipe, out, resume=args.resume)
-    if summary.get("interrupted"):
-        print(f"interrupted at step {summary.get('step')}; resume with: seqformer train "
-              f"{args.recipe} --out {out} --resume", file=sys.stderr)
+    if _interrupted(args, summary, out):
         return 130
     for name, metrics in results.items():
         print(f"test ({int(metrics['n'])} utterances, unseen words and voices), {name}: "
@@ -42,22 +32,16 @@ def train_speech(args: argparse.Namespace, recipe: Any, out: Path) -> int:
 def evaluate_speech(args: argparse.Namespace) -> int:
     """CER/WER of a Whisper run on ``--data FILE.tsv`` (path.wav<TAB>transcript) or on its
     recipe's test split."""
+    from seqformer.cli import _device, data_or_test_split
     from seqformer.data.spoken_words import read_transcripts
     from seqformer.tasks.speech import Transcriber, describe
 
     if len(args.model) != 1:
         raise UserError("evaluate: give one --model for a speech-to-text model")
     transcriber = Transcriber.load(args.model[0], _device(args.device))
-    if args.data:
-        if len(args.data) != 1:
-            raise UserError("evaluate: give one --data TSV of path.wav<TAB>transcript lines")
-        data, where = read_transcripts(args.data[0]), args.data[0]
-    else:
-        data = transcriber.test_split()
-        if data is None:
-            raise UserError(f"evaluate: {args.model[0]} has no recipe test split; give --data "
-                            "FILE.tsv (path.wav<TAB>transcript lines)")
-        where = "the recipe's test split"
+    data, where = data_or_test_split(args, transcriber, read_transcripts,
+                                     "one --data TSV of path.wav<TAB>transcript lines",
+                                     "FILE.tsv (path.wav<TAB>transcript lines)")
     metrics = transcriber.evaluate(data, beam=args.beam, alpha=args.alpha)
     beam = args.beam or transcriber.decode.beam
     print(f"{where} ({len(data)} utterances, {'greedy' if beam <= 1 else f'beam {beam}'}): "
@@ -72,6 +56,7 @@ def evaluate_speech(args: argparse.Namespace) -> int:
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    from seqformer.cli import _device
     from seqformer.tasks.speech import Transcriber
 
     if args.beam is not None and args.beam < 1:
