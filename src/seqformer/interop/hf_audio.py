@@ -9,6 +9,10 @@ parameter; ours is an Embedding table. Current names and those of checkpoints sa
 transformers 5 (``encoder.layer.N.attention.attention.query`` ...) are both read; HF's
 ``max_length`` is our ``max_frames``. ``preprocessor_config.json`` (ASTFeatureExtractor) gives
 the feature settings: sampling rate, mel bins, mean and std. Nothing is downloaded.
+
+Export (:func:`export_dir`, ``seqformer export``) is the inverse: ``config.json`` with
+``id2label`` / ``label2id``, ``model.safetensors`` under the names ``save_pretrained`` writes,
+and ``preprocessor_config.json`` for ``ASTFeatureExtractor`` (:func:`features_to_hf`).
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from typing import Any
 
 from torch import Tensor
 
-from seqformer.errors import CheckpointError
-from seqformer.interop.hf_vit import rename_from_hf
+from seqformer.errors import CheckpointError, ConfigError
+from seqformer.interop.hf_vit import rename_from_hf, rename_to_hf
 from seqformer.models.audio import AST, ASTConfig
 
 MODEL_TYPE = "audio-spectrogram-transformer"
@@ -126,3 +130,91 @@ def import_dir(src: str | Path, out: str | Path, trust_pickle: bool = False) -> 
     model.labels = [str(id2label.get(str(i), i)) for i in range(model.config.num_labels)]
     model.save(out, features_from_hf(src, model.config))
     return "ast"
+
+
+# -- export: seqformer AST -> ASTForAudioClassification ------------------------------------------
+
+# ASTFeatureExtractor fixes these (Kaldi's defaults; its numpy path even hard-codes 400 / 160
+# samples, a 512-point FFT and 257 bins, i.e. 16 kHz), so only runs with them export.
+_EXTRACTOR_FIXED = {"sample_rate": 16000, "frame_length_ms": 25.0, "frame_shift_ms": 10.0,
+                    "low_freq": 20.0, "preemphasis": 0.97}
+
+
+def config_to_hf(model: AST) -> dict[str, Any]:
+    """An ``ASTForAudioClassification`` ``config.json`` for ``model`` (the inverse of
+    :func:`config_from_hf`), with ``id2label`` / ``label2id`` from its label names
+    (``LABEL_i`` when it has none)."""
+    c = model.config
+    if c.activation != "gelu":
+        raise ConfigError(f"model.activation={c.activation!r}: Hugging Face AST export (and "
+                          "import) supports only exact 'gelu'")
+    names = model.labels or [f"LABEL_{i}" for i in range(c.num_labels)]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"label names {names} repeat; label2id needs distinct names")
+    return {
+        "architectures": ["ASTForAudioClassification"], "model_type": MODEL_TYPE,
+        "num_mel_bins": c.num_mel_bins, "max_length": c.max_frames, "patch_size": c.patch_size,
+        "frequency_stride": c.frequency_stride, "time_stride": c.time_stride,
+        "hidden_size": c.d_model, "num_hidden_layers": c.layers,
+        "num_attention_heads": c.heads, "intermediate_size": c.ffn_dim, "hidden_act": "gelu",
+        "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.attention_dropout,
+        "layer_norm_eps": c.layer_norm_eps, "qkv_bias": True, "num_labels": c.num_labels,
+        "id2label": {str(i): name for i, name in enumerate(names)},
+        "label2id": {name: i for i, name in enumerate(names)},
+    }
+
+
+def state_to_hf(model: AST) -> dict[str, Tensor]:
+    """Our state dict under ``ASTForAudioClassification`` names (the inverse of
+    :func:`state_from_hf`); positions get HF's leading batch axis back."""
+    return rename_to_hf(model.state_dict(), _FIXED, _POSITIONS,
+                        _PREFIX + "encoder.layer", "AST")
+
+
+def features_to_hf(features: Mapping[str, Any] | None, model: AST) -> dict[str, Any]:
+    """``preprocessor_config.json`` for ``ASTFeatureExtractor`` computing our ``features``:
+    sampling rate, mel bins, ``max_length`` (our ``max_frames``) and the normalisation
+    ``(x - mean) / (2 * std)`` map one to one (the inverse of :func:`features_from_hf`).
+
+    What does not map: the extractor has no fields for the frame length / shift, the low
+    frequency edge or pre-emphasis (it uses Kaldi's 25 ms / 10 ms / 20 Hz / 0.97, and its
+    numpy path assumes 16 kHz), so a run with other values is refused rather than exported
+    with an extractor that would compute different features. A run saved without
+    ``features`` gets unnormalised features (mean 0, std 0.5), what our Fbank does unfitted."""
+    from seqformer.data.fbank import Fbank
+
+    c = model.config
+    fbank = (Fbank.from_dict(dict(features)) if features else
+             Fbank(num_mel_bins=c.num_mel_bins, max_frames=c.max_frames))
+    if (fbank.num_mel_bins, fbank.max_frames) != (c.num_mel_bins, c.max_frames):
+        raise ConfigError(f"features ({fbank.num_mel_bins} bins x {fbank.max_frames} frames) "
+                          f"do not match the model ({c.num_mel_bins} x {c.max_frames})")
+    for name, value in _EXTRACTOR_FIXED.items():
+        if getattr(fbank, name) != value:
+            raise ConfigError(f"features.{name}={getattr(fbank, name)!r}: ASTFeatureExtractor "
+                              f"fixes it at {value!r}, so its features would differ; only "
+                              "runs with Kaldi's defaults export")
+    return {
+        "feature_extractor_type": "ASTFeatureExtractor", "feature_size": 1,
+        "sampling_rate": fbank.sample_rate, "num_mel_bins": fbank.num_mel_bins,
+        "max_length": fbank.max_frames, "padding_value": 0.0, "do_normalize": True,
+        "mean": fbank.mean, "std": fbank.std, "return_attention_mask": False,
+        "padding_side": "right",
+    }
+
+
+def export_dir(model_dir: str | Path, out: str | Path) -> str:
+    """Write the AST run ``model_dir`` as a Hugging Face directory ``out``: ``config.json``
+    and ``model.safetensors`` for ``ASTForAudioClassification.from_pretrained``, and
+    ``preprocessor_config.json`` for ``ASTFeatureExtractor.from_pretrained`` (the run's
+    filterbank settings and mean / std). Returns the model_type written."""
+    from seqformer.interop.hf_io import save_hf_dir
+    from seqformer.models.audio import read_ast_config
+
+    model_dir, out = Path(model_dir), Path(out)
+    model = AST.load(model_dir)
+    processor = features_to_hf(read_ast_config(model_dir).get("features"), model)
+    save_hf_dir(out, config_to_hf(model), state_to_hf(model))
+    (out / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n",
+                                                  encoding="utf-8")
+    return MODEL_TYPE

@@ -208,21 +208,30 @@ def config_to_hf(model: ViT) -> dict[str, Any]:
 def state_to_hf(model: ViT) -> dict[str, Tensor]:
     """Our state dict under ``ViTForImageClassification`` names (the inverse of
     :func:`state_from_hf`); positions get HF's leading batch axis back."""
-    fixed = {ours: theirs for theirs, ours in _FIXED.items()}
+    return rename_to_hf(model.state_dict(), _FIXED, _POSITIONS, "vit.encoder.layer", "ViT")
+
+
+def rename_to_hf(state: Mapping[str, Tensor], fixed: Mapping[str, str], positions: str,
+                 layer_prefix: str, model: str) -> dict[str, Tensor]:
+    """The inverse of :func:`rename_from_hf` for a state dict in ViT's layout (ViT; AST, which
+    shares it): ``fixed`` maps HF names to ours as there, our (n, d) position table becomes
+    ``positions`` (1, n, d), and layer N's weights go under ``{layer_prefix}.N`` with the names
+    ``save_pretrained`` writes. A weight with no counterpart is a CheckpointError."""
+    ours_to_hf = {ours: theirs for theirs, ours in fixed.items()}
     out: dict[str, Tensor] = {}
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state.items():
         tensor = tensor.detach()
         if name == "position.embedding.weight":
-            out[_POSITIONS] = tensor.unsqueeze(0)
+            out[positions] = tensor.unsqueeze(0)
             continue
-        if name in fixed:
-            out[fixed[name]] = tensor
+        if name in ours_to_hf:
+            out[ours_to_hf[name]] = tensor
             continue
         m = _OUR_LAYER.match(name)
         if m is None or m.group(2) not in _EXPORT_LAYER:
-            raise CheckpointError(f"ViT weight {name!r} has no Hugging Face counterpart")
+            raise CheckpointError(f"{model} weight {name!r} has no Hugging Face counterpart")
         index, inner, kind = m.groups()
-        out[f"vit.encoder.layer.{index}.{_EXPORT_LAYER[inner]}.{kind}"] = tensor
+        out[f"{layer_prefix}.{index}.{_EXPORT_LAYER[inner]}.{kind}"] = tensor
     return out
 
 
