@@ -142,7 +142,11 @@ def export_hf(model_dir: str | Path, out: str | Path) -> str:
         from seqformer.interop import hf_audio
 
         return hf_audio.export_dir(model_dir, out)
+    if family == "whisper":
+        from seqformer.interop import hf_whisper
+
+        return hf_whisper.export_dir(model_dir, out)
     raise ConfigError(f"{model_dir}: a {family!r} model cannot be exported to Hugging Face "
                       "format yet; supported: gpt (as gpt2), seq2seq (as marian), bert, vit, "
                       "decision (as decision_transformer), ast (as "
-                      "audio-spectrogram-transformer)")
+                      "audio-spectrogram-transformer), whisper (transformer encoder only)")

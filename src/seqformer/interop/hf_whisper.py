@@ -8,6 +8,21 @@ tied to ``embed_tokens`` (an untied one is refused: ours is always tied). The to
 Whisper's byte-level BPE (``tokenizer.json``, or ``vocab.json`` + ``merges.txt``) with the
 checkpoint's special ids: pad = eos = <|endoftext|>, decoding starts from
 <|startoftranscript|>. Nothing is downloaded.
+
+Export (:func:`export_dir`, ``seqformer export``) is the inverse, for ``encoder_block:
+transformer`` models (HF has no Conformer Whisper): ``config.json``, ``model.safetensors``
+(``proj_out`` left out, as ``save_pretrained`` leaves a tied weight out),
+``generation_config.json`` and ``preprocessor_config.json`` (:func:`features_to_hf`). The
+special ids are the model's own -- for a trained model seqformer's pad 0 / bos 1 / eos 2:
+``decoder_start_token_id`` = bos, ``eos_token_id`` = eos, ``pad_token_id`` = pad, and the
+generation config suppresses pad and bos (our search never emits them), forces eos at the last
+position and allows ``max_target_positions - 1`` new tokens, so a plain ``generate(
+input_features=...)`` is our greedy search. No language, task or timestamp tokens exist. Our
+character tokenizer is *not* exported as a Whisper tokenizer (Whisper's is byte-level BPE with
+its own special tokens): map ids to text with ``tokenizer/`` of the run (seqformer's
+``load_tokenizer``). HF's encoder takes exactly ``2 * max_source_positions`` frames and masks
+nothing, so pad the features to that length (the feature extractor does, see
+:func:`features_to_hf`); ours masks padding, so the two agree exactly only on full-length input.
 """
 
 from __future__ import annotations
@@ -19,7 +34,7 @@ from typing import Any
 
 from torch import Tensor
 
-from seqformer.errors import CheckpointError
+from seqformer.errors import CheckpointError, ConfigError
 from seqformer.models.whisper import Whisper, WhisperConfig
 
 _ENCODER_LAYER = {
@@ -78,7 +93,9 @@ def config_from_hf(hf: Mapping[str, Any] | Any, where: str = "config.json") -> W
                                   "Whisper uses one value for both stacks")
     eos = get("eos_token_id", 50257)
     pad = get("pad_token_id")
+    ours = get("seqformer") or {}  # what our export writes that HF has no field for
     return WhisperConfig(
+        label_smoothing=float(ours.get("label_smoothing", 0.1)),
         vocab_size=get("vocab_size", 51865), num_mel_bins=get("num_mel_bins", 80),
         d_model=get("d_model", 384), heads=get("encoder_attention_heads", 6),
         encoder_layers=get("encoder_layers", 4), decoder_layers=get("decoder_layers", 4),
@@ -165,4 +182,129 @@ def import_dir(src: str | Path, out: str | Path, trust_pickle: bool = False) -> 
     tokenizer = gpt2_tokenizer(src, special_ids(model.config))
     if tokenizer is not None:
         tokenizer.save(Path(out) / "tokenizer")
+    return "whisper"
+
+
+# -- export: seqformer Whisper -> WhisperForConditionalGeneration --------------------------------
+
+def config_to_hf(model: Whisper) -> dict[str, Any]:
+    """A ``WhisperForConditionalGeneration`` ``config.json`` for ``model`` (the inverse of
+    :func:`config_from_hf`; ``label_smoothing``, a training setting HF has no field for, goes
+    into a ``seqformer`` entry, which transformers keeps). A Conformer encoder is refused."""
+    c = model.config
+    if c.encoder_block != "transformer":
+        raise ConfigError(f"model.encoder_block={c.encoder_block!r}: Hugging Face Whisper has "
+                          "no Conformer encoder, so only encoder_block: transformer exports")
+    if c.activation != "gelu":
+        raise ConfigError(f"model.activation={c.activation!r}: Hugging Face Whisper export "
+                          "(and import) supports only exact 'gelu'")
+    return {
+        "architectures": ["WhisperForConditionalGeneration"], "model_type": "whisper",
+        "vocab_size": c.vocab_size, "num_mel_bins": c.num_mel_bins, "d_model": c.d_model,
+        "encoder_layers": c.encoder_layers, "decoder_layers": c.decoder_layers,
+        "encoder_attention_heads": c.heads, "decoder_attention_heads": c.heads,
+        "encoder_ffn_dim": c.ffn_dim, "decoder_ffn_dim": c.ffn_dim,
+        "max_source_positions": c.max_source_positions,
+        "max_target_positions": c.max_target_positions, "activation_function": "gelu",
+        "dropout": c.dropout, "attention_dropout": c.attention_dropout,
+        "activation_dropout": c.dropout, "encoder_layerdrop": 0.0, "decoder_layerdrop": 0.0,
+        "scale_embedding": False, "tie_word_embeddings": True, "use_cache": True,
+        "is_encoder_decoder": True, "apply_spec_augment": False,
+        "pad_token_id": c.pad_id, "bos_token_id": c.bos_id, "eos_token_id": c.eos_id,
+        "decoder_start_token_id": c.bos_id, "suppress_tokens": None,
+        "begin_suppress_tokens": None,
+        "seqformer": {"label_smoothing": c.label_smoothing},
+    }
+
+
+def generation_config_to_hf(model: Whisper) -> dict[str, Any]:
+    """``generation_config.json`` making ``generate`` our greedy search: start from bos, stop at
+    eos, never emit pad or bos (``restrict`` in decoding/search.py), eos forced at the last of
+    ``max_target_positions - 1`` new tokens, our limit (Whisper's generate adds the start token
+    to ``max_length``, capped at ``max_target_positions``). Beam settings are left to the
+    caller."""
+    c = model.config
+    return {
+        "decoder_start_token_id": c.bos_id, "bos_token_id": c.bos_id, "eos_token_id": c.eos_id,
+        "pad_token_id": c.pad_id, "forced_eos_token_id": c.eos_id,
+        "suppress_tokens": sorted({c.pad_id, c.bos_id} - {c.eos_id}),
+        "begin_suppress_tokens": None, "max_length": c.max_target_positions - 1,
+        "do_sample": False, "num_beams": 1, "return_timestamps": False,
+    }
+
+
+def state_to_hf(model: Whisper) -> dict[str, Tensor]:
+    """Our state dict under ``WhisperForConditionalGeneration`` names (the inverse of
+    :func:`state_from_hf`); the tied output projection is written once, as
+    ``embed_tokens``."""
+    fixed = {ours: theirs for theirs, ours in _FIXED.items()}
+    tables = {"encoder": {o: t for t, o in _ENCODER_LAYER.items()},
+              "decoder": {o: t for t, o in _DECODER_LAYER.items()}}
+    ours_layer = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.(.+)\.(weight|bias)$")
+    out: dict[str, Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach()
+        if name == "output.weight":
+            continue  # tied to embed_tokens
+        if name in fixed:
+            out[fixed[name]] = tensor
+        elif (m := ours_layer.match(name)) and m.group(3) in tables[m.group(1)]:
+            stack, index, inner, kind = m.groups()
+            out[f"model.{stack}.layers.{index}.{tables[stack][inner]}.{kind}"] = tensor
+        else:
+            raise CheckpointError(f"Whisper weight {name!r} has no Hugging Face counterpart")
+    return out
+
+
+def features_to_hf(features: Mapping[str, Any] | None, model: Whisper) -> dict[str, Any]:
+    """``preprocessor_config.json`` for ``WhisperFeatureExtractor`` computing our ``features``
+    (the inverse of :func:`features_from_hf`): ``feature_size`` = n_mels, ``n_fft``,
+    ``hop_length``, ``sampling_rate`` map one to one. ``chunk_length`` (seconds the extractor
+    pads or cuts every input to) is set to ``2 * max_source_positions`` frames' worth, the
+    exact input length HF's encoder accepts. Refused where the extractor would compute other
+    features: its mel filters always end at 8 kHz, so ``min(f_max, sample_rate / 2)`` must be
+    8000. A non-integral ``chunk_length`` is written as a float (transformers computes
+    ``n_samples`` from it); pass ``max_length=2 * max_source_positions * hop_length`` samples
+    to the extractor if your version insists on an integer."""
+    from seqformer.data.logmel import LogMel
+
+    c = model.config
+    mel = LogMel.from_dict(dict(features)) if features else LogMel(n_mels=c.num_mel_bins)
+    if mel.n_mels != c.num_mel_bins:
+        raise ConfigError(f"features.n_mels={mel.n_mels} does not match "
+                          f"model.num_mel_bins={c.num_mel_bins}")
+    if min(mel.f_max, mel.sample_rate / 2) != 8000.0:
+        raise ConfigError(f"features: mel filters up to {min(mel.f_max, mel.sample_rate / 2)} "
+                          "Hz; WhisperFeatureExtractor's always end at 8000 Hz, so its features "
+                          "would differ")
+    samples = c.max_frames * mel.hop_length
+    chunk = (samples // mel.sample_rate if samples % mel.sample_rate == 0
+             else samples / mel.sample_rate)
+    return {
+        "feature_extractor_type": "WhisperFeatureExtractor", "feature_size": mel.n_mels,
+        "sampling_rate": mel.sample_rate, "hop_length": mel.hop_length, "n_fft": mel.n_fft,
+        "chunk_length": chunk, "padding_value": 0.0, "padding_side": "right", "dither": 0.0,
+        "return_attention_mask": False,
+    }
+
+
+def export_dir(model_dir: str | Path, out: str | Path) -> str:
+    """Write the Whisper run ``model_dir`` as a Hugging Face directory ``out``: ``config.json``,
+    ``model.safetensors`` and ``generation_config.json`` for
+    ``WhisperForConditionalGeneration.from_pretrained``, ``preprocessor_config.json`` for
+    ``WhisperFeatureExtractor.from_pretrained``. No tokenizer (see the module docstring).
+    Returns the model_type written."""
+    import json
+
+    from seqformer.interop.hf_io import save_hf_dir
+    from seqformer.models.whisper import read_whisper_config
+
+    model_dir, out = Path(model_dir), Path(out)
+    model = Whisper.load(model_dir)
+    config = config_to_hf(model)  # refuses a Conformer before anything is written
+    processor = features_to_hf(read_whisper_config(model_dir).get("features"), model)
+    save_hf_dir(out, config, state_to_hf(model))
+    for name, data in (("generation_config.json", generation_config_to_hf(model)),
+                       ("preprocessor_config.json", processor)):
+        (out / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return "whisper"
