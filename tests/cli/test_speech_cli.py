@@ -32,10 +32,13 @@ def error_line(capsys) -> str:
     return err[-1]
 
 
-def test_bundled_recipe_parses() -> None:
-    recipe = load_recipe("whisper-spoken-words")
+@pytest.mark.parametrize("name,block", [("whisper-spoken-words", "transformer"),
+                                        ("conformer-spoken-words", "conformer")])
+def test_bundled_recipes_parse(name: str, block: str) -> None:
+    recipe = load_recipe(name)
     assert recipe.task == "speech-to-text" and recipe.decode.beam == 5
-    assert recipe.model_config(30).num_mel_bins == 80
+    config = recipe.model_config(30)
+    assert config.num_mel_bins == 80 and config.encoder_block == block
 
 
 @needs_espeak
