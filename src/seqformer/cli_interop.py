@@ -15,6 +15,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     from seqformer.interop.hf import import_hf
 
     family = import_hf(args.path, args.out, trust_pickle=args.trust_pickle)
+    if family == "decision":  # no command takes it: evaluate rolls out a run's gridworld
+        print(f"imported {args.path} -> {args.out} ({family}); use it from Python: "
+              f"DecisionTransformer.load({str(args.out)!r}).predict(...)")
+        return 0
     use = ("transduce --model" if family == "seq2seq" else
            "evaluate --data IMAGES.npz --model" if family == "vit" else
            "evaluate --data CLIPS.tsv --model" if family == "ast" else "generate --model")

@@ -1,10 +1,12 @@
 """Decision Transformer export to Hugging Face: ``DecisionTransformerModel.from_pretrained``
 reads it and predicts our actions (continuous, and discrete as one-hot in / logits out);
-export -> import returns the same weights and config; the CLI does it."""
+export -> import returns the same weights and config; the CLI does both; ``evaluate`` refuses
+an imported model in one line (it rolls out only a run's own gridworld)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ import torch
 
 from seqformer.cli import main
 from seqformer.interop import hf_decision
-from seqformer.interop.hf import export_hf
+from seqformer.interop.hf import export_hf, import_hf
 from seqformer.models.decision import DecisionTransformer, DecisionTransformerConfig
 
 transformers = pytest.importorskip("transformers")
@@ -97,3 +99,39 @@ def test_cli_export(tmp_path: Path, capsys, one_thread) -> None:
     hf = transformers.DecisionTransformerModel.from_pretrained(tmp_path / "hf").eval()
     ours, theirs, mask = hf_predictions(hf, DecisionTransformer.load(run), "discrete")
     assert float((ours[mask] - theirs[mask]).abs().max()) <= 1e-5
+
+
+@pytest.mark.parametrize("action", ["continuous", "discrete"])
+def test_seqformer_import_of_an_export_gives_identical_weights(tmp_path: Path, action: str,
+                                                               one_thread) -> None:
+    run = run_dir(tmp_path, action)
+    export_hf(run, tmp_path / "hf")
+    assert import_hf(tmp_path / "hf", tmp_path / "back") == "decision"
+    before, after = DecisionTransformer.load(run), DecisionTransformer.load(tmp_path / "back")
+    assert after.config == before.config
+    for (name, a), (_, b) in zip(before.state_dict().items(), after.state_dict().items(),
+                                 strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_cli_import_then_evaluate_refuses_in_one_line(tmp_path: Path, capsys,
+                                                      one_thread) -> None:
+    run = run_dir(tmp_path, "discrete")
+    export_hf(run, tmp_path / "hf")
+    assert main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
+    assert "DecisionTransformer.load(" in capsys.readouterr().out
+    ours, theirs, mask = hf_predictions(
+        transformers.DecisionTransformerModel.from_pretrained(tmp_path / "hf").eval(),
+        DecisionTransformer.load(tmp_path / "back"), "discrete")
+    assert float((ours[mask] - theirs[mask]).abs().max()) <= 1e-5
+    capsys.readouterr()  # transformers' loading progress
+    # No recipe.yaml: no gridworld to roll out in.
+    assert main(["evaluate", "--model", str(tmp_path / "back")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no recipe.yaml" in err and len(err.splitlines()) == 1
+    # A gridworld recipe beside a model of other sizes: refused, not a shape traceback.
+    shutil.copy(Path(__file__).parents[2] / "src/seqformer/recipes/dt-gridworld.yaml",
+                tmp_path / "back" / "recipe.yaml")
+    assert main(["evaluate", "--model", str(tmp_path / "back")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot act in the recipe's 5x5 gridworld" in err and len(err.splitlines()) == 1

@@ -66,6 +66,12 @@ def _import_whisper(src: Path, out: Path, trust_pickle: bool) -> str:
     return hf_whisper.import_dir(src, out, trust_pickle)
 
 
+def _import_decision(src: Path, out: Path, trust_pickle: bool) -> str:
+    from seqformer.interop import hf_decision
+
+    return hf_decision.import_dir(src, out, trust_pickle)
+
+
 # model_type in config.json -> (description, importer)
 IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
     "bert": ("BERT (BertModel, BertForMaskedLM/SequenceClassification/TokenClassification/"
@@ -76,6 +82,8 @@ IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
     "audio-spectrogram-transformer": ("Audio Spectrogram Transformer "
                                       "(ASTForAudioClassification)", _import_ast),
     "whisper": ("Whisper speech-to-text (WhisperForConditionalGeneration)", _import_whisper),
+    "decision_transformer": ("Decision Transformer (DecisionTransformerModel)",
+                             _import_decision),
 }
 
 

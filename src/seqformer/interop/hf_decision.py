@@ -159,6 +159,19 @@ def state_to_hf(model: DecisionTransformer) -> dict[str, Tensor]:
     return out
 
 
+def import_dir(src: str | Path, out: str | Path, trust_pickle: bool = False) -> str:
+    """Write the HF ``DecisionTransformerModel`` directory ``src`` as a seqformer model
+    directory ``out`` (``config.json`` with ``family: decision`` and the weights). K,
+    ``return_scale`` and the action kind come from the ``seqformer`` entry our export writes,
+    else 20, 1.0 and continuous (HF's only kind). The result is for the Python API
+    (``DecisionTransformer.load(out).predict``); ``seqformer evaluate`` rolls out only in the
+    gridworld of a ``task: decision`` run (its ``recipe.yaml``), with that world's state and
+    action sizes."""
+    model = load(src, trust_pickle=trust_pickle)
+    model.save(out)
+    return "decision"
+
+
 def export_dir(model_dir: str | Path, out: str | Path) -> str:
     """Write the Decision Transformer run ``model_dir`` as a Hugging Face directory ``out``
     (``config.json`` + ``model.safetensors``) for ``DecisionTransformerModel.from_pretrained``;

@@ -96,6 +96,15 @@ class DecisionAgent:
     """A trained Decision Transformer in its gridworld: ``rollout(target_return, ...)``."""
 
     def __init__(self, model: DecisionTransformer, env: GridWorld) -> None:
+        c = model.config
+        if (c.action, c.state_dim, c.act_dim) != ("discrete", env.state_dim, N_ACTIONS):
+            # An imported model with a recipe.yaml put beside it would otherwise fail deep in
+            # a matrix product.
+            raise CheckpointError(
+                f"this model ({c.action} actions, state_dim {c.state_dim}, act_dim {c.act_dim}) "
+                f"cannot act in the recipe's {env.size}x{env.size} gridworld (discrete actions, "
+                f"state_dim {env.state_dim}, act_dim {N_ACTIONS}); use it from Python "
+                "(DecisionTransformer.load(DIR).predict)")
         self.model, self.env = model.eval(), env
         self.device = next(model.parameters()).device
 
@@ -104,7 +113,9 @@ class DecisionAgent:
         run_dir = Path(run_dir)
         recipe_path = run_dir / "recipe.yaml"
         if not recipe_path.is_file():
-            raise CheckpointError(f"{run_dir}: no recipe.yaml; not a run of 'task: decision'")
+            raise CheckpointError(f"{run_dir}: no recipe.yaml; evaluate rolls out only runs of "
+                                  "'task: decision' in their gridworld (an imported model is "
+                                  "used from Python: DecisionTransformer.load(DIR).predict)")
         recipe = decision_recipe_from_dict(yaml.safe_load(recipe_path.read_text("utf-8")),
                                            str(recipe_path))
         return cls(DecisionTransformer.load(run_dir, device), recipe.data.env())
