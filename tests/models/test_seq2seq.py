@@ -35,8 +35,9 @@ def test_cached_steps_equal_teacher_forcing(norm_first: bool, positional: str) -
         torch.testing.assert_close(log_probs, full[:, t].log_softmax(-1), atol=1e-5, rtol=1e-5)
 
 
-def test_padding_does_not_change_encoding() -> None:
-    model = tiny()
+@pytest.mark.parametrize("block", ["transformer", "conformer"])
+def test_padding_does_not_change_encoding(block: str) -> None:
+    model = tiny(encoder_block=block, conv_kernel=3)
     alone, _, _ = model.encode(torch.tensor([[4, 5, 6]]))
     batched, _, _ = model.encode(padded_src())
     torch.testing.assert_close(batched[1, :3], alone[0], atol=1e-5, rtol=1e-5)
@@ -69,3 +70,29 @@ def test_same_seed_same_model_whatever_the_allocation_history() -> None:
     reference = build(0)
     for junk in (1, 3, 17, 101, 1001):
         assert all(torch.equal(a, b) for a, b in zip(reference, build(junk)))
+
+
+def test_conformer_encoder_decodes_with_the_cache_and_saves(tmp_path) -> None:
+    model = tiny(encoder_block="conformer", conv_kernel=3)
+    src = padded_src()
+    tgt_in = torch.tensor([[1, 5, 6, 7], [1, 8, 9, 4], [1, 4, 4, 4]])
+    memory, mask, _ = model.encode(src)
+    full, _ = model.decode(tgt_in, memory, mask)
+    state = model.start(src)
+    for t in range(tgt_in.shape[1]):
+        log_probs, state = model.step(tgt_in[:, t], state)
+        torch.testing.assert_close(log_probs, full[:, t].log_softmax(-1), atol=1e-5, rtol=1e-5)
+    model.save(tmp_path / "m")
+    again = Seq2Seq.load(tmp_path / "m")
+    assert again.config.encoder_block == "conformer"
+    torch.testing.assert_close(again.encode(src)[0], memory)
+    with pytest.raises(ConfigError, match="attention maps need"):
+        model.encode(src, need_weights=True)
+    from seqformer.interop.hf_marian import config_to_hf
+
+    with pytest.raises(ConfigError, match="encoder_block='conformer'"):
+        config_to_hf(model.config)
+    with pytest.raises(ConfigError, match="encoder_block"):
+        tiny(encoder_block="lstm")
+    with pytest.raises(ConfigError, match="odd"):
+        tiny(encoder_block="conformer", conv_kernel=4)

@@ -91,6 +91,8 @@ def config_to_hf(c: Seq2SeqConfig) -> dict[str, Any]:
         problems.append("share_embeddings=false")
     if c.activation not in EXPORT_ACTIVATIONS:
         problems.append(f"activation={c.activation!r}")
+    if c.encoder_block != "transformer":
+        problems.append(f"encoder_block={c.encoder_block!r} (Marian has no such encoder)")
     if problems:
         raise ConfigError(f"cannot export this model as Marian: {'; '.join(problems)}")
     return {

@@ -25,6 +25,7 @@ from seqformer.models.common import (
     load_weights_into,
     save_model_dir,
 )
+from seqformer.nn.conformer import ConformerEncoder
 from seqformer.nn.layers import Decoder, Encoder, LayerCache
 from seqformer.nn.positional import make_positional
 
@@ -59,6 +60,8 @@ class Seq2SeqConfig:
     tie_output: bool = True
     scale_embedding: bool = True
     label_smoothing: float = 0.1
+    encoder_block: str = "transformer"  # or "conformer" (nn/conformer.py)
+    conv_kernel: int = 7  # the Conformer's depthwise convolution width (odd)
     output_bias: bool = False
     pad_id: int = PAD_ID
     bos_id: int = BOS_ID
@@ -74,6 +77,13 @@ class Seq2SeqConfig:
                               "model.bos_id")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError("model.label_smoothing must be in [0, 1)")
+        if self.encoder_block not in ("transformer", "conformer"):
+            raise ConfigError(f"model.encoder_block must be 'transformer' or 'conformer', got "
+                              f"{self.encoder_block!r}")
+        if not isinstance(self.conv_kernel, int) or self.conv_kernel < 1 or \
+                self.conv_kernel % 2 == 0:
+            raise ConfigError(f"model.conv_kernel must be an odd positive integer (a centred "
+                              f"window), got {self.conv_kernel!r}")
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ConfigError("model.share_embeddings needs one shared vocabulary; set "
                               "tokenizer.shared: true or model.share_embeddings: false")
@@ -143,7 +153,12 @@ class Seq2Seq(nn.Module):
         self.embed_dropout = nn.Dropout(c.dropout)
         args = (c.d_model, c.heads, c.ffn_dim, c.dropout, c.attention_dropout, c.activation,
                 c.norm_first)
-        self.encoder = Encoder(c.n_encoder_layers, *args)
+        self.encoder: nn.Module
+        if c.encoder_block == "conformer":  # relative positions inside; src_pos is not used
+            self.encoder = ConformerEncoder(c.n_encoder_layers, c.d_model, c.heads, c.ffn_dim,
+                                            c.conv_kernel, c.dropout, "silu")
+        else:
+            self.encoder = Encoder(c.n_encoder_layers, *args)
         self.decoder = Decoder(c.n_decoder_layers, *args)
         self.output = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
         self._init_weights()
@@ -182,6 +197,13 @@ class Seq2Seq(nn.Module):
         """Run the encoder over ``src`` (batch, src_len) -> memory, padding mask, weights."""
         padding = src.eq(self.pad_id)
         mask = padding if bool(padding.any()) else None  # unpadded batches take the fused path
+        if self.config.encoder_block == "conformer":
+            if need_weights:
+                raise ConfigError("attention maps need model.encoder_block: transformer (the "
+                                  "Conformer's relative-position attention does not return "
+                                  "its weights)")
+            x = self._embed(src, self.src_embed, lambda length, offset=0: 0.0)
+            return self.encoder(x, mask), mask, []
         memory, weights = self.encoder(self._embed(src, self.src_embed, self.src_pos), mask,
                                        need_weights)
         return memory, mask, weights
