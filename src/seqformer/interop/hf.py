@@ -6,8 +6,10 @@ An imported directory has the layout of a trained run (``config.json`` with ``fa
 ``generate``/``evaluate`` for GPT-2 (``tokenizer/``), ``embed``/``fill-mask``/``evaluate`` for
 BERT (``tokenizer/``), ``evaluate --data FILE.npz`` for ViT (no tokenizer; the pixel
 preprocessing goes into ``config.json``), ``evaluate --data FILE.tsv`` for AST (the filterbank
-settings go into ``config.json``). Adding an architecture is one entry in
-``IMPORTERS``.
+settings go into ``config.json``), ``transcribe``/``evaluate`` for Whisper (its tokenizer and
+log-mel settings come along), the Python API for the Decision Transformer. Adding an
+architecture is one entry in ``IMPORTERS`` (and, to write it back, one branch of
+:func:`export_hf`).
 """
 
 from __future__ import annotations
