@@ -23,8 +23,11 @@ def padded_src() -> torch.Tensor:
 
 @pytest.mark.parametrize("norm_first", [True, False])
 @pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
-def test_cached_steps_equal_teacher_forcing(norm_first: bool, positional: str) -> None:
-    model = tiny(norm_first=norm_first, positional=positional)
+@pytest.mark.parametrize("block", ["transformer", "conformer"])
+def test_cached_steps_equal_teacher_forcing(norm_first: bool, positional: str,
+                                            block: str) -> None:
+    model = tiny(norm_first=norm_first, positional=positional, encoder_block=block,
+                 conv_kernel=3)
     src = padded_src()
     tgt_in = torch.tensor([[1, 5, 6, 7], [1, 8, 9, 4], [1, 4, 4, 4]])
     memory, mask, _ = model.encode(src)
@@ -72,16 +75,10 @@ def test_same_seed_same_model_whatever_the_allocation_history() -> None:
         assert all(torch.equal(a, b) for a, b in zip(reference, build(junk)))
 
 
-def test_conformer_encoder_decodes_with_the_cache_and_saves(tmp_path) -> None:
+def test_conformer_encoder_saves_and_says_what_it_cannot_do(tmp_path) -> None:
     model = tiny(encoder_block="conformer", conv_kernel=3)
     src = padded_src()
-    tgt_in = torch.tensor([[1, 5, 6, 7], [1, 8, 9, 4], [1, 4, 4, 4]])
-    memory, mask, _ = model.encode(src)
-    full, _ = model.decode(tgt_in, memory, mask)
-    state = model.start(src)
-    for t in range(tgt_in.shape[1]):
-        log_probs, state = model.step(tgt_in[:, t], state)
-        torch.testing.assert_close(log_probs, full[:, t].log_softmax(-1), atol=1e-5, rtol=1e-5)
+    memory, _, _ = model.encode(src)
     model.save(tmp_path / "m")
     again = Seq2Seq.load(tmp_path / "m")
     assert again.config.encoder_block == "conformer"

@@ -116,7 +116,8 @@ def check_label_names(labels: list[str] | None, num_labels: int) -> list[str]:
 
 def check_block_fields(config: Any) -> None:
     """Validate the fields of the shared blocks (``nn/``) that a model config carries:
-    d_model/heads, layers, ffn_dim, max_len, dropouts, activation and positional encoding."""
+    d_model/heads, layers, ffn_dim, max_len, dropouts, activation, positional encoding and,
+    where the config has them, encoder_block / conv_kernel."""
     if config.d_model <= 0 or config.heads <= 0 or config.d_model % config.heads:
         raise ConfigError(f"model.d_model={config.d_model} must be a positive multiple of "
                           f"model.heads={config.heads}")
@@ -135,6 +136,14 @@ def check_block_fields(config: Any) -> None:
     if config.positional not in POSITIONAL_KINDS:
         raise ConfigError(f"model.positional={config.positional!r}; use one of "
                           f"{', '.join(POSITIONAL_KINDS)}")
+    if hasattr(config, "encoder_block"):  # encoder-decoders: Transformer or Conformer layers
+        if config.encoder_block not in ("transformer", "conformer"):
+            raise ConfigError(f"model.encoder_block must be 'transformer' or 'conformer', got "
+                              f"{config.encoder_block!r}")
+        kernel = config.conv_kernel
+        if not isinstance(kernel, int) or isinstance(kernel, bool) or kernel < 1 or kernel % 2 == 0:
+            raise ConfigError(f"model.conv_kernel must be an odd positive integer (a centred "
+                              f"window), got {kernel!r}")
 
 
 def init_gpt2(model: nn.Module, layers: int) -> None:

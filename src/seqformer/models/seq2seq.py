@@ -77,13 +77,6 @@ class Seq2SeqConfig:
                               "model.bos_id")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError("model.label_smoothing must be in [0, 1)")
-        if self.encoder_block not in ("transformer", "conformer"):
-            raise ConfigError(f"model.encoder_block must be 'transformer' or 'conformer', got "
-                              f"{self.encoder_block!r}")
-        if not isinstance(self.conv_kernel, int) or self.conv_kernel < 1 or \
-                self.conv_kernel % 2 == 0:
-            raise ConfigError(f"model.conv_kernel must be an odd positive integer (a centred "
-                              f"window), got {self.conv_kernel!r}")
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ConfigError("model.share_embeddings needs one shared vocabulary; set "
                               "tokenizer.shared: true or model.share_embeddings: false")

@@ -101,13 +101,6 @@ class WhisperConfig:
             raise ConfigError(f"model.eos_id={self.eos_id} must differ from model.bos_id")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError("model.label_smoothing must be in [0, 1)")
-        if self.encoder_block not in ("transformer", "conformer"):
-            raise ConfigError(f"model.encoder_block must be 'transformer' or 'conformer', got "
-                              f"{self.encoder_block!r}")
-        if not isinstance(self.conv_kernel, int) or self.conv_kernel < 1 or \
-                self.conv_kernel % 2 == 0:
-            raise ConfigError(f"model.conv_kernel must be an odd positive integer (a centred "
-                              f"window of frames), got {self.conv_kernel!r}")
 
     # What the shared checks and decoding/search.py read; derived, so not in config.json.
     @property
