@@ -26,7 +26,7 @@ from typing import Any
 from torch import Tensor
 
 from seqformer.errors import CheckpointError, ConfigError
-from seqformer.interop.hf_vit import rename_from_hf, rename_to_hf
+from seqformer.interop.hf_vit import encoder_config_to_hf, rename_from_hf, rename_to_hf
 from seqformer.models.audio import AST, ASTConfig
 
 MODEL_TYPE = "audio-spectrogram-transformer"
@@ -142,26 +142,12 @@ _EXTRACTOR_FIXED = {"sample_rate": 16000, "frame_length_ms": 25.0, "frame_shift_
 
 def config_to_hf(model: AST) -> dict[str, Any]:
     """An ``ASTForAudioClassification`` ``config.json`` for ``model`` (the inverse of
-    :func:`config_from_hf`), with ``id2label`` / ``label2id`` from its label names
-    (``LABEL_i`` when it has none)."""
+    :func:`config_from_hf`)."""
     c = model.config
-    if c.activation != "gelu":
-        raise ConfigError(f"model.activation={c.activation!r}: Hugging Face AST export (and "
-                          "import) supports only exact 'gelu'")
-    names = model.labels or [f"LABEL_{i}" for i in range(c.num_labels)]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"label names {names} repeat; label2id needs distinct names")
-    return {
-        "architectures": ["ASTForAudioClassification"], "model_type": MODEL_TYPE,
-        "num_mel_bins": c.num_mel_bins, "max_length": c.max_frames, "patch_size": c.patch_size,
-        "frequency_stride": c.frequency_stride, "time_stride": c.time_stride,
-        "hidden_size": c.d_model, "num_hidden_layers": c.layers,
-        "num_attention_heads": c.heads, "intermediate_size": c.ffn_dim, "hidden_act": "gelu",
-        "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.attention_dropout,
-        "layer_norm_eps": c.layer_norm_eps, "qkv_bias": True, "num_labels": c.num_labels,
-        "id2label": {str(i): name for i, name in enumerate(names)},
-        "label2id": {name: i for i, name in enumerate(names)},
-    }
+    return {"architectures": ["ASTForAudioClassification"], "model_type": MODEL_TYPE,
+            "num_mel_bins": c.num_mel_bins, "max_length": c.max_frames,
+            "patch_size": c.patch_size, "frequency_stride": c.frequency_stride,
+            "time_stride": c.time_stride, **encoder_config_to_hf(model, "AST")}
 
 
 def state_to_hf(model: AST) -> dict[str, Tensor]:

@@ -183,19 +183,18 @@ _EXPORT_LAYER = {
 _OUR_LAYER = re.compile(r"^encoder\.layers\.(\d+)\.(.+)\.(weight|bias)$")
 
 
-def config_to_hf(model: ViT) -> dict[str, Any]:
-    """A ``ViTForImageClassification`` ``config.json`` for ``model``, with ``id2label`` /
-    ``label2id`` from its label names (``LABEL_i`` when it has none)."""
+def encoder_config_to_hf(model: Any, what: str) -> dict[str, Any]:
+    """The ``config.json`` fields ViT and AST share (their encoder, dropouts, labels: HF's AST
+    is a ViT over spectrogram patches); ``what`` names the model in errors. ``id2label`` /
+    ``label2id`` come from the label names (``LABEL_i`` when there are none)."""
     c = model.config
     if c.activation != "gelu":
-        raise ConfigError(f"model.activation={c.activation!r}: Hugging Face ViT export (and "
-                              "import) supports only exact 'gelu'")
+        raise ConfigError(f"model.activation={c.activation!r}: Hugging Face {what} export (and "
+                          "import) supports only exact 'gelu'")
     names = model.labels or [f"LABEL_{i}" for i in range(c.num_labels)]
     if len(set(names)) != len(names):
         raise ConfigError(f"label names {names} repeat; label2id needs distinct names")
     return {
-        "architectures": ["ViTForImageClassification"], "model_type": "vit",
-        "image_size": c.image_size, "patch_size": c.patch_size, "num_channels": c.channels,
         "hidden_size": c.d_model, "num_hidden_layers": c.layers,
         "num_attention_heads": c.heads, "intermediate_size": c.ffn_dim, "hidden_act": "gelu",
         "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.attention_dropout,
@@ -203,6 +202,14 @@ def config_to_hf(model: ViT) -> dict[str, Any]:
         "id2label": {str(i): name for i, name in enumerate(names)},
         "label2id": {name: i for i, name in enumerate(names)},
     }
+
+
+def config_to_hf(model: ViT) -> dict[str, Any]:
+    """A ``ViTForImageClassification`` ``config.json`` for ``model``."""
+    c = model.config
+    return {"architectures": ["ViTForImageClassification"], "model_type": "vit",
+            "image_size": c.image_size, "patch_size": c.patch_size, "num_channels": c.channels,
+            **encoder_config_to_hf(model, "ViT")}
 
 
 def state_to_hf(model: ViT) -> dict[str, Tensor]:
