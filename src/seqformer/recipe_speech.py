@@ -20,6 +20,7 @@ from seqformer.training.trainer import TrainConfig
 
 SPEECH_TASKS = ("speech-to-text",)
 SPEECH_CORPORA = ("spoken-words", "files")
+SPEECH_TARGETS = ("spelling", "phonemes")
 SPEECH_METRICS = {"valid_loss": "min", "valid_nll": "min", "cer": "min", "wer": "min"}
 
 
@@ -32,9 +33,13 @@ class SpeechDataConfig:
     to run (default ``$SEQFORMER_ESPEAK`` or espeak-ng on PATH). ``corpus: files``: TSVs of
     ``path.wav<TAB>transcript`` (``train`` required; a missing ``valid`` is the last
     ``valid_fraction`` of train). ``n_mels`` is the log-mel size; ``valid_decode`` how many
-    validation utterances are decoded (greedy) for CER/WER at each evaluation."""
+    validation utterances are decoded (greedy) for CER/WER at each evaluation. ``target``
+    (spoken-words only): ``spelling`` (the word) or ``phonemes`` (espeak-ng's ``-x`` phoneme
+    mnemonics of the word in the voice that said it; CER is then a phoneme-character error
+    rate and WER the share of words with any phoneme error)."""
 
     corpus: str = "spoken-words"
+    target: str = "spelling"
     train: str | None = None
     valid: str | None = None
     test: str | None = None
@@ -57,6 +62,12 @@ class SpeechDataConfig:
         if self.corpus not in SPEECH_CORPORA:
             raise ConfigError(f"data.corpus={self.corpus!r}; for task: speech-to-text use one "
                               f"of {', '.join(SPEECH_CORPORA)}")
+        if self.target not in SPEECH_TARGETS:
+            raise ConfigError(f"data.target={self.target!r}; use one of "
+                              f"{', '.join(SPEECH_TARGETS)}")
+        if self.corpus == "files" and self.target != "spelling":
+            raise ConfigError("data.target: phonemes needs data.corpus: spoken-words (a files "
+                              "corpus has its own transcripts)")
         if self.corpus == "files" and not self.train:
             raise ConfigError("data.train is required with data.corpus: files (a TSV of "
                               "path.wav<TAB>transcript lines)")

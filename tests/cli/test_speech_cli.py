@@ -33,7 +33,8 @@ def error_line(capsys) -> str:
 
 
 @pytest.mark.parametrize("name,block", [("whisper-spoken-words", "transformer"),
-                                        ("conformer-spoken-words", "conformer")])
+                                        ("conformer-spoken-words", "conformer"),
+                                        ("conformer-spoken-phonemes", "conformer")])
 def test_bundled_recipes_parse(name: str, block: str) -> None:
     recipe = load_recipe(name)
     assert recipe.task == "speech-to-text" and recipe.decode.beam == 5
@@ -95,3 +96,32 @@ def test_bad_recipe_field_is_a_config_error(tmp_path: Path, capsys) -> None:
     code = main(["train", "whisper-spoken-words", "--out", str(tmp_path / "run"),
                  "--set", "model.d_modle=8"])
     assert code == 2 and "did you mean 'model.d_model'" in error_line(capsys)
+
+
+def test_bad_target_is_a_one_line_config_error(tmp_path: Path, capsys) -> None:
+    code = main(["train", "whisper-spoken-words", "--out", str(tmp_path / "run"),
+                 "--set", "data.target=phoneme"])
+    line = error_line(capsys)
+    assert code == 2 and "data.target='phoneme'; use one of spelling, phonemes" in line
+    assert load_recipe("conformer-spoken-phonemes").data.target == "phonemes"
+    assert load_recipe("conformer-spoken-words").data.target == "spelling"
+
+
+@needs_espeak
+def test_train_and_evaluate_with_the_phoneme_target(tmp_path: Path, monkeypatch,
+                                                    capsys) -> None:
+    from seqformer.data.tokenizer import load_tokenizer
+
+    monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert main(["train", "whisper-spoken-words", "--out", str(run), *TINY,
+                 "--set", "data.target=phonemes",
+                 "--set", "model.max_target_positions=24"]) == 0
+    out = capsys.readouterr()
+    assert "greedy: CER" in out.out and "target: espeak-ng phonemes" in out.err + out.out
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert metrics["greedy"]["n"] > 0
+    tokenizer = load_tokenizer(run / "tokenizer")  # trained on phonemes: ' and @ are symbols
+    assert tokenizer.unk_id not in tokenizer.encode("h@l'oU")
+    assert main(["evaluate", "--model", str(run), "--beam", "1"]) == 0
+    assert "recipe's test split" in capsys.readouterr().out

@@ -84,3 +84,56 @@ def test_transcript_tsv_reads_wavs_and_reports_bad_lines(tmp_path: Path) -> None
     missing.write_text("nowhere.wav\thello\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"missing.tsv:1: .*no such WAV file"):
         spoken_words.read_transcripts(missing)
+
+
+def test_bad_target_is_a_one_line_error() -> None:
+    with pytest.raises(DataError, match=r"data.target='ipa'; use one of spelling, phonemes") \
+            as info:
+        spoken_words.load_spoken_words(max_words=120, accents=["en-us"], target="ipa")
+    assert "\n" not in str(info.value)
+
+
+@needs_espeak
+def test_phoneme_target_is_what_espeak_says_cached_and_keeps_the_split(
+        tmp_path: Path, monkeypatch) -> None:
+    import subprocess
+
+    monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path / "cache"))
+    calls = tmp_path / "calls.log"
+    wrapper = tmp_path / "espeak-wrapper"  # runs espeak-ng and logs every call's arguments
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {shutil.which("espeak-ng")} '
+                       '"$@"\n', encoding="utf-8")
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("SEQFORMER_ESPEAK", str(wrapper))
+    settings = dict(max_words=120, accents=["en-us", "en-gb-scotland"], voices_per_word=2)
+    phon, fp = spoken_words.load_spoken_words(**settings, target="phonemes")
+    assert "-x" in calls.read_text()
+    spelled, fp_spelled = spoken_words.load_spoken_words(**settings)
+    assert fp == fp_spelled  # the same words and voices in every split
+    for name in spoken_words.SPLITS:
+        assert phon[name].sources == spelled[name].sources
+        assert phon[name].speakers == spelled[name].speakers
+        assert phon[name].texts != spelled[name].texts
+        for i in (0, len(phon[name]) - 1):  # what espeak-ng prints for that word and voice
+            word = spelled[name].texts[i]
+            said = subprocess.run(["espeak-ng", "-q", "-x", "-v", phon[name].speakers[i], word],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+            assert phon[name].texts[i] == said, (word, phon[name].speakers[i])
+    assert any("'" in t for t in phon["train"].texts)  # stress marks kept
+    calls.write_text("", encoding="utf-8")
+    again, _ = spoken_words.load_spoken_words(**settings, target="phonemes")
+    assert all(again[n].texts == phon[n].texts for n in spoken_words.SPLITS)  # deterministic
+    assert "-x" not in calls.read_text()  # from the cache: espeak-ng was not asked again
+
+
+@needs_espeak
+def test_phonemes_of_a_batch_equal_one_call_per_word() -> None:
+    program = shutil.which("espeak-ng")
+    words = ["hello", "knight", "read", "photosynthesis", "worcester"]
+    batch = speech.phonemes(words, "en-gb-scotland+f2", program)
+    import subprocess
+
+    alone = [subprocess.run([program, "-q", "-x", "-v", "en-gb-scotland+f2", w],
+                            capture_output=True, text=True, check=True).stdout.strip()
+             for w in words]
+    assert batch == alone and batch[0] == "h@l'oU"

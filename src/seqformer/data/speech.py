@@ -24,7 +24,8 @@ Synthesis runs ``espeak-ng --stdout`` (its streamed WAV header carries a bogus l
 1073739776 frames, so the header is parsed here and the data chunk read to the end), resamples
 22,050 Hz to 16 kHz (FFT resampling) and caches each utterance as int16 ``.npy`` under
 ``$SEQFORMER_CACHE/speech`` (default ``~/.cache/seqformer``), keyed by the espeak-ng version:
-about 20 s of synthesis the first time, a fraction of a second afterwards.
+about 20 s of synthesis the first time, a fraction of a second afterwards. Phoneme targets
+(``espeak-ng -q -x``, :func:`phonemize_all`) are cached beside the audio, one JSON per voice.
 ``$SEQFORMER_ESPEAK`` (or the ``executable`` argument) names the program to run instead of
 ``espeak-ng`` on ``PATH``.
 
@@ -36,6 +37,7 @@ TSV), or a directory of ``LABEL/*.wav`` subdirectories (Speech Commands' layout)
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -343,6 +345,88 @@ def synthesize_all(items: list[Utterance], executable: str | None = None,
         for i, pcm in zip(missing, pool.map(make, missing)):
             audio[i] = pcm
     return [np.asarray(a, dtype=np.float32) / 32768.0 for a in audio]
+
+
+# Bump when the phoneme extraction or clean-up changes.
+_PHONEME_FORMAT = 1
+
+
+def phonemes(words: list[str], voice: str, program: str) -> list[str]:
+    """espeak-ng's phoneme mnemonics (``-q -x -v voice``) of each word, with its stress marks,
+    surrounding whitespace stripped. One call for all words: each is fed as a sentence of its
+    own (``word.``) on ``--stdin``, which makes espeak-ng print one line per word -- the same
+    string as a call for that word alone. If the line count does not match (it always has on
+    espeak-ng 1.51), each word is asked for separately."""
+    if not words:
+        return []
+    where = f"espeak-ng -q -x -v {voice}"
+
+    def call(args: list[str], text: str | None) -> str:
+        try:
+            done = subprocess.run([program, "-q", "-x", "-v", voice, *args], input=text,
+                                  capture_output=True, text=True, timeout=300, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DataError(f"{where}: failed ({exc}); {INSTALL_HINT}") from None
+        if done.returncode != 0:
+            raise DataError(f"{where}: exit code {done.returncode}; check the voice name "
+                            "(espeak-ng --voices=en)")
+        return done.stdout
+
+    lines = [line.strip() for line in
+             call(["--stdin"], "".join(f"{w}.\n" for w in words)).splitlines() if line.strip()]
+    if len(lines) != len(words):
+        lines = [" ".join(call([w], None).split()) for w in words]
+    for w, line in zip(words, lines):
+        if not line:
+            raise DataError(f"{where} {w!r}: no phonemes")
+    return lines
+
+
+def phonemize_all(items: list[tuple[str, str]], executable: str | None = None,
+                  log: object = None) -> list[str]:
+    """The espeak-ng phonemes of every (word, voice), from the cache (one JSON per voice under
+    the audio cache, keyed by the espeak-ng version and the target kind) or one espeak-ng call
+    per voice (4 at a time)."""
+    program = find_espeak(executable)
+    check_voices(program, {v for _, v in items})
+    key = hashlib.sha1(f"{espeak_version(program)}|phonemes|{_PHONEME_FORMAT}".encode()
+                       ).hexdigest()[:12]
+    root = cache_dir() / key / "phonemes"
+    by_voice: dict[str, set[str]] = {}
+    for word, voice in items:
+        by_voice.setdefault(voice, set()).add(word)
+    tables: dict[str, dict[str, str]] = {}
+    todo: list[tuple[str, list[str]]] = []
+    for voice, words in sorted(by_voice.items()):
+        try:
+            table = json.loads((root / f"{voice}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            table = {}
+        tables[voice] = table if isinstance(table, dict) else {}
+        missing = sorted(words - set(tables[voice]))
+        if missing:
+            todo.append((voice, missing))
+    if todo and callable(log):
+        log(f"phonemes of {sum(len(m) for _, m in todo)} (word, voice) pairs from espeak-ng "
+            f"-x (cached in {root})")
+
+    def make(job: tuple[str, list[str]]) -> None:
+        voice, missing = job
+        tables[voice].update(zip(missing, phonemes(missing, voice, program)))
+        path = root / f"{voice}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(tables[voice], f, sort_keys=True, ensure_ascii=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(make, todo))
+    return [tables[voice][word] for word, voice in items]
 
 
 def trim(samples: np.ndarray, threshold: float = 0.02) -> np.ndarray:

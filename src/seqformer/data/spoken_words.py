@@ -1,4 +1,5 @@
-"""``spoken-words``: English words from CMUdict spoken by espeak-ng voices, for speech -> spelling.
+"""``spoken-words``: English words from CMUdict spoken by espeak-ng voices, for speech -> spelling
+(or, with ``target="phonemes"``, speech -> espeak-ng's own phonemes of the word in that voice).
 
 A real sequence-to-sequence task: the model hears a word and writes its spelling letter by
 letter, so it must learn English sound-to-spelling correspondences, not a closed label set, and
@@ -23,6 +24,12 @@ Synthesis, the WAV parsing of espeak-ng's streamed output, resampling to 16 kHz 
 cache are ``data/speech.py``'s (shared with the audio classifier); each waveform is then trimmed
 to its loud span and peak-normalised (:func:`prepare`, which inference repeats).
 
+Phoneme target: ``espeak-ng -q -x -v VOICE`` mnemonics (Kirshenbaum-like ASCII: ``h@l'oU``),
+stress marks (``'`` primary, ``,`` secondary) kept -- they are espeak-ng's own deterministic
+output and drive the pitch and length of the audio, so they are heard, not guessed; compound
+boundaries (``-``) kept too. Tokenised one character per token like spellings (the mnemonics
+are not delimited, and ``aI`` vs ``a`` + ``I`` is only a CER detail). Cached per voice.
+
 User data: a TSV of ``path.wav<TAB>transcript`` lines (``speech.read_clip_list``; paths relative
 to the TSV, line-numbered one-line errors).
 """
@@ -46,6 +53,7 @@ from seqformer.errors import DataError
 
 CORPUS = "spoken-words"
 SPLITS = ("train", "valid", "test")
+TARGETS = ("spelling", "phonemes")
 DEFAULT_ACCENTS = ("en", "en-us", "en-gb-x-rp", "en-gb-scotland", "en-029")
 PEAK = 0.5
 
@@ -147,11 +155,15 @@ def fingerprint(utterances: dict[str, list[speech.Utterance]]) -> str:
 def load_spoken_words(max_words: int = 1500, min_letters: int = 3, max_letters: int = 10,
                       accents: Sequence[str] = DEFAULT_ACCENTS, voices_per_word: int = 3,
                       valid_variants: int = 2, test_variants: int = 2, seed: int = 0,
-                      executable: str | None = None, log: Callable[[str], None] | None = None
-                      ) -> tuple[dict[str, SpokenSet], str]:
+                      executable: str | None = None, log: Callable[[str], None] | None = None,
+                      target: str = "spelling") -> tuple[dict[str, SpokenSet], str]:
     """The three splits (synthesised, or read from the cache) and their fingerprint.
+    ``target``: ``spelling`` (the word) or ``phonemes`` (what espeak-ng says for the word in
+    that voice, ``speech.phonemize_all``); the split and fingerprint do not depend on it.
     ``executable`` names the espeak-ng program (default ``$SEQFORMER_ESPEAK`` or espeak-ng on
     PATH); a missing one is a one-line DataError naming ``apt-get install espeak-ng``."""
+    if target not in TARGETS:
+        raise DataError(f"data.target={target!r}; use one of {', '.join(TARGETS)}")
     if not accents:
         raise DataError("data.accents: give at least one espeak-ng accent, e.g. en-us")
     words = select_words(max_words, min_letters, max_letters)
@@ -159,10 +171,13 @@ def load_spoken_words(max_words: int = 1500, min_letters: int = 3, max_letters: 
     utterances = plan(words, list(accents), variants, voices_per_word, seed)
     flat = [u for name in SPLITS for u in utterances[name]]
     audio = iter(speech.synthesize_all(flat, executable, log))
+    texts = iter(speech.phonemize_all([(u.word, u.voice) for u in flat], executable, log)
+                 if target == "phonemes" else [u.word for u in flat])
     splits = {}
     for name in SPLITS:
         items = utterances[name]
-        splits[name] = SpokenSet([prepare(next(audio)) for _ in items], [u.word for u in items],
+        splits[name] = SpokenSet([prepare(next(audio)) for _ in items],
+                                 [next(texts) for _ in items],
                                  [u.name for u in items], [u.voice for u in items])
     return splits, fingerprint(utterances)
 

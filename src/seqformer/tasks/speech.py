@@ -9,7 +9,9 @@ fingerprint, ``tokenizer/``, ``model.safetensors``). :class:`Transcriber` is the
 
 Metrics (``metrics/edit.py``): CER = character edit distance / reference characters; WER =
 word edit distance / reference words (speech recognition's WER, which for one-word utterances
-is the share of wrong words, insertions counted); both in percent.
+is the share of wrong words, insertions counted); both in percent. With ``data.target:
+phonemes`` the texts are espeak-ng phoneme strings: CER is a phoneme-character error rate and
+WER the share of words with any phoneme error.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def load_speech_splits(recipe: SpeechRecipe) -> tuple[dict[str, SpokenSet | None
     if d.corpus == "spoken-words":
         splits, fingerprint = load_spoken_words(
             d.max_words, d.min_letters, d.max_letters, d.accents, d.voices_per_word,
-            d.valid_variants, d.test_variants, d.split_seed, d.espeak, log)
+            d.valid_variants, d.test_variants, d.split_seed, d.espeak, log, d.target)
         return dict(splits), fingerprint
     train = read_transcripts(d.train, "data.train")
     if d.valid:
@@ -194,9 +196,13 @@ def train_speech(recipe: SpeechRecipe, out_dir: str | Path, resume: bool = False
     train, valid, test = splits["train"], splits["valid"], splits["test"]
     assert train is not None and valid is not None
     if recipe.data.corpus == "spoken-words" and test is not None:
+        test_words = sorted({u.split("/")[1] for u in test.sources})
+        note = (f"{homophones(test_words)} of {len(test_words)} test words have a CMUdict "
+                "homophone (scored as errors)" if recipe.data.target == "spelling" else
+                f"target: espeak-ng phonemes of {len(test_words)} test words, e.g. "
+                f"{test.sources[0].split('/')[1]} -> {test.texts[0]}")
         log(f"data: {len(train)} train / {len(valid)} valid / {len(test)} test utterances "
-            f"(split {split_fp}); {homophones(sorted(set(test.texts)))} of "
-            f"{len(set(test.texts))} test words have a CMUdict homophone (scored as errors)")
+            f"(split {split_fp}); {note}")
     tokenizer = (load_tokenizer(out / "tokenizer") if resume
                  else train_tokenizer("char", train.texts))
     torch.manual_seed(recipe.train.seed)
