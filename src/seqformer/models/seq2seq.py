@@ -141,13 +141,16 @@ class Seq2Seq(nn.Module):
         self.src_embed = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id)
         self.tgt_embed = (self.src_embed if c.share_embeddings
                           else nn.Embedding(c.tgt_vocab_size, c.d_model, padding_idx=c.pad_id))
-        self.src_pos = make_positional(c.positional, c.d_model, c.max_len)
+        # A Conformer encoder has relative positions inside its attention: no source table
+        # (a learned one would be parameters that never get a gradient).
+        self.src_pos = (make_positional(c.positional, c.d_model, c.max_len)
+                        if c.encoder_block == "transformer" else None)
         self.tgt_pos = make_positional(c.positional, c.d_model, c.max_len)
         self.embed_dropout = nn.Dropout(c.dropout)
         args = (c.d_model, c.heads, c.ffn_dim, c.dropout, c.attention_dropout, c.activation,
                 c.norm_first)
         self.encoder: nn.Module
-        if c.encoder_block == "conformer":  # relative positions inside; src_pos is not used
+        if c.encoder_block == "conformer":
             self.encoder = ConformerEncoder(c.n_encoder_layers, c.d_model, c.heads, c.ffn_dim,
                                             c.conv_kernel, c.dropout, "silu")
         else:
@@ -177,28 +180,27 @@ class Seq2Seq(nn.Module):
                 emb.weight[self.config.pad_id].zero_()
 
     # -- shared pieces ------------------------------------------------------------------------
-    def _embed(self, tokens: Tensor, embed: nn.Embedding, pos: nn.Module,
+    def _embed(self, tokens: Tensor, embed: nn.Embedding, pos: nn.Module | None,
                offset: int = 0) -> Tensor:
         length = tokens.shape[1]
         if offset + length > self.config.max_len:
             raise ValueError(f"sequence of length {offset + length} exceeds model.max_len="
                              f"{self.config.max_len}")
-        x = embed(tokens) * self.embed_scale + pos(length, offset)
-        return self.embed_dropout(x)
+        x = embed(tokens) * self.embed_scale
+        return self.embed_dropout(x if pos is None else x + pos(length, offset))
 
     def encode(self, src: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None, list]:
         """Run the encoder over ``src`` (batch, src_len) -> memory, padding mask, weights."""
         padding = src.eq(self.pad_id)
         mask = padding if bool(padding.any()) else None  # unpadded batches take the fused path
+        x = self._embed(src, self.src_embed, self.src_pos)
         if self.config.encoder_block == "conformer":
             if need_weights:
                 raise ConfigError("attention maps need model.encoder_block: transformer (the "
                                   "Conformer's relative-position attention does not return "
                                   "its weights)")
-            x = self._embed(src, self.src_embed, lambda length, offset=0: 0.0)
             return self.encoder(x, mask), mask, []
-        memory, weights = self.encoder(self._embed(src, self.src_embed, self.src_pos), mask,
-                                       need_weights)
+        memory, weights = self.encoder(x, mask, need_weights)
         return memory, mask, weights
 
     def decode(self, tgt_in: Tensor, memory: Tensor, memory_padding_mask: Tensor | None,
