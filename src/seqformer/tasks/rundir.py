@@ -52,9 +52,10 @@ def read_run_recipe(run_dir: str | Path, purpose: str, instead: str) -> tuple[An
     from seqformer.recipe import recipe_from_dict
 
     path = Path(run_dir) / "recipe.yaml"
-    if not path.is_file():
+    recipe = recipe_if_saved(run_dir, recipe_from_dict)
+    if recipe is None:
         raise CheckpointError(f"{path}: missing, so {purpose} is unknown; {instead}")
-    return recipe_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")), str(path)), path
+    return recipe, path
 
 
 def recipe_if_saved(run_dir: str | Path, from_dict: Any) -> Any:
