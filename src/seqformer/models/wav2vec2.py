@@ -1,0 +1,567 @@
+"""A wav2vec 2.0 / HuBERT / W2v-Conformer speech encoder on raw 16 kHz waveforms.
+
+The backbone (:class:`Wav2Vec2Model`) is Hugging Face's ``Wav2Vec2Model`` (Baevski et al.,
+2020), ``HubertModel`` (Hsu et al., 2021) and ``Wav2Vec2ConformerModel`` (relative positions)
+in one class, so their checkpoints map one to one (``interop/hf_wav2vec2.py``):
+
+- feature encoder: a stack of strided Conv1d + GELU over the waveform (default 7 layers,
+  strides 5 x 2^6 = 320 samples = 20 ms per frame, receptive field 400 samples). wav2vec2-base
+  normalises only the first conv's output, with a GroupNorm of one group per channel
+  (``feat_extract_norm: group``); the large models put a LayerNorm after every conv
+  (``layer``);
+- feature projection: LayerNorm (HuBERT may drop it: ``feat_proj_layer_norm``) and a Linear to
+  ``d_model``; the normalised conv features are ``extract_features``, what the quantizer of the
+  contrastive objective reads;
+- time masking: frames in ``mask_time`` are replaced by one learned vector (``masked_spec_embed``)
+  after the projection, before the encoder -- the model must infer them from context;
+- encoder: a grouped convolution over time (kernel ``pos_conv_kernel``, weight-normalised,
+  GELU) added as relative position information, then the shared ``nn.layers.Encoder``, post-LN
+  (wav2vec2-base: LayerNorm before the first layer) or pre-LN (``norm_first``, HF's
+  ``do_stable_layer_norm``: LayerNorm after the last); or ``encoder_block: conformer``: the
+  shared ``nn/conformer.py`` blocks (Transformer-XL relative positions, depthwise convolution
+  of ``depthwise_kernel`` frames) and a final LayerNorm, without the positional convolution
+  (HF's W2v-Conformer builds one but never calls it).
+
+Padding. A batch is zero-padded after each utterance's ``lengths``; the valid frames of each
+utterance equal what it gives alone (``tests/models/test_wav2vec2.py``). The strided convs have
+no padding, so a valid frame only reads valid samples; padded frames are zeroed before the
+positional convolution (as HF does); self-attention masks them; the Conformer's depthwise
+convolution sees zeros there. One departure from HF: with ``feat_extract_norm: group`` HF's
+GroupNorm averages over the padded samples too, so a padded utterance encodes differently
+from the same one alone (HF's docs say not to batch wav2vec2-base with padding); ours takes
+the first layer's statistics over each utterance's valid frames only. On unpadded batches the
+two agree exactly.
+
+The heads (``models/wav2vec2_heads.py``, re-exported here): :class:`Wav2Vec2ForPreTraining`
+(contrastive, HuBERT units or reconstruction), :class:`Wav2Vec2ForCTC` and
+:class:`Wav2Vec2ForClassification`; each keeps the backbone as ``.wav2vec2``, and
+:func:`load_backbone` starts a fine-tuning model from a pretraining run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
+
+from seqformer.errors import CheckpointError, ConfigError
+from seqformer.models.common import SavedModel
+from seqformer.nn.conformer import ConformerEncoder, RelativeSelfAttention
+from seqformer.nn.feedforward import ACTIVATIONS
+from seqformer.nn.layers import Encoder
+
+FAMILY_ENCODER = "wav2vec2"  # the bare backbone (HF Wav2Vec2Model / HubertModel / ...Conformer)
+FAMILY_PRETRAIN = "wav2vec2-pretrain"
+FAMILY_CTC = "wav2vec2-ctc"
+FAMILY_CLASSIFY = "wav2vec2-classify"
+FAMILIES = (FAMILY_ENCODER, FAMILY_PRETRAIN, FAMILY_CTC, FAMILY_CLASSIFY)
+OBJECTIVES = ("contrastive", "units", "reconstruct")
+
+# The fields that decide the backbone's weights and computation: a fine-tuning model must
+# share them with the pretraining run it starts from (load_backbone checks).
+BACKBONE_FIELDS = ("conv_dim", "conv_kernel", "conv_stride", "feat_extract_norm", "conv_bias",
+                   "feat_proj_layer_norm", "d_model", "heads", "layers", "ffn_dim", "activation",
+                   "norm_first", "pos_conv_kernel", "pos_conv_groups", "encoder_block",
+                   "depthwise_kernel")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+@dataclass(frozen=True)
+class Wav2Vec2Config:
+    """Shape of the model. wav2vec2-base is conv_dim 512 x 7, d_model 768, 12 heads, 12 layers,
+    ffn 3072, pos_conv_kernel 128 in 16 groups, post-LN, group norm; the defaults here are a
+    small CPU-sized model. ``vocab_size`` (CTC, blank = pad = 0) and ``num_labels``
+    (classification) come from the data; ``objective`` picks the pretraining head (HuBERT
+    imports set ``units``, which is also how export tells a HuBERT from a wav2vec2).
+    ``mask_time_prob`` / ``mask_time_length`` are read by the data side and stored here so a
+    run remembers them. ``gumbel_temperature`` = (start, floor, decay per step)."""
+
+    conv_dim: tuple[int, ...] = (64, 64, 64, 64, 64, 64, 64)
+    conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
+    conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
+    feat_extract_norm: str = "group"
+    conv_bias: bool = False
+    feat_proj_layer_norm: bool = True
+    d_model: int = 128
+    heads: int = 4
+    layers: int = 4
+    ffn_dim: int = 512
+    activation: str = "gelu"
+    norm_first: bool = False
+    pos_conv_kernel: int = 32
+    pos_conv_groups: int = 8
+    encoder_block: str = "transformer"
+    depthwise_kernel: int = 31
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation_dropout: float = 0.0
+    feat_proj_dropout: float = 0.0
+    final_dropout: float = 0.0
+    objective: str = "contrastive"
+    codevector_groups: int = 2
+    codevectors_per_group: int = 64
+    codevector_dim: int = 128
+    proj_codevector_dim: int = 64
+    num_negatives: int = 20
+    logit_temperature: float = 0.1
+    diversity_weight: float = 0.1
+    gumbel_temperature: tuple[float, float, float] = (2.0, 0.5, 0.999995)
+    num_units: int = 0
+    unit_dim: int = 64
+    target_dim: int = 0
+    mask_time_prob: float = 0.65
+    mask_time_length: int = 10
+    vocab_size: int = 0
+    num_labels: int = 0
+    classifier_proj_size: int = 64
+    ctc_reduction: str = "mean"
+
+    def __post_init__(self) -> None:
+        convs = (self.conv_dim, self.conv_kernel, self.conv_stride)
+        if not self.conv_dim or len({len(x) for x in convs}) != 1:
+            raise ConfigError(f"model.conv_dim, conv_kernel and conv_stride need one entry per "
+                              f"conv layer each, got {len(self.conv_dim)}, "
+                              f"{len(self.conv_kernel)} and {len(self.conv_stride)}")
+        if not all(_positive_int(v) for conv in convs for v in conv):
+            raise ConfigError("model.conv_dim, conv_kernel and conv_stride must hold positive "
+                              "integers")
+        if self.feat_extract_norm not in ("group", "layer"):
+            raise ConfigError(f"model.feat_extract_norm must be 'group' or 'layer', got "
+                              f"{self.feat_extract_norm!r}")
+        for name in ("d_model", "heads", "layers", "ffn_dim", "pos_conv_kernel",
+                     "pos_conv_groups", "codevector_groups", "codevectors_per_group",
+                     "codevector_dim", "proj_codevector_dim", "num_negatives", "unit_dim",
+                     "mask_time_length", "classifier_proj_size"):
+            if not _positive_int(getattr(self, name)):
+                raise ConfigError(f"model.{name} must be a positive integer, got "
+                                  f"{getattr(self, name)!r}")
+        for name in ("num_units", "target_dim", "vocab_size", "num_labels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"model.{name} must be an integer >= 0, got {value!r}")
+        if self.d_model % self.heads:
+            raise ConfigError(f"model.d_model={self.d_model} must be a multiple of "
+                              f"model.heads={self.heads}")
+        if self.d_model % self.pos_conv_groups:
+            raise ConfigError(f"model.d_model={self.d_model} must be a multiple of "
+                              f"model.pos_conv_groups={self.pos_conv_groups}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"model.activation={self.activation!r}; use one of "
+                              f"{', '.join(ACTIVATIONS)}")
+        if self.encoder_block not in ("transformer", "conformer"):
+            raise ConfigError(f"model.encoder_block must be 'transformer' or 'conformer', got "
+                              f"{self.encoder_block!r}")
+        if not _positive_int(self.depthwise_kernel) or self.depthwise_kernel % 2 == 0:
+            raise ConfigError(f"model.depthwise_kernel must be an odd positive integer (a "
+                              f"centred window), got {self.depthwise_kernel!r}")
+        for name in ("dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout",
+                     "final_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"model.objective={self.objective!r}; use one of "
+                              f"{', '.join(OBJECTIVES)}")
+        if self.codevector_dim % self.codevector_groups:
+            raise ConfigError(f"model.codevector_dim={self.codevector_dim} must be a multiple "
+                              f"of model.codevector_groups={self.codevector_groups}")
+        if self.logit_temperature <= 0 or self.diversity_weight < 0:
+            raise ConfigError("model.logit_temperature must be > 0 and model.diversity_weight "
+                              ">= 0")
+        start, floor, decay = (self.gumbel_temperature if len(self.gumbel_temperature) == 3
+                               else (0.0, 0.0, 0.0))
+        if not 0 < floor <= start or not 0 < decay <= 1:
+            raise ConfigError(f"model.gumbel_temperature must be [start, floor, decay] with "
+                              f"0 < floor <= start and 0 < decay <= 1, got "
+                              f"{list(self.gumbel_temperature)}")
+        if not 0.0 <= self.mask_time_prob <= 1.0:
+            raise ConfigError(f"model.mask_time_prob must be in [0, 1], got "
+                              f"{self.mask_time_prob}")
+        if self.ctc_reduction not in ("mean", "sum"):
+            raise ConfigError(f"model.ctc_reduction must be 'mean' or 'sum', got "
+                              f"{self.ctc_reduction!r}")
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples one frame reads: the shortest utterance that gives a frame (400 default)."""
+        field, jump = 1, 1
+        for kernel, stride in zip(self.conv_kernel, self.conv_stride, strict=True):
+            field += (kernel - 1) * jump
+            jump *= stride
+        return field
+
+    @property
+    def samples_per_frame(self) -> int:
+        return math.prod(self.conv_stride)
+
+
+def frame_lengths(config: Wav2Vec2Config, samples: Tensor) -> Tensor:
+    """Frames the feature encoder makes of ``samples`` samples (HF
+    ``_get_feat_extract_output_lengths``): (L - kernel) // stride + 1 per conv layer; <= 0 for
+    an utterance shorter than the receptive field."""
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        samples = torch.div(samples - kernel, stride, rounding_mode="floor") + 1
+    return samples
+
+
+@dataclass
+class WaveBatch:
+    """``waves`` (B, S) float, zero-padded after ``lengths`` (B,) samples, each utterance
+    already normalised to zero mean and unit variance over its own samples. The rest is per
+    head: ``mask_time`` (B, T) frames to mask; ``negatives`` (B, T, K) distractor indices into
+    the flattened B*T frames (HF's ``sampled_negative_indices``); ``units`` (B, T) cluster ids
+    (-100 ignored); ``targets`` (B, T, target_dim); ``labels`` (B,); ``text`` (B, L) CTC targets
+    padded with 0 and ``text_lengths`` (B,). T is the frame count of the padded batch."""
+
+    waves: Tensor
+    lengths: Tensor
+    mask_time: Tensor | None = None
+    negatives: Tensor | None = None
+    units: Tensor | None = None
+    targets: Tensor | None = None
+    labels: Tensor | None = None
+    text: Tensor | None = None
+    text_lengths: Tensor | None = None
+    # What n_tgt_tokens counts, for the Trainer's throughput (clips/s, not tok/s).
+    count_unit: ClassVar[str] = "clips"
+
+    def to(self, device: torch.device | str) -> WaveBatch:
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device)
+
+        return WaveBatch(self.waves.to(device), self.lengths.to(device), move(self.mask_time),
+                         move(self.negatives), move(self.units), move(self.targets),
+                         move(self.labels), move(self.text), move(self.text_lengths))
+
+    @property
+    def n_tgt_tokens(self) -> int:
+        """Clips in the batch (the Trainer's throughput is clips per second here)."""
+        return int(self.waves.shape[0])
+
+    def __len__(self) -> int:
+        return int(self.waves.shape[0])
+
+
+@dataclass
+class Wav2Vec2Output:
+    """``loss`` is a mean over ``n_tokens`` (masked frames, clips or target characters);
+    ``frame_mask`` (B, T) is True at valid frames; ``metrics`` are plain floats for logging."""
+
+    loss: Tensor | None
+    logits: Tensor | None
+    hidden: Tensor
+    frame_mask: Tensor
+    n_tokens: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# -- feature encoder -------------------------------------------------------------------------------
+
+def masked_instance_norm(x: Tensor, norm: nn.GroupNorm, valid: Tensor) -> Tensor:
+    """``norm`` (one group per channel) of ``x`` (B, C, L) with each row's mean and variance
+    taken over its ``valid`` (B, L) positions only, so padding does not change them."""
+    keep = valid.unsqueeze(1).to(x.dtype)
+    count = keep.sum(-1, keepdim=True).clamp(min=1)
+    mean = (x * keep).sum(-1, keepdim=True) / count
+    var = ((x - mean).square() * keep).sum(-1, keepdim=True) / count
+    y = (x - mean) * torch.rsqrt(var + norm.eps)
+    return y * norm.weight.view(1, -1, 1) + norm.bias.view(1, -1, 1)
+
+
+class ConvLayer(nn.Module):
+    """Conv1d (no padding) -> optional norm ("group": per-channel GroupNorm over time,
+    "layer": LayerNorm over channels per frame) -> GELU; HF's ``conv_layers.N``."""
+
+    def __init__(self, in_dim: int, out_dim: int, kernel: int, stride: int, bias: bool,
+                 norm: str | None) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(in_dim, out_dim, kernel, stride=stride, bias=bias)
+        self.norm_kind = norm
+        self.layer_norm: nn.Module | None = (
+            nn.GroupNorm(out_dim, out_dim) if norm == "group"
+            else nn.LayerNorm(out_dim) if norm == "layer" else None)
+
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        x = self.conv(x)
+        if self.norm_kind == "group":
+            x = self.layer_norm(x) if valid is None else masked_instance_norm(
+                x, self.layer_norm, valid)
+        elif self.norm_kind == "layer":
+            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+        return F.gelu(x)
+
+
+class FeatureEncoder(nn.Module):
+    """Waveform (B, S) -> conv features (B, C, T)."""
+
+    def __init__(self, c: Wav2Vec2Config) -> None:
+        super().__init__()
+        dims = (1, *c.conv_dim)
+        self.conv_layers = nn.ModuleList(
+            ConvLayer(dims[i], dims[i + 1], c.conv_kernel[i], c.conv_stride[i], c.conv_bias,
+                      "layer" if c.feat_extract_norm == "layer"
+                      else "group" if i == 0 else None)
+            for i in range(len(c.conv_dim)))
+        self.kernel0, self.stride0 = c.conv_kernel[0], c.conv_stride[0]
+
+    def forward(self, waves: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``lengths`` (samples per row) only when some row is padded: the first layer's
+        GroupNorm then takes its statistics over each row's valid frames."""
+        valid = None
+        if lengths is not None:
+            frames = (waves.shape[1] - self.kernel0) // self.stride0 + 1
+            real = torch.div(lengths - self.kernel0, self.stride0, rounding_mode="floor") + 1
+            valid = torch.arange(frames, device=waves.device).unsqueeze(0) < real.unsqueeze(1)
+        x = waves.unsqueeze(1)
+        for i, layer in enumerate(self.conv_layers):
+            x = layer(x, valid if i == 0 else None)
+        return x
+
+
+class FeatureProjection(nn.Module):
+    """LayerNorm (optional) -> Linear to d_model -> dropout; returns the projection and the
+    (normalised) features the quantizer reads."""
+
+    def __init__(self, c: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(c.conv_dim[-1]) if c.feat_proj_layer_norm else None
+        self.projection = nn.Linear(c.conv_dim[-1], c.d_model)
+        self.dropout = nn.Dropout(c.feat_proj_dropout)
+        bound = 1 / math.sqrt(c.conv_dim[-1])  # HF's init: U(-1/sqrt(in), 1/sqrt(in))
+        nn.init.uniform_(self.projection.weight, -bound, bound)
+        nn.init.uniform_(self.projection.bias, -bound, bound)
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        if self.layer_norm is not None:
+            features = self.layer_norm(features)
+        return self.dropout(self.projection(features)), features
+
+
+class PositionalConv(nn.Module):
+    """Grouped Conv1d over time ("same" length), weight-normalised over the kernel axis
+    (``dim=2``, as fairseq and HF), then GELU: wav2vec 2.0's relative position signal."""
+
+    def __init__(self, d_model: int, kernel: int, groups: int) -> None:
+        super().__init__()
+        conv = nn.Conv1d(d_model, d_model, kernel, padding=kernel // 2, groups=groups)
+        # fairseq's init, before the parametrisation: g then starts as ||v|| per tap.
+        nn.init.normal_(conv.weight, std=2 * math.sqrt(1 / (kernel * d_model)))
+        nn.init.zeros_(conv.bias)
+        self.conv = weight_norm(conv, name="weight", dim=2)
+        self.trim = kernel % 2 == 0  # an even kernel makes one frame too many
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x.transpose(1, 2))
+        if self.trim:
+            y = y[..., :-1]
+        return F.gelu(y).transpose(1, 2)
+
+
+# -- backbone --------------------------------------------------------------------------------------
+
+class Wav2Vec2Model(nn.Module, SavedModel):
+    """Feature encoder -> projection -> time masking -> (positional conv +) encoder.
+
+    Also the bare encoder of an imported HF ``Wav2Vec2Model`` / ``HubertModel`` /
+    ``Wav2Vec2ConformerModel`` (``family: wav2vec2``), which :func:`load_backbone` reads like a
+    pretraining run."""
+
+    family = FAMILY_ENCODER
+    description = "a wav2vec 2.0 encoder"
+    config_class = Wav2Vec2Config
+    settings_key = "features"
+
+    def __init__(self, config: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.config = c = config
+        self.feature_extractor = FeatureEncoder(c)
+        self.feature_projection = FeatureProjection(c)
+        self.masked_spec_embed = nn.Parameter(torch.empty(c.d_model).uniform_())
+        self.dropout = nn.Dropout(c.dropout)
+        self.pos_conv: PositionalConv | None = None
+        self.encoder: nn.Module
+        if c.encoder_block == "conformer":
+            self.encoder = ConformerEncoder(c.layers, c.d_model, c.heads, c.ffn_dim,
+                                            c.depthwise_kernel, c.dropout, c.activation)
+            for layer in self.encoder.layers:
+                layer.attn.dropout = c.attention_dropout
+                layer.ffn1.dropout = nn.Dropout(c.activation_dropout)
+                layer.ffn2.dropout = nn.Dropout(c.activation_dropout)
+        else:
+            self.pos_conv = PositionalConv(c.d_model, c.pos_conv_kernel, c.pos_conv_groups)
+            self.encoder = Encoder(c.layers, c.d_model, c.heads, c.ffn_dim, c.dropout,
+                                   c.attention_dropout, c.activation, norm_first=c.norm_first)
+            self.encoder.norm = nn.Identity()  # ``layer_norm`` below, placed per norm_first
+            for layer in self.encoder.layers:
+                layer.ffn.dropout = nn.Dropout(c.activation_dropout)
+        # Before the first layer (post-LN) or after the last (pre-LN, Conformer).
+        self.layer_norm = nn.LayerNorm(c.d_model)
+        init_like_hf(self)
+
+    def forward(self, waves: Tensor, lengths: Tensor | None = None,
+                mask_time: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``waves`` (B, S) -> last hidden (B, T, D), extract_features (B, T, C) and the valid
+        frames (B, T) bool. ``mask_time`` (B, T) frames get the mask embedding."""
+        c = self.config
+        if waves.dim() != 2:
+            raise ValueError(f"expected waves (batch, samples), got {tuple(waves.shape)}")
+        samples = waves.shape[1]
+        if lengths is None:
+            lengths = torch.full((waves.shape[0],), samples, device=waves.device)
+        lengths = lengths.to(waves.device)
+        frames = frame_lengths(c, lengths)
+        if bool(frames.lt(1).any()):
+            raise ValueError(f"an utterance of {int(lengths.min())} samples is shorter than "
+                             f"the model's receptive field ({c.receptive_field} samples)")
+        padded = bool(lengths.lt(samples).any())
+        features = self.feature_extractor(waves, lengths if padded else None).transpose(1, 2)
+        frame_mask = (torch.arange(features.shape[1], device=waves.device).unsqueeze(0)
+                      < frames.unsqueeze(1))
+        hidden, extract_features = self.feature_projection(features)
+        if mask_time is None and self.training:
+            # In the graph every step (a zero gradient when nothing is masked): DDP wants
+            # every parameter to get a gradient.
+            mask_time = torch.zeros_like(frame_mask)
+        if mask_time is not None:
+            if mask_time.shape != frame_mask.shape:
+                raise ValueError(f"mask_time {tuple(mask_time.shape)} does not match the "
+                                 f"{tuple(frame_mask.shape)} frames of the batch")
+            hidden = torch.where(mask_time.bool().unsqueeze(-1),
+                                 self.masked_spec_embed.to(hidden.dtype), hidden)
+        pad = ~frame_mask if padded else None
+        if pad is not None:
+            hidden = hidden.masked_fill(pad.unsqueeze(-1), 0.0)
+        if self.pos_conv is None:  # Conformer: relative positions inside attention
+            hidden = self.layer_norm(self.encoder(self.dropout(hidden), pad))
+        else:
+            hidden = hidden + self.pos_conv(hidden)
+            if not c.norm_first:
+                hidden = self.layer_norm(hidden)
+            hidden, _ = self.encoder(self.dropout(hidden), pad)
+            if c.norm_first:
+                hidden = self.layer_norm(hidden)
+        return hidden, extract_features, frame_mask
+
+
+def init_like_hf(model: nn.Module) -> None:
+    """HF's ``_init_weights`` for the backbone and plain heads, so training from scratch
+    behaves like theirs: Linear N(0, 0.02) with zero bias, Kaiming-normal convs (bias
+    U(+-sqrt(groups / fan_in))), Xavier-uniform Conformer position biases. Modules that set
+    their own init (the feature projection, the weight-normalised positional conv, the
+    heads) are skipped, as HF's special cases are."""
+    skip: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, FeatureProjection | PositionalConv):
+            skip.update(id(m) for m in module.modules())
+    for module in model.modules():
+        if id(module) in skip or parametrize.is_parametrized(module):
+            continue
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv1d):
+            nn.init.kaiming_normal_(module.weight)
+            if module.bias is not None:
+                bound = math.sqrt(module.groups / (module.in_channels * module.kernel_size[0]))
+                nn.init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, RelativeSelfAttention):
+            nn.init.xavier_uniform_(module.pos_bias_u)
+            nn.init.xavier_uniform_(module.pos_bias_v)
+
+
+# -- directories -----------------------------------------------------------------------------------
+
+def read_wav2vec2_config(directory: str | Path, family: str | None = None) -> dict[str, Any]:
+    """``config.json`` of a wav2vec2-family model (``family`` if given, else any of them)
+    without the ``family`` field; a CheckpointError for another model."""
+    from seqformer.models.seq2seq import read_model_config
+
+    config = read_model_config(directory)
+    found = config.pop("family", None)
+    wanted = (family,) if family else FAMILIES
+    if found not in wanted:
+        raise CheckpointError(f"{directory}: a {found or 'unknown'} model, not a "
+                              f"{' / '.join(wanted)} model")
+    return config
+
+
+def _family_of(directory: str | Path) -> str:
+    from seqformer.models.seq2seq import read_model_config
+
+    read_wav2vec2_config(directory)  # refuses other families
+    return str(read_model_config(directory)["family"])
+
+
+def backbone_config(directory: str | Path, **changes: Any) -> Wav2Vec2Config:
+    """The config of the wav2vec2-family run in ``directory`` with ``changes`` applied: the
+    starting point of a fine-tuning model that :func:`load_backbone` fills from that run
+    (``backbone_config(run, vocab_size=32, mask_time_prob=0.05)``)."""
+    import dataclasses
+
+    from seqformer.config import from_dict
+
+    data = read_wav2vec2_config(directory)
+    data.pop("features", None)
+    data.pop("labels", None)
+    config = from_dict(Wav2Vec2Config, data, f"{directory}/config.json")
+    return dataclasses.replace(config, **changes)
+
+
+def load_backbone(model: nn.Module, directory: str | Path) -> nn.Module:
+    """Copy the backbone (``wav2vec2.*``) of the run in ``directory`` -- a pretraining run, a
+    fine-tuned model or an imported bare encoder -- into ``model`` (any head model, or a bare
+    :class:`Wav2Vec2Model`); its head keeps its own init. Refused in one line when the two
+    backbones differ in a field or a weight's shape."""
+    from seqformer.training.checkpoint import check_state, read_weights
+
+    directory = Path(directory)
+    family = _family_of(directory)
+    source = backbone_config(directory)
+    target = model if isinstance(model, Wav2Vec2Model) else model.wav2vec2
+    for name in BACKBONE_FIELDS:
+        theirs, ours = getattr(source, name), getattr(target.config, name)
+        if theirs != ours:
+            raise CheckpointError(f"{directory / 'config.json'}: model.{name}={theirs!r} but "
+                                  f"the model being initialised has {ours!r}; build it with the "
+                                  "run's backbone fields (backbone_config)")
+    path = directory / "model.safetensors"
+    state = read_weights(path)
+    if family != FAMILY_ENCODER:
+        state = {k[len("wav2vec2."):]: v for k, v in state.items() if k.startswith("wav2vec2.")}
+    check_state(state, target.state_dict(), path)
+    target.load_state_dict(state, strict=True)
+    return model
+
+
+def load_wav2vec2(directory: str | Path, map_location: str = "cpu") -> nn.Module:
+    """The model in ``directory``, of the class its ``family`` names (eval mode)."""
+    family = _family_of(directory)
+    classes = {FAMILY_ENCODER: Wav2Vec2Model, FAMILY_PRETRAIN: Wav2Vec2ForPreTraining,
+               FAMILY_CTC: Wav2Vec2ForCTC, FAMILY_CLASSIFY: Wav2Vec2ForClassification}
+    return classes[family].load(directory, map_location)
+
+
+# The heads live in their own module (size); importing them here keeps one public module.
+from seqformer.models.wav2vec2_heads import (  # noqa: E402
+    Wav2Vec2ForClassification,
+    Wav2Vec2ForCTC,
+    Wav2Vec2ForPreTraining,
+)
+
+__all__ = [
+    "BACKBONE_FIELDS", "FAMILIES", "FAMILY_CLASSIFY", "FAMILY_CTC", "FAMILY_ENCODER",
+    "FAMILY_PRETRAIN", "OBJECTIVES", "WaveBatch", "Wav2Vec2Config", "Wav2Vec2ForCTC",
+    "Wav2Vec2ForClassification", "Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2Output",
+    "backbone_config", "frame_lengths", "load_backbone", "load_wav2vec2",
+    "read_wav2vec2_config",
+]
