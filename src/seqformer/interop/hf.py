@@ -68,6 +68,12 @@ def _import_whisper(src: Path, out: Path, trust_pickle: bool) -> str:
     return hf_whisper.import_dir(src, out, trust_pickle)
 
 
+def _import_wav2vec2(src: Path, out: Path, trust_pickle: bool) -> str:
+    from seqformer.interop import hf_wav2vec2
+
+    return hf_wav2vec2.import_dir(src, out, trust_pickle)
+
+
 def _import_decision(src: Path, out: Path, trust_pickle: bool) -> str:
     from seqformer.interop import hf_decision
 
@@ -86,6 +92,11 @@ IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
     "whisper": ("Whisper speech-to-text (WhisperForConditionalGeneration)", _import_whisper),
     "decision_transformer": ("Decision Transformer (DecisionTransformerModel)",
                              _import_decision),
+    "wav2vec2": ("wav2vec 2.0 (Wav2Vec2Model, Wav2Vec2ForPreTraining/CTC/"
+                 "SequenceClassification)", _import_wav2vec2),
+    "hubert": ("HuBERT (HubertModel, HubertForCTC/SequenceClassification)", _import_wav2vec2),
+    "wav2vec2-conformer": ("W2v-Conformer, relative positions (Wav2Vec2ConformerModel, "
+                           "ForPreTraining/CTC/SequenceClassification)", _import_wav2vec2),
 }
 
 
@@ -156,7 +167,12 @@ def export_hf(model_dir: str | Path, out: str | Path) -> str:
         from seqformer.interop import hf_whisper
 
         return hf_whisper.export_dir(model_dir, out)
+    if family in ("wav2vec2", "wav2vec2-pretrain", "wav2vec2-ctc", "wav2vec2-classify"):
+        from seqformer.interop import hf_wav2vec2
+
+        return hf_wav2vec2.export_dir(model_dir, out)
     raise ConfigError(f"{model_dir}: a {family!r} model cannot be exported to Hugging Face "
                       "format yet; supported: gpt (as gpt2), seq2seq (as marian), bert, vit, "
                       "decision (as decision_transformer), ast (as "
-                      "audio-spectrogram-transformer), whisper (transformer encoder only)")
+                      "audio-spectrogram-transformer), whisper (transformer encoder only), "
+                      "wav2vec2 families (as wav2vec2, hubert or wav2vec2-conformer)")
