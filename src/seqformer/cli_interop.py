@@ -19,6 +19,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(f"imported {args.path} -> {args.out} ({family}); use it from Python: "
               f"DecisionTransformer.load({str(args.out)!r}).predict(...)")
         return 0
+    if family.startswith("wav2vec2"):  # no command takes them yet: the Python API does
+        print(f"imported {args.path} -> {args.out} ({family}); use it from Python: "
+              f"seqformer.models.wav2vec2.load_wav2vec2({str(args.out)!r})")
+        return 0
     use = ("transduce --model" if family == "seq2seq" else
            "evaluate --data IMAGES.npz --model" if family == "vit" else
            "evaluate --data CLIPS.tsv --model" if family == "ast" else "generate --model")
