@@ -69,6 +69,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         from seqformer.cli_audio import train_audio
 
         return train_audio(args, recipe, out)
+    from seqformer.recipe_ssl import CTCRecipe, PretrainRecipe
+
+    if isinstance(recipe, PretrainRecipe | CTCRecipe):
+        from seqformer.cli_speech import train_ssl
+
+        return train_ssl(args, recipe, out)
     if args.resume:
         check_resumable(out)  # before the corpus is read: a typo here should fail fast
     splits = load_splits(recipe)
@@ -301,7 +307,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from seqformer.cli_vision import evaluate_vision
 
         return evaluate_vision(args)
-    if _family(args.model[0]) == "whisper":  # speech to text: --data FILE.tsv or the test split
+    if _family(args.model[0]) in ("whisper", "wav2vec2-ctc"):  # speech to text: --data or test
         from seqformer.cli_speech import evaluate_speech
 
         return evaluate_speech(args)

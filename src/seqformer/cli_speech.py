@@ -1,8 +1,9 @@
 """Bodies of the speech-to-text commands; ``cli.py`` only dispatches to them.
 
-``train`` with ``task: speech-to-text``, ``evaluate`` of a ``family: whisper`` run and
-``transcribe`` (registered here by :func:`add_parsers`). Errors a user can cause are
-:class:`~seqformer.errors.UserError`.
+``train`` with ``task: speech-to-text`` (Whisper), ``speech-pretrain`` and ``speech-ctc``
+(wav2vec 2.0 family), ``evaluate`` of a ``family: whisper`` or ``wav2vec2-ctc`` run and
+``transcribe`` (registered here by :func:`add_parsers`), which take either kind of run. Errors
+a user can cause are :class:`~seqformer.errors.UserError`.
 """
 
 from __future__ import annotations
@@ -29,16 +30,59 @@ def train_speech(args: argparse.Namespace, recipe: Any, out: Path) -> int:
     return 0
 
 
+def train_ssl(args: argparse.Namespace, recipe: Any, out: Path) -> int:
+    """Pretrain a speech encoder (print the best validation metrics) or train a CTC model
+    (print test CER/WER, greedy and beam)."""
+    from seqformer.cli import _interrupted
+    from seqformer.recipe_ssl import PretrainRecipe
+    from seqformer.tasks.speech import describe
+
+    if isinstance(recipe, PretrainRecipe):
+        from seqformer.tasks.speech_ssl import train_pretrain
+
+        summary, best = train_pretrain(recipe, out, resume=args.resume)
+        if _interrupted(args, summary, out):
+            return 130
+        print("best checkpoint on the validation audio: " + "  ".join(
+            f"{k.removeprefix('valid_')} {v:.4f}" for k, v in best.items()))
+        print(f"pretrained encoder saved in {out}; fine-tune it with a 'task: speech-ctc' "
+              f"recipe and init_from: {out}")
+        return 0
+    from seqformer.tasks.speech_ctc import train_ctc
+
+    summary, results = train_ctc(recipe, out, resume=args.resume)
+    if _interrupted(args, summary, out):
+        return 130
+    for name, metrics in results.items():
+        print(f"test ({int(metrics['n'])} utterances), {name}: {describe(metrics)}")
+    print(f"model saved in {out}")
+    return 0
+
+
+def load_transcriber(run_dir: str, device: str) -> Any:
+    """The inference side of a speech-to-text run of either family: a Whisper (encoder-
+    decoder) or a wav2vec 2.0-shaped CTC model."""
+    from seqformer.cli import _family
+
+    if _family(run_dir) == "wav2vec2-ctc":
+        from seqformer.tasks.speech_ctc import CTCTranscriber
+
+        return CTCTranscriber.load(run_dir, device)
+    from seqformer.tasks.speech import Transcriber
+
+    return Transcriber.load(run_dir, device)
+
+
 def evaluate_speech(args: argparse.Namespace) -> int:
     """CER/WER of a Whisper run on ``--data FILE.tsv`` (path.wav<TAB>transcript) or on its
     recipe's test split."""
     from seqformer.cli import _device, data_or_test_split
     from seqformer.data.spoken_words import read_transcripts
-    from seqformer.tasks.speech import Transcriber, describe
+    from seqformer.tasks.speech import describe
 
     if len(args.model) != 1:
         raise UserError("evaluate: give one --model for a speech-to-text model")
-    transcriber = Transcriber.load(args.model[0], _device(args.device))
+    transcriber = load_transcriber(args.model[0], _device(args.device))
     data, where = data_or_test_split(args, transcriber, read_transcripts,
                                      "one --data TSV of path.wav<TAB>transcript lines",
                                      "FILE.tsv (path.wav<TAB>transcript lines)")
@@ -57,11 +101,10 @@ def evaluate_speech(args: argparse.Namespace) -> int:
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from seqformer.cli import _device
-    from seqformer.tasks.speech import Transcriber
 
     if args.beam is not None and args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
-    transcriber = Transcriber.load(args.model, _device(args.device))
+    transcriber = load_transcriber(args.model, _device(args.device))
     texts = transcriber.transcribe(args.wav, beam=args.beam, alpha=args.alpha,
                                    max_length=args.max_length)
     for path, text in zip(args.wav, texts):

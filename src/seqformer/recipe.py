@@ -39,7 +39,7 @@ TOKENIZER_KINDS = ("char", "word", "bpe")
 METRICS = ("valid_loss", "valid_nll", "per", "wer", "cer", "ter", "bleu", "chrf", "exact")
 HIGHER_IS_BETTER = ("bleu", "chrf", "exact")
 TASKS = ("transduction", "lm", "mlm", "classify", "tag", "qa", "distil", "decision",
-         "image-classify", "audio-classify", "speech-to-text")
+         "image-classify", "audio-classify", "speech-to-text", "speech-pretrain", "speech-ctc")
 # Language-model corpora: plain text files, or a Bible read from its installed SWORD module.
 LM_CORPORA = {"files": None, "kjv": "engKJV2006eb", "web": "engWEB2015eb",
               "rv1909": "spaRV1909eb"}
@@ -312,6 +312,10 @@ def recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Recipe | LM
         from seqformer.recipe_audio import audio_recipe_from_dict
 
         return audio_recipe_from_dict(tree, where)
+    if tree.get("task") in ("speech-pretrain", "speech-ctc"):  # wav2vec 2.0 family: recipe_ssl
+        from seqformer.recipe_ssl import ssl_recipe_from_dict
+
+        return ssl_recipe_from_dict(tree, where)
     model = tree.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"{where}: model must be a mapping of fields")

@@ -1,0 +1,188 @@
+"""Recipes of the self-supervised speech tasks: ``task: speech-pretrain`` (a wav2vec 2.0-shaped
+encoder learns from unlabelled audio) and ``task: speech-ctc`` (that encoder, or a fresh one,
+fine-tuned with a CTC head to transcribe). :func:`seqformer.recipe.recipe_from_dict` hands these
+tasks to :func:`ssl_recipe_from_dict`.
+
+Pretraining (:class:`PretrainRecipe`): ``data`` (the speech-to-text corpus settings,
+:class:`~seqformer.recipe_speech.SpeechDataConfig`: only the train split's audio is used, never
+its transcripts, and the held-out voices and words stay unheard), ``model``
+(:class:`~seqformer.models.wav2vec2.Wav2Vec2Config` fields; ``objective`` picks wav2vec 2.0's
+contrastive task, HuBERT's masked prediction of ``units`` or a Mockingjay-style reconstruction
+of masked frames), ``units`` (:class:`UnitsConfig`, HuBERT's k-means targets), ``train``.
+
+Fine-tuning (:class:`CTCRecipe`): ``init_from`` (a pretraining run; the encoder's shape comes
+from it), ``freeze`` (``feature-encoder``, as wav2vec 2.0 fine-tuning does, or ``none``),
+``data`` (the same corpus settings; transcripts are the targets), ``model`` (dropouts only with
+``init_from``; every shape field without), ``train``, ``decode`` (:class:`CTCDecodeConfig`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from seqformer.config import check_metric, from_dict, located, model_section, to_dict
+from seqformer.errors import ConfigError
+from seqformer.models.wav2vec2 import Wav2Vec2Config
+from seqformer.recipe_speech import SpeechDataConfig
+from seqformer.training.trainer import TrainConfig
+
+SSL_TASKS = ("speech-pretrain", "speech-ctc")
+PRETRAIN_METRICS = {"valid_loss": "min", "valid_accuracy": "max"}
+CTC_METRICS = {"valid_loss": "min", "cer": "min", "wer": "min"}
+FREEZE_PRESETS = ("none", "feature-encoder")
+# Fine-tuning a pretrained encoder may change regularisation and masking, never its shape.
+FINETUNE_MODEL_FIELDS = ("dropout", "attention_dropout", "activation_dropout",
+                         "feat_proj_dropout", "final_dropout", "mask_time_prob",
+                         "mask_time_length")
+# Fields the task fills in: the CTC vocabulary from the tokenizer, the label count and the
+# reconstruction target size from the data.
+DERIVED_FIELDS = {"vocab_size", "num_labels", "target_dim"}
+
+
+@dataclass(frozen=True)
+class UnitsConfig:
+    """HuBERT's first-iteration targets (``model.objective: units``): MFCC frames (13
+    coefficients with deltas, aligned with the encoder's 20 ms frames), standardised, clustered
+    by k-means into ``model.num_units`` units with ``iterations`` Lloyd steps on at most
+    ``max_frames`` frames drawn with ``seed``. The centroids are saved in the run
+    (``units.safetensors``) so fine-tuning and analysis can repeat the labelling."""
+
+    iterations: int = 30
+    max_frames: int = 100_000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1:
+            raise ConfigError(f"units.iterations must be >= 1, got {self.iterations}")
+        if self.max_frames < 100:
+            raise ConfigError(f"units.max_frames must be >= 100, got {self.max_frames}")
+
+
+@dataclass(frozen=True)
+class PretrainTrainConfig(TrainConfig):
+    """Pretraining at a CPU scale: AdamW with a 10% warmup and cosine decay (wav2vec 2.0 decays
+    linearly over 400k updates; the shape matters less than the warmup), weight decay 0.01;
+    best checkpoint by the objective's loss on the masked frames of held-out voices."""
+
+    max_steps: int = 1500
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    schedule: str = "cosine"
+    warmup_steps: int = 150
+    eval_every: int = 250
+    save_every: int = 0
+    log_every: int = 50
+    metric: str = "valid_loss"
+    metric_mode: str = "min"
+
+
+@dataclass(frozen=True)
+class CTCTrainConfig(TrainConfig):
+    """CTC fine-tuning at a CPU scale: AdamW with a short warmup and cosine decay, best
+    checkpoint by the validation CER of greedy CTC decodings."""
+
+    max_steps: int = 1500
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    schedule: str = "cosine"
+    warmup_steps: int = 150
+    eval_every: int = 250
+    save_every: int = 0
+    log_every: int = 50
+    metric: str = "cer"
+    metric_mode: str = "min"
+
+
+@dataclass(frozen=True)
+class CTCDecodeConfig:
+    """``beam`` 1: greedy (best path, repeats collapsed, blanks dropped); above 1: CTC prefix
+    beam search, which sums the alignments of each labelling instead of trusting one path."""
+
+    beam: int = 1
+
+    def __post_init__(self) -> None:
+        if self.beam < 1:
+            raise ConfigError(f"decode.beam must be >= 1, got {self.beam}")
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    name: str = "wav2vec2-pretrain"
+    task: str = "speech-pretrain"
+    data: SpeechDataConfig = field(default_factory=SpeechDataConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    units: UnitsConfig = field(default_factory=UnitsConfig)
+    train: PretrainTrainConfig = field(default_factory=PretrainTrainConfig)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_metric(self.train.metric, self.train.metric_mode, PRETRAIN_METRICS, self.task)
+
+    def model_config(self, target_dim: int = 0) -> Wav2Vec2Config:
+        return from_dict(Wav2Vec2Config, {**self.model, "target_dim": target_dim}, "recipe",
+                         "model.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+@dataclass(frozen=True)
+class CTCRecipe:
+    name: str = "wav2vec2-ctc"
+    task: str = "speech-ctc"
+    init_from: str | None = None
+    freeze: str = "feature-encoder"
+    data: SpeechDataConfig = field(default_factory=SpeechDataConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    train: CTCTrainConfig = field(default_factory=CTCTrainConfig)
+    decode: CTCDecodeConfig = field(default_factory=CTCDecodeConfig)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_metric(self.train.metric, self.train.metric_mode, CTC_METRICS, self.task)
+        if self.freeze not in FREEZE_PRESETS:
+            raise ConfigError(f"freeze={self.freeze!r}; use one of {', '.join(FREEZE_PRESETS)}")
+        if self.init_from is not None:
+            for key in self.model:
+                if key not in FINETUNE_MODEL_FIELDS:
+                    raise ConfigError(f"model.{key}: the encoder's shape comes from init_from "
+                                      f"({self.init_from}); only "
+                                      f"{', '.join(FINETUNE_MODEL_FIELDS)} may be set")
+
+    def model_config(self, vocab_size: int, base: dict[str, Any] | None = None
+                     ) -> Wav2Vec2Config:
+        """The CTC model's shape: ``base`` (the pretraining run's config, when fine-tuning)
+        with the recipe's ``model`` overrides and the tokenizer's vocabulary."""
+        return from_dict(Wav2Vec2Config, {**(base or {}), **self.model,
+                                           "vocab_size": vocab_size}, "recipe", "model.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+SSLRecipe = PretrainRecipe | CTCRecipe
+
+
+def ssl_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> SSLRecipe:
+    """Build and validate a self-supervised speech recipe, so a bad field fails before any
+    audio is synthesised."""
+    task = tree.get("task")
+    if task not in SSL_TASKS:
+        raise ConfigError(f"{where}: task={task!r}; use one of {', '.join(SSL_TASKS)}")
+    model_section(tree, Wav2Vec2Config, where, DERIVED_FIELDS)
+    with located(where):
+        if task == "speech-pretrain":
+            recipe: SSLRecipe = from_dict(PretrainRecipe, tree, where)
+            config = recipe.model_config()
+            if config.objective == "units" and config.num_units < 2:
+                raise ConfigError("model.num_units: objective units (HuBERT) needs the number "
+                                  "of k-means units, e.g. 50")
+        else:
+            recipe = from_dict(CTCRecipe, tree, where)
+            if recipe.init_from is None:
+                recipe.model_config(40)  # value checks need only a placeholder vocabulary
+    return recipe
+

@@ -1,0 +1,288 @@
+"""Speech to text with a CTC head on the wav2vec 2.0-shaped encoder (``task: speech-ctc``).
+
+Connectionist temporal classification (Graves et al., 2006) lets an encoder-only model
+transcribe: every 20 ms frame emits a character or a blank, repeats merge, blanks vanish, and
+the loss sums over every alignment that spells the transcript. There is no decoder, so decoding
+is one forward pass plus a collapse (greedy) or a prefix beam search (``decoding/ctc.py``).
+This is how wav2vec 2.0 and HuBERT are fine-tuned (``Wav2Vec2ForCTC``), usually from a
+self-supervised run (``init_from``, ``tasks/speech_ssl.py``) with the CNN feature encoder
+frozen (``freeze: feature-encoder``).
+
+Data, tokenizer (characters; the pad id 0 doubles as CTC's blank), metrics (CER / WER) and the
+run-directory layout are the Whisper task's (``tasks/speech.py``), so the two families compare
+on the same splits with the same numbers. :class:`CTCTranscriber` has the inference surface of
+:class:`~seqformer.tasks.speech.Transcriber`, so ``seqformer transcribe`` and ``evaluate`` take
+either kind of run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seqformer.config import to_dict
+from seqformer.data.masking import span_mask
+from seqformer.data.mlm import ExampleStream
+from seqformer.data.spoken_words import SpokenSet, homophones, prepare
+from seqformer.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from seqformer.decoding.ctc import ctc_beam_search, ctc_greedy
+from seqformer.errors import DataError
+from seqformer.models.wav2vec2 import (
+    Wav2Vec2Config,
+    Wav2Vec2ForCTC,
+    WaveBatch,
+    backbone_config,
+    frame_lengths,
+)
+from seqformer.recipe_ssl import CTCDecodeConfig, CTCRecipe, ssl_recipe_from_dict
+from seqformer.tasks.rundir import (
+    check_same_split,
+    check_vocabulary,
+    log,
+    recipe_if_saved,
+    write_run_metadata,
+)
+from seqformer.tasks.speech import encode_texts, load_speech_splits, scores
+from seqformer.tasks.speech_ssl import batch_seed, normalise
+from seqformer.training.trainer import Trainer
+
+DECODE_BATCH = 64
+# Parameter names of the CNN feature encoder, which wav2vec 2.0 fine-tuning keeps frozen.
+FEATURE_ENCODER = ["wav2vec2.feature_extractor.*"]
+
+Example = tuple[torch.Tensor, list[int]]
+
+
+def collate(examples: Sequence[Example], config: Wav2Vec2Config | None = None,
+            generator: torch.Generator | None = None) -> WaveBatch:
+    """Padded waveforms and transcripts; with a generator and ``mask_time_prob`` > 0, a span
+    mask over the frames (wav2vec 2.0 fine-tunes with this SpecAugment-like masking)."""
+    lengths = torch.tensor([len(w) for w, _ in examples], dtype=torch.long)
+    waves = torch.zeros(len(examples), int(lengths.max()))
+    for i, (w, _) in enumerate(examples):
+        waves[i, : len(w)] = w
+    text_lengths = torch.tensor([len(y) for _, y in examples], dtype=torch.long)
+    text = torch.zeros(len(examples), max(1, int(text_lengths.max())), dtype=torch.long)
+    for i, (_, y) in enumerate(examples):
+        text[i, : len(y)] = torch.tensor(y, dtype=torch.long)
+    batch = WaveBatch(waves, lengths, text=text, text_lengths=text_lengths)
+    if config is not None and generator is not None and config.mask_time_prob > 0:
+        total = int(frame_lengths(config, lengths.max().view(1))[0])
+        batch.mask_time = span_mask(frame_lengths(config, lengths), total,
+                                    config.mask_time_prob, config.mask_time_length, generator,
+                                    min_masks=0)
+    return batch
+
+
+class CTCStream(ExampleStream):
+    """Training batches: a seeded shuffle per epoch, a seeded time mask per batch."""
+
+    def __init__(self, examples: Sequence[Example], batch_size: int, seed: int,
+                 config: Wav2Vec2Config) -> None:
+        super().__init__(examples, batch_size, seed)
+        self.config = config
+
+    def make_batch(self, examples: list[Example], position: int) -> WaveBatch:
+        generator = torch.Generator().manual_seed(batch_seed(self.seed, position, "ctc"))
+        return collate(examples, self.config, generator)
+
+
+@torch.no_grad()
+def decode_waves(model: Wav2Vec2ForCTC, waves: list[torch.Tensor], beam: int = 1
+                 ) -> list[list[int]]:
+    """Output ids of every (normalised) waveform, batched by length."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
+    out: list[list[int]] = [[] for _ in waves]
+    for start in range(0, len(order), DECODE_BATCH):
+        chunk = order[start:start + DECODE_BATCH]
+        batch = collate([(waves[i], []) for i in chunk]).to(device)
+        result = model(WaveBatch(batch.waves, batch.lengths))
+        assert result.logits is not None
+        log_probs = result.logits.float().log_softmax(-1).cpu()
+        frames = result.frame_mask.sum(-1).cpu()
+        if beam <= 1:
+            hyps = ctc_greedy(log_probs, frames)
+        else:
+            hyps = [best[0][0] for best in ctc_beam_search(log_probs, frames, beam)]
+        for i, tokens in zip(chunk, hyps):
+            out[i] = tokens
+    return out
+
+
+def validation(model: Wav2Vec2ForCTC, valid: list[Example], decode: list[Example],
+               tokenizer: Tokenizer) -> dict[str, float]:
+    """Mean CTC loss per utterance over ``valid``; CER / WER of greedy decodings of
+    ``decode``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss = count = 0.0
+    with torch.no_grad():
+        for i in range(0, len(valid), DECODE_BATCH):
+            chunk = valid[i:i + DECODE_BATCH]
+            out = model(collate(chunk).to(device))
+            assert out.loss is not None
+            loss += float(out.loss) * len(chunk)
+            count += len(chunk)
+    metrics = {"valid_loss": loss / max(count, 1)}
+    if decode:
+        ids = decode_waves(model, [w for w, _ in decode])
+        hyps = [tokenizer.decode(x) for x in ids]
+        refs = [tokenizer.decode(y) for _, y in decode]
+        metrics.update({k: v for k, v in scores(hyps, refs).items() if k != "n"})
+    model.train(was_training)
+    return metrics
+
+
+def build_model(recipe: CTCRecipe, vocab_size: int, base: Wav2Vec2Config | None
+                ) -> Wav2Vec2ForCTC:
+    """A CTC model: the encoder of ``init_from`` (a pretraining run, an imported encoder or
+    another CTC run: its shape ``base``, its weights) under a fresh head, or a fresh encoder of
+    the recipe's shape."""
+    if recipe.init_from is None or base is None:
+        return Wav2Vec2ForCTC(recipe.model_config(vocab_size))
+    fields = {k: v for k, v in to_dict(base).items() if k not in ("vocab_size", "num_labels")}
+    model = Wav2Vec2ForCTC(recipe.model_config(vocab_size, fields))
+    model.load_backbone(recipe.init_from)
+    return model
+
+
+def train_ctc(recipe: CTCRecipe, out_dir: str | Path, resume: bool = False
+              ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """Fine-tune (or train from scratch) into ``out_dir``; returns the trainer summary and the
+    best checkpoint's test metrics, greedy and with ``decode.beam`` (empty without a test
+    split), also written to ``test_metrics.json``."""
+    from seqformer.tasks.encoder import check_resumable
+
+    out = Path(out_dir)
+    if resume:
+        check_resumable(out)
+    # Before any audio is made: a wrong init_from should fail in a second, not after synthesis.
+    base = backbone_config(recipe.init_from) if recipe.init_from else None
+    splits, split_fp = load_speech_splits(recipe)  # type: ignore[arg-type]
+    train, valid, test = splits["train"], splits["valid"], splits["test"]
+    assert train is not None and valid is not None
+    if recipe.data.corpus == "spoken-words" and test is not None:
+        words = sorted({u.split("/")[1] for u in test.sources})
+        note = (f"; {homophones(words)} of {len(words)} test words have a CMUdict homophone"
+                if recipe.data.target == "spelling" else "")
+        log(f"data: {len(train)} train / {len(valid)} valid / {len(test)} test utterances "
+            f"(split {split_fp}){note}")
+    tokenizer = (load_tokenizer(out / "tokenizer") if resume
+                 else train_tokenizer("char", train.texts))
+    torch.manual_seed(recipe.train.seed)
+    model = build_model(recipe, tokenizer.vocab_size, base)
+    c = model.config
+
+    def examples(data: SpokenSet, name: str) -> list[Example]:
+        waves = [normalise(w) for w in data.waveforms]
+        ids = encode_texts(data, tokenizer, 10_000, f"data.{name}")
+        frames = frame_lengths(c, torch.tensor([len(w) for w in waves]))
+        for i, (n, y) in enumerate(zip(frames.tolist(), ids)):
+            if len(y) > n:
+                source = data.sources[i] if data.sources else f"utterance {i + 1}"
+                raise DataError(f"data.{name}: {source}: {len(y)} characters in {n} frames; "
+                                "CTC needs at least one frame per character (is the audio "
+                                "cut short?)")
+        return list(zip(waves, ids))
+
+    encoded = {name: examples(data, name) for name, data in splits.items() if data is not None}
+    train_config = recipe.train
+    if recipe.freeze == "feature-encoder":
+        train_config = dataclasses.replace(train_config,
+                                           freeze=[*train_config.freeze, *FEATURE_ENCODER])
+    stream = CTCStream(encoded["train"], recipe.data.batch_size, recipe.train.seed, c)
+    log(f"model: wav2vec 2.0-shaped CTC, {model.num_parameters() / 1e6:.2f}M parameters, "
+        f"{c.layers} {c.encoder_block} layers, d_model {c.d_model}, vocab {c.vocab_size}, "
+        + (f"encoder from {recipe.init_from}" if recipe.init_from else "from scratch")
+        + f", freeze {recipe.freeze}; {stream.per_epoch} batches an epoch, "
+        f"{recipe.train.max_steps} steps")
+
+    def save_run(directory: Path) -> None:
+        write_run_metadata(directory, recipe, {"split": split_fp,
+                                               "tokenizer": tokenizer.fingerprint},
+                           model.config_json())
+
+    if not resume:
+        tokenizer.save(out / "tokenizer")
+    save_run(out)
+    to_decode = encoded["valid"][: recipe.data.valid_decode]
+    trainer = Trainer(model, train_config, stream, out,
+                      validate=lambda m: validation(m, encoded["valid"], to_decode, tokenizer),
+                      on_save=save_run)
+    summary = trainer.train(resume=resume)
+    results: dict[str, dict[str, float]] = {}
+    if test is not None and not summary.get("interrupted"):
+        best = CTCTranscriber.load(out, str(trainer.device))
+        results["greedy"] = best.evaluate(test, beam=1)
+        if recipe.decode.beam > 1:
+            results[f"beam{recipe.decode.beam}"] = best.evaluate(test)
+        (out / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n",
+                                               encoding="utf-8")
+    return summary, results
+
+
+class CTCTranscriber:
+    """A trained CTC model with its tokenizer and decoding default: ``transcribe`` WAV paths
+    or waveforms, ``evaluate`` labelled utterances (the surface of ``tasks.speech.
+    Transcriber``)."""
+
+    def __init__(self, model: Wav2Vec2ForCTC, tokenizer: Tokenizer,
+                 recipe: CTCRecipe | None = None) -> None:
+        self.model, self.tokenizer, self.recipe = model.eval(), tokenizer, recipe
+        self.decode = recipe.decode if recipe is not None else CTCDecodeConfig()
+        self.run_dir: Path | None = None
+        self.last_hypotheses: list[str] = []
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "cpu") -> CTCTranscriber:
+        run_dir = Path(run_dir)
+        model = Wav2Vec2ForCTC.load(run_dir, device)
+        tokenizer = load_tokenizer(run_dir / "tokenizer")
+        check_vocabulary(run_dir, tokenizer.vocab_size, model.config.vocab_size)
+        recipe = recipe_if_saved(run_dir, ssl_recipe_from_dict)
+        transcriber = cls(model, tokenizer, recipe)
+        transcriber.run_dir = run_dir
+        return transcriber
+
+    def _texts(self, waves: list[np.ndarray], beam: int | None) -> list[str]:
+        ids = decode_waves(self.model, [normalise(w) for w in waves], beam or self.decode.beam)
+        return [self.tokenizer.decode(x) for x in ids]
+
+    def transcribe(self, audio: Sequence[str | Path | np.ndarray], beam: int | None = None,
+                   alpha: float | None = None, max_length: int | None = None) -> list[str]:
+        """The transcript of each WAV path or 16 kHz float waveform (``alpha`` and
+        ``max_length`` belong to the Whisper decoder and are ignored: CTC emits at most one
+        character per frame)."""
+        from seqformer.data.speech import read_wav
+
+        if not audio:
+            return []
+        waves = [prepare(read_wav(a) if isinstance(a, str | Path)
+                         else np.asarray(a, dtype=np.float32)) for a in audio]
+        return self._texts(waves, beam)
+
+    def evaluate(self, data: SpokenSet, beam: int | None = None, alpha: float | None = None
+                 ) -> dict[str, float]:
+        """CER / WER (percent) and ``n`` of the transcripts of ``data`` against its texts."""
+        if len(data) == 0:
+            raise DataError("nothing to evaluate: no utterances")
+        hyps = self._texts(list(data.waveforms), beam)
+        self.last_hypotheses = hyps
+        return scores(hyps, list(data.texts))
+
+    def test_split(self) -> SpokenSet | None:
+        """The recipe's test split (re-made from the cache), or None."""
+        if self.recipe is None or self.run_dir is None:
+            return None
+        splits, fingerprint = load_speech_splits(self.recipe)  # type: ignore[arg-type]
+        check_same_split(self.recipe, fingerprint, self.run_dir / "recipe.yaml",
+                         "give --data FILE.tsv instead")
+        return splits["test"]
