@@ -1,7 +1,8 @@
-"""Bodies of the Audio Spectrogram Transformer commands; ``cli.py`` only dispatches to them.
+"""Bodies of the audio classification commands; ``cli.py`` only dispatches to them.
 
-``train`` with ``task: audio-classify`` and ``evaluate`` of a ``family: ast`` run (imported
-ones included). Errors a user can cause are :class:`~seqformer.errors.UserError`.
+``train`` with ``task: audio-classify`` (an AST or a wav2vec2 classifier) and ``evaluate`` of
+a ``family: ast`` or ``wav2vec2-classify`` run (imported ones included). Errors a user can
+cause are :class:`~seqformer.errors.UserError`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any
 
 
 def train_audio(args: argparse.Namespace, recipe: Any, out: Path) -> int:
-    """Train an AST; print the test accuracy and macro-F1 of the best checkpoint."""
+    """Train an AST or a wav2vec2 classifier; print the test accuracy and macro-F1 of the best
+    checkpoint."""
     from seqformer.cli import classifier_trained
     from seqformer.tasks.audio import train_audio_classifier
 
@@ -22,8 +24,9 @@ def train_audio(args: argparse.Namespace, recipe: Any, out: Path) -> int:
 
 
 def evaluate_audio(args: argparse.Namespace) -> int:
-    """Score an AST run on a clip list (``--data`` TSV of path.wav<TAB>label, or a directory
-    of LABEL/*.wav) or on its recipe's test split; print the metrics and the confusions."""
+    """Score an audio classifier run (AST or wav2vec2) on a clip list (``--data`` TSV of
+    path.wav<TAB>label, or a directory of LABEL/*.wav) or on its recipe's test split; print the
+    metrics and the confusions."""
     from seqformer.cli import data_or_test_split
     from seqformer.data.speech import read_clip_list
     from seqformer.tasks.audio import AudioClassifier, confusion_summary
@@ -33,7 +36,7 @@ def evaluate_audio(args: argparse.Namespace) -> int:
     classifier = AudioClassifier.load(args.model[0], "cpu" if device == "auto" else device)
     data, where = data_or_test_split(
         args, classifier, read_clip_list,
-        "one --data TSV (path.wav<TAB>label) or directory for an AST model",
+        "one --data TSV (path.wav<TAB>label) or directory for an audio classifier",
         "FILE.tsv (path.wav<TAB>label lines)")
     metrics, predicted = classifier.evaluate(data, where)
     print(f"{where} ({len(data)} clips): {describe(metrics)}")

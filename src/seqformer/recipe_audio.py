@@ -1,9 +1,17 @@
-"""Recipes of ``task: audio-classify`` (the Audio Spectrogram Transformer).
+"""Recipes of ``task: audio-classify``: the Audio Spectrogram Transformer (``model.kind: ast``,
+the default) or a wav2vec 2.0 / HuBERT encoder with a classification head (``kind: wav2vec2``).
 :func:`seqformer.recipe.recipe_from_dict` hands this task to :func:`audio_recipe_from_dict`.
 
-Sections: ``data`` (:class:`AudioDataConfig`), ``model`` (:class:`~seqformer.models.audio.
-ASTConfig` fields, including the input shape ``num_mel_bins`` x ``max_frames``; ``num_labels``
-comes from the data), ``train`` (:class:`AudioTrainConfig`: by epochs, like the ViT's).
+Sections: ``data`` (:class:`AudioDataConfig`), ``model`` (``kind`` and the fields of
+:class:`~seqformer.models.audio.ASTConfig` -- including the input shape ``num_mel_bins`` x
+``max_frames`` -- or of :class:`~seqformer.models.wav2vec2.Wav2Vec2Config`; ``num_labels`` comes
+from the data), ``train`` (:class:`AudioTrainConfig`: by epochs, like the ViT's).
+
+``kind: wav2vec2`` only: ``init_from`` (a ``speech-pretrain`` run, an imported HF wav2vec2 /
+HuBERT encoder or another wav2vec2-family run: the encoder's shape and weights come from it, so
+``model`` may then set only :data:`FINETUNE_FIELDS`) and ``freeze`` (``feature-encoder``, the
+default with ``init_from`` as in wav2vec 2.0 fine-tuning, or ``none``, the default without).
+``model.mask_time_prob`` defaults to 0.05 (HF's fine-tuning value), not the pretraining 0.65.
 """
 
 from __future__ import annotations
@@ -14,9 +22,19 @@ from typing import Any
 from seqformer.config import check_metric, from_dict, located, model_section, to_dict
 from seqformer.errors import ConfigError, DataError
 from seqformer.models.audio import ASTConfig
+from seqformer.models.wav2vec2 import Wav2Vec2Config
 from seqformer.recipe_encoder import ScratchTrainConfig
+from seqformer.recipe_ssl import FINETUNE_MODEL_FIELDS, FREEZE_PRESETS
 
 AUDIO_TASKS = ("audio-classify",)
+MODEL_KINDS = ("ast", "wav2vec2")
+# What a recipe may set on an encoder that comes from init_from: regularisation, masking and
+# the head's projection, never the encoder's shape.
+FINETUNE_FIELDS = (*FINETUNE_MODEL_FIELDS, "classifier_proj_size")
+# Filled in by the task (num_labels from the data) or meaningless for a classifier.
+WAV2VEC2_DERIVED = {"num_labels", "vocab_size", "target_dim"}
+# wav2vec 2.0's fine-tuning mask rate (HF Wav2Vec2Config's default), unless model sets one.
+FINETUNE_MASK_TIME_PROB = 0.05
 AUDIO_CORPORA = ("speech-commands", "files")
 # Metrics the validation returns, and which way is better.
 AUDIO_METRICS = {"valid_loss": "min", "valid_accuracy": "max", "valid_macro_f1": "max"}
@@ -92,6 +110,8 @@ AudioTrainConfig = ScratchTrainConfig
 class AudioRecipe:
     name: str = "ast"
     task: str = "audio-classify"
+    init_from: str | None = None
+    freeze: str | None = None
     data: AudioDataConfig = field(default_factory=AudioDataConfig)
     model: dict[str, Any] = field(default_factory=dict)
     train: AudioTrainConfig = field(default_factory=AudioTrainConfig)
@@ -101,18 +121,72 @@ class AudioRecipe:
         if self.task not in AUDIO_TASKS:
             raise ConfigError(f"task={self.task!r}; use one of {', '.join(AUDIO_TASKS)}")
         check_metric(self.train.metric, self.train.metric_mode, AUDIO_METRICS, self.task)
+        kind = self.kind
+        if kind not in MODEL_KINDS:
+            raise ConfigError(f"model.kind={kind!r}; use one of {', '.join(MODEL_KINDS)}")
+        if self.freeze is not None and self.freeze not in FREEZE_PRESETS:
+            raise ConfigError(f"freeze={self.freeze!r}; use one of {', '.join(FREEZE_PRESETS)}")
+        if kind == "ast" and self.init_from is not None:
+            raise ConfigError(f"init_from={self.init_from}: a pretrained encoder needs "
+                              "model.kind: wav2vec2; the AST (model.kind: ast) trains from "
+                              "scratch")
+        if kind == "ast" and self.freeze not in (None, "none"):
+            raise ConfigError(f"freeze: {self.freeze} names wav2vec2 modules; use it with "
+                              "model.kind: wav2vec2")
+        if self.init_from is not None:
+            for key in self.model:
+                if key != "kind" and key not in FINETUNE_FIELDS:
+                    raise ConfigError(f"model.{key}: the encoder's shape comes from init_from "
+                                      f"({self.init_from}); only {', '.join(FINETUNE_FIELDS)} "
+                                      "may be set")
 
-    def model_config(self, num_labels: int) -> ASTConfig:
-        return from_dict(ASTConfig, {**self.model, "num_labels": num_labels}, "recipe", "model.")
+    @property
+    def kind(self) -> str:
+        return str(self.model.get("kind", "ast"))
+
+    @property
+    def freeze_preset(self) -> str:
+        """``freeze`` as given, else ``feature-encoder`` with ``init_from`` and ``none``
+        without."""
+        return self.freeze or ("feature-encoder" if self.init_from else "none")
+
+    def model_config(self, num_labels: int, base: dict[str, Any] | None = None
+                     ) -> ASTConfig | Wav2Vec2Config:
+        """The model's shape with the data's ``num_labels``: an :class:`ASTConfig`, or for
+        ``kind: wav2vec2`` a :class:`Wav2Vec2Config` -- ``base`` (the ``init_from`` run's
+        config, when fine-tuning) with the recipe's ``model`` fields over it."""
+        fields = {k: v for k, v in self.model.items() if k != "kind"}
+        if self.kind == "ast":
+            return from_dict(ASTConfig, {**fields, "num_labels": num_labels}, "recipe",
+                             "model.")
+        base = {k: v for k, v in (base or {}).items() if k not in WAV2VEC2_DERIVED}
+        return from_dict(Wav2Vec2Config, {**base, "mask_time_prob": FINETUNE_MASK_TIME_PROB,
+                                          **fields, "num_labels": num_labels},
+                         "recipe", "model.")
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        data = to_dict(self)
+        for key in ("init_from", "freeze"):  # unset: AST recipes read as they always did
+            if data[key] is None:
+                del data[key]
+        return data
 
 
 def audio_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> AudioRecipe:
     """Build and validate an audio recipe, so a bad field fails before any audio is made."""
-    model_section(tree, ASTConfig, where, {"num_labels"})
+    model = tree.get("model") or {}
+    if not isinstance(model, dict):
+        raise ConfigError(f"{where}: model must be a mapping of fields")
+    kind = model.get("kind", "ast")
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"{where}: model.kind={kind!r}; use one of {', '.join(MODEL_KINDS)}")
+    fields = {k: v for k, v in model.items() if k != "kind"}
+    if kind == "ast":
+        model_section({**tree, "model": fields}, ASTConfig, where, {"num_labels"})
+    else:
+        model_section({**tree, "model": fields}, Wav2Vec2Config, where, WAV2VEC2_DERIVED)
     with located(where):
         recipe = from_dict(AudioRecipe, tree, where)
+        # Value checks; with init_from the shape is the run's, read when training starts.
         recipe.model_config(2)
     return recipe

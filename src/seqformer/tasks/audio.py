@@ -1,11 +1,20 @@
-"""Audio classification with the Audio Spectrogram Transformer (``task: audio-classify``).
+"""Audio classification (``task: audio-classify``) with the Audio Spectrogram Transformer
+(``model.kind: ast``) or a wav2vec 2.0 / HuBERT encoder (``kind: wav2vec2``).
 
 The task owns what the trainer must not know: making or reading the clips and their split,
-the label names, the filterbank front end (its mean/std fitted on the training split and saved
-in ``config.json`` as ``features``), the validation metrics (loss, accuracy, macro-F1) and the
-run directory (``config.json`` with ``family: ast``, ``recipe.yaml`` with the split
-fingerprint, ``model.safetensors``). :class:`AudioClassifier` is the inference side:
-``AudioClassifier.load(run).predict(waveforms or WAV paths)``.
+the label names, the front end, the validation metrics (loss, accuracy, macro-F1) and the run
+directory (``config.json`` with the family, ``recipe.yaml`` with the split fingerprint,
+``model.safetensors``). The AST reads a filterbank (its mean/std fitted on the training split
+and saved in ``config.json`` as ``features``; ``family: ast``). The wav2vec2 classifier
+(``family: wav2vec2-classify``, HF ``Wav2Vec2ForSequenceClassification``) reads the raw
+waveform normalised per clip (``tasks.speech_ssl.normalise``; ``features`` says so), clips
+zero-padded to the batch's longest with their lengths; fine-tuned from ``init_from`` it starts
+from that run's encoder, its CNN feature encoder frozen by default, and is trained with
+wav2vec 2.0's time masking (``model.mask_time_prob``) -- so the same labelled clips show what
+self-supervised pretraining buys.
+
+:class:`AudioClassifier` is the inference side: ``AudioClassifier.load(run)`` -- a
+:class:`WaveClassifier` for a wav2vec2 run -- ``.predict(waveforms or WAV paths)``.
 """
 
 from __future__ import annotations
@@ -18,7 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from seqformer.data import speech
 from seqformer.data.fbank import Fbank
+from seqformer.data.masking import span_mask
 from seqformer.data.mlm import ExampleStream
 from seqformer.data.speech import (
     ACCENTS,
@@ -30,12 +41,27 @@ from seqformer.data.speech import (
     read_wav,
     speech_commands_splits,
 )
+from seqformer.errors import CheckpointError, DataError
 from seqformer.models.audio import AST, AudioBatch, read_ast_config
+from seqformer.models.wav2vec2 import (
+    FAMILY_CLASSIFY,
+    Wav2Vec2Config,
+    Wav2Vec2ForClassification,
+    WaveBatch,
+    backbone_config,
+    frame_lengths,
+    read_wav2vec2_config,
+)
 from seqformer.recipe_audio import AudioRecipe, audio_recipe_from_dict
 from seqformer.tasks import classify
 from seqformer.tasks.rundir import log, recipe_if_saved
+from seqformer.tasks.speech_ssl import batch_seed, normalise
 
 EVAL_BATCH = 128
+# Parameter names of the wav2vec2 CNN feature encoder (``freeze: feature-encoder``).
+FEATURE_ENCODER = ["wav2vec2.feature_extractor.*"]
+# config.json ``features`` of a wav2vec2 classifier: what HF's Wav2Vec2FeatureExtractor does.
+WAVE_FEATURES = {"sample_rate": speech.SAMPLE_RATE, "normalize": True}
 
 
 def load_audio_splits(recipe: AudioRecipe) -> dict[str, SpeechSet | None]:
@@ -97,13 +123,16 @@ class AudioStream(ExampleStream):
 
 def train_audio_classifier(recipe: AudioRecipe, out_dir: str | Path, resume: bool = False
                            ) -> tuple[dict, dict[str, float]]:
-    """Train an AST into ``out_dir``; returns the trainer summary and the test metrics (empty
-    without a test split), which are also written to ``test_metrics.json``."""
+    """Train an AST or a wav2vec2 classifier (``model.kind``) into ``out_dir``; returns the
+    trainer summary and the test metrics (empty without a test split), which are also written
+    to ``test_metrics.json``."""
     from seqformer.tasks.encoder import check_resumable
 
     out = Path(out_dir)
     if resume:
         check_resumable(out)
+    if recipe.kind == "wav2vec2":
+        return train_wave_classifier(recipe, out, resume)
     splits = load_audio_splits(recipe)
     train = splits["train"]
     assert train is not None
@@ -132,6 +161,123 @@ def train_audio_classifier(recipe: AudioRecipe, out_dir: str | Path, resume: boo
                                    stream, train_config, encoded, audio_metrics, out, resume)
 
 
+# -- wav2vec 2.0 / HuBERT classifier ------------------------------------------------------------
+
+WaveExample = tuple[torch.Tensor, int]
+
+
+def wave_batch(waves: list[torch.Tensor], labels: torch.Tensor | None = None) -> WaveBatch:
+    """(Normalised) waveforms zero-padded to the longest, with their lengths and labels."""
+    lengths = torch.tensor([len(w) for w in waves], dtype=torch.long)
+    padded = torch.zeros(len(waves), int(lengths.max()) if len(waves) else 0)
+    for i, w in enumerate(waves):
+        padded[i, : len(w)] = w
+    return WaveBatch(padded, lengths, labels=labels)
+
+
+def wave_metrics(model: Wav2Vec2ForClassification, waves: list[torch.Tensor],
+                 labels: torch.Tensor, prefix: str = "valid_") -> dict[str, float]:
+    """Mean cross-entropy, accuracy and macro-F1 of ``model`` on normalised waveforms."""
+    return classify.metrics(model, wave_batch, waves, labels, EVAL_BATCH, prefix)
+
+
+class WaveStream(ExampleStream):
+    """Training batches: a seeded shuffle per epoch of (waveform, label index) examples and,
+    with ``mask_time_prob`` > 0, a span mask over the frames seeded by the batch's position
+    (so ``--resume`` repeats it)."""
+
+    def __init__(self, examples: list[WaveExample], batch_size: int, seed: int,
+                 config: Wav2Vec2Config) -> None:
+        super().__init__(examples, batch_size, seed)
+        self.config = config
+
+    def make_batch(self, examples: list[WaveExample], position: int) -> WaveBatch:
+        c = self.config
+        batch = wave_batch([w for w, _ in examples],
+                           torch.tensor([y for _, y in examples], dtype=torch.long))
+        if c.mask_time_prob > 0:
+            generator = torch.Generator().manual_seed(batch_seed(self.seed, position,
+                                                                 "audio-classify"))
+            total = int(frame_lengths(c, batch.lengths.max().view(1))[0])
+            batch.mask_time = span_mask(frame_lengths(c, batch.lengths), total,
+                                        c.mask_time_prob, c.mask_time_length, generator,
+                                        min_masks=0)
+        return batch
+
+
+def check_wave_lengths(sizes: list[int], sources: list[str], config: Wav2Vec2Config,
+                       where: str) -> None:
+    """Every clip (``sizes`` samples) must give the encoder at least one frame."""
+    for i, size in enumerate(sizes):
+        if size < config.receptive_field:
+            source = sources[i] if sources else f"clip {i + 1}"
+            raise DataError(f"{where}: {source}: {size} samples, shorter than the wav2vec2 "
+                            f"encoder's receptive field ({config.receptive_field} samples)")
+
+
+def build_wave_classifier(recipe: AudioRecipe, labels: list[str]
+                          ) -> Wav2Vec2ForClassification:
+    """The encoder of ``init_from`` (its shape and weights) under a fresh head, or a fresh
+    encoder of the recipe's shape."""
+    from seqformer.config import to_dict
+
+    base = None
+    if recipe.init_from is not None:
+        base = to_dict(backbone_config(recipe.init_from))
+    config = recipe.model_config(len(labels), base)
+    assert isinstance(config, Wav2Vec2Config)
+    model = Wav2Vec2ForClassification(config, labels)
+    if recipe.init_from is not None:
+        model.load_backbone(recipe.init_from)
+    return model
+
+
+def train_wave_classifier(recipe: AudioRecipe, out: Path, resume: bool
+                          ) -> tuple[dict, dict[str, float]]:
+    """``train_audio_classifier`` for ``model.kind: wav2vec2``."""
+    import dataclasses
+
+    if recipe.init_from is not None:
+        # Before any audio is made: a wrong init_from should fail in a second.
+        try:
+            backbone_config(recipe.init_from)
+        except CheckpointError as exc:
+            raise CheckpointError(f"init_from: {exc}") from None
+    splits = load_audio_splits(recipe)
+    train = splits["train"]
+    assert train is not None
+    labels = sorted(set(train.labels))
+    classify.check_classes(labels)
+    torch.manual_seed(recipe.train.seed)
+    model = build_wave_classifier(recipe, labels)
+    c = model.config
+    encoded: dict[str, tuple[list[torch.Tensor], torch.Tensor]] = {}
+    for name, data in splits.items():
+        if data is not None:
+            check_wave_lengths([w.size for w in data.waveforms], data.sources, c,
+                               f"data.{name}")
+            encoded[name] = ([normalise(w) for w in data.waveforms],
+                             label_ids(data, labels, f"data.{name}"))
+    waves, ids = encoded["train"]
+    stream = WaveStream(list(zip(waves, ids.tolist())), recipe.data.batch_size,
+                        recipe.train.seed, c)
+    train_config = recipe.train.for_epochs(stream.per_epoch)
+    if recipe.freeze_preset == "feature-encoder":
+        train_config = dataclasses.replace(train_config,
+                                           freeze=[*train_config.freeze, *FEATURE_ENCODER])
+    median = int(np.median([w.size for w in train.waveforms]))
+    frames = int(frame_lengths(c, torch.tensor([median]))[0])
+    log(f"model: wav2vec 2.0 classifier, {model.num_parameters() / 1e6:.2f}M parameters, "
+        f"{c.layers} {c.encoder_block} layers, d_model {c.d_model}, "
+        + (f"encoder from {recipe.init_from}" if recipe.init_from else "from scratch")
+        + f", freeze {recipe.freeze_preset}, mask_time_prob {c.mask_time_prob}; raw waveform "
+        f"(median clip {median / speech.SAMPLE_RATE:.2f} s, {frames} frames); "
+        + ", ".join(f"{len(v[1])} {k}" for k, v in encoded.items())
+        + f" clips, {len(labels)} classes; {train_config.max_steps} steps")
+    return classify.train_and_test(model, recipe, dict(WAVE_FEATURES), fingerprint(splits),
+                                   stream, train_config, encoded, wave_metrics, out, resume)
+
+
 class AudioClassifier(classify.Classifier):
     """A trained (or imported) AST with its filterbank front end and label names."""
 
@@ -143,7 +289,13 @@ class AudioClassifier(classify.Classifier):
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu") -> AudioClassifier:
+        """The run's classifier: this class for an AST, a :class:`WaveClassifier` for a
+        ``wav2vec2-classify`` run (the one place the audio families are told apart)."""
+        from seqformer.models.seq2seq import read_model_config
+
         run_dir = Path(run_dir)
+        if read_model_config(run_dir).get("family") == FAMILY_CLASSIFY:
+            return WaveClassifier.load(run_dir, device)
         data = read_ast_config(run_dir)
         model = AST.load(run_dir, device)
         c = model.config
@@ -184,3 +336,55 @@ class AudioClassifier(classify.Classifier):
         if self.recipe is None:
             return None
         return load_audio_splits(self.recipe)["test"]
+
+
+class WaveClassifier(AudioClassifier):
+    """A trained (or imported) wav2vec2-family classifier: raw waveforms, normalised per clip
+    unless its ``features`` say otherwise (an imported model with ``do_normalize`` false)."""
+
+    def __init__(self, model: Wav2Vec2ForClassification, normalize: bool = True,
+                 recipe: AudioRecipe | None = None) -> None:
+        classify.Classifier.__init__(self, model, recipe)
+        self.frontend = None  # type: ignore[assignment]  # the raw waveform is the input
+        self.normalize = normalize
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "cpu") -> WaveClassifier:
+        run_dir = Path(run_dir)
+        features = read_wav2vec2_config(run_dir, FAMILY_CLASSIFY).get("features") or {}
+        rate = int(features.get("sample_rate", speech.SAMPLE_RATE))
+        if rate != speech.SAMPLE_RATE:
+            raise CheckpointError(f"{run_dir}/config.json: features.sample_rate={rate}; audio "
+                                  f"is read at {speech.SAMPLE_RATE} Hz")
+        model = Wav2Vec2ForClassification.load(run_dir, device)
+        return cls(model, bool(features.get("normalize", True)),
+                   recipe_if_saved(run_dir, audio_recipe_from_dict))
+
+    def prepare(self, waves: list[np.ndarray]) -> list[torch.Tensor]:
+        return [normalise(w) if self.normalize
+                else torch.as_tensor(np.asarray(w, dtype=np.float32)) for w in waves]
+
+    def inputs(self, clips: list[np.ndarray | str | Path] | np.ndarray  # type: ignore[override]
+               ) -> list[torch.Tensor]:
+        """The model's input waveforms of N clips (waveforms or WAV paths), unpadded."""
+        return self.prepare(self.waveforms(clips))
+
+    @torch.no_grad()
+    def logits(self, clips: list[np.ndarray | str | Path] | np.ndarray) -> torch.Tensor:
+        waves, n = self.inputs(clips), self.batch_size
+        check_wave_lengths([len(w) for w in waves], [], self.model.config, "input")
+        parts = []
+        for i in range(0, len(waves), n):
+            batch = wave_batch(waves[i:i + n]).to(self.device)
+            parts.append(self.model.logits(batch.waves, batch.lengths).float().cpu())
+        return torch.cat(parts) if parts else torch.zeros(0, self.model.config.num_labels)
+
+    def evaluate(self, data: SpeechSet, where: str = "--data"
+                 ) -> tuple[dict[str, float], list[str]]:
+        gold = label_ids(data, self.labels, where)
+        check_wave_lengths([w.size for w in data.waveforms], data.sources, self.model.config,
+                           where)
+        preds, loss = classify.predictions(self.model, wave_batch, self.prepare(data.waveforms),
+                                           gold, EVAL_BATCH)
+        metrics = classify.scores(gold.tolist(), preds, loss, self.model.config.num_labels)
+        return metrics, [self.labels[i] for i in preds]
