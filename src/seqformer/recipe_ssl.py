@@ -7,8 +7,11 @@ Pretraining (:class:`PretrainRecipe`): ``data`` (the speech-to-text corpus setti
 :class:`~seqformer.recipe_speech.SpeechDataConfig`: only the train split's audio is used, never
 its transcripts, and the held-out voices and words stay unheard), ``model``
 (:class:`~seqformer.models.wav2vec2.Wav2Vec2Config` fields; ``objective`` picks wav2vec 2.0's
-contrastive task, HuBERT's masked prediction of ``units`` or a Mockingjay-style reconstruction
-of masked frames), ``units`` (:class:`UnitsConfig`, HuBERT's k-means targets), ``train``.
+contrastive task, HuBERT's masked prediction of ``units``, a Mockingjay-style reconstruction
+of masked frames, or ``w2v-bert``: contrastive in the lower ``contrastive_layers``, masked
+prediction of the quantizer's codes at the top, weighted by ``mlm_weight``), ``units``
+(:class:`UnitsConfig`, HuBERT's k-means targets: MFCC frames, or a previous run's hidden
+states for HuBERT's second iteration), ``train``.
 
 Fine-tuning (:class:`CTCRecipe`): ``init_from`` (a pretraining run; the encoder's shape comes
 from it), ``freeze`` (``feature-encoder``, as wav2vec 2.0 fine-tuning does, or ``none``),
@@ -42,21 +45,34 @@ DERIVED_FIELDS = {"vocab_size", "num_labels", "target_dim"}
 
 @dataclass(frozen=True)
 class UnitsConfig:
-    """HuBERT's first-iteration targets (``model.objective: units``): MFCC frames (13
-    coefficients with deltas, aligned with the encoder's 20 ms frames), standardised, clustered
-    by k-means into ``model.num_units`` units with ``iterations`` Lloyd steps on at most
-    ``max_frames`` frames drawn with ``seed``. The centroids are saved in the run
-    (``units.safetensors``) so fine-tuning and analysis can repeat the labelling."""
+    """HuBERT's targets (``model.objective: units``). First iteration: MFCC frames (13
+    coefficients with deltas, aligned with the encoder's 20 ms frames). Second iteration
+    (``from_run``: a previous speech-pretrain run of any objective, or an imported wav2vec2
+    encoder): the hidden states after encoder layer ``layer`` of that run (1 = the first
+    layer's output; default: the middle layer, HuBERT's 6 of 12), computed in eval mode over
+    the training audio; the new run needs the same conv layout, so the frames coincide.
+    Either way the features are standardised and clustered by k-means into
+    ``model.num_units`` units with ``iterations`` Lloyd steps on at most ``max_frames`` frames
+    drawn with ``seed``. The centroids are saved in the run (``units.safetensors``; what was
+    clustered in ``units.json``) so fine-tuning and analysis can repeat the labelling."""
 
     iterations: int = 30
     max_frames: int = 100_000
     seed: int = 0
+    from_run: str | None = None
+    layer: int | None = None
 
     def __post_init__(self) -> None:
         if self.iterations < 1:
             raise ConfigError(f"units.iterations must be >= 1, got {self.iterations}")
         if self.max_frames < 100:
             raise ConfigError(f"units.max_frames must be >= 100, got {self.max_frames}")
+        if self.layer is not None and self.from_run is None:
+            raise ConfigError(f"units.layer={self.layer}: the layer of which encoder? Set "
+                              "units.from_run to the run whose hidden states are clustered")
+        if self.layer is not None and self.layer < 1:
+            raise ConfigError(f"units.layer must be >= 1 (the output of that encoder layer), "
+                              f"got {self.layer}")
 
 
 @dataclass(frozen=True)
@@ -180,6 +196,9 @@ def ssl_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> SSLReci
             if config.objective == "units" and config.num_units < 2:
                 raise ConfigError("model.num_units: objective units (HuBERT) needs the number "
                                   "of k-means units, e.g. 50")
+            if recipe.units.from_run is not None and config.objective != "units":
+                raise ConfigError(f"units.from_run: only objective units (HuBERT) trains on "
+                                  f"k-means units, not objective {config.objective}")
         else:
             recipe = from_dict(CTCRecipe, tree, where)
             if recipe.init_from is None:

@@ -1,7 +1,8 @@
 """Self-supervised speech pretraining and CTC fine-tuning end to end through the CLI: tiny
-pretraining runs of each objective, a CTC model initialised from one (its encoder weights
-really are the pretrained ones), evaluate / transcribe on the CTC run, exact resume, and bad
-recipes as exit 2 with one line."""
+pretraining runs of each objective (W2v-BERT included), HuBERT's second iteration on a previous
+run's hidden states, a CTC model initialised from one (its encoder weights really are the
+pretrained ones), evaluate / transcribe on the CTC run, exact resume, and bad recipes as exit
+2 with one line (a bad units.layer before any audio is synthesised)."""
 
 from __future__ import annotations
 
@@ -38,18 +39,23 @@ def error_line(capsys) -> str:
 
 @pytest.mark.parametrize("name,task", [("hubert-spoken-words", "speech-pretrain"),
                                        ("wav2vec2-spoken-words", "speech-pretrain"),
+                                       ("w2v-bert-spoken-words", "speech-pretrain"),
                                        ("ctc-spoken-words", "speech-ctc")])
 def test_bundled_recipes_parse(name: str, task: str) -> None:
     recipe = load_recipe(name)
     assert recipe.task == task
     if task == "speech-pretrain":
-        assert recipe.model_config().objective in ("units", "contrastive")
+        config = recipe.model_config()
+        assert config.objective == name.removesuffix("-spoken-words").replace(
+            "hubert", "units").replace("wav2vec2", "contrastive")
+        if config.objective == "w2v-bert":
+            assert config.split_layer == 2 and config.layers == 4
     else:
         assert recipe.init_from == "runs/hubert-spoken-words"
 
 
 @needs_espeak
-@pytest.mark.parametrize("objective", ["contrastive", "units", "reconstruct"])
+@pytest.mark.parametrize("objective", ["contrastive", "units", "reconstruct", "w2v-bert"])
 def test_pretrain_each_objective(objective: str, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "pre"
@@ -66,6 +72,61 @@ def test_pretrain_each_objective(objective: str, tmp_path: Path, monkeypatch, ca
     assert (run / "units.safetensors").is_file() == (objective == "units")
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "valid" in r] == [2, 4]
+    if objective == "w2v-bert":  # both modules report
+        assert {"valid_accuracy", "valid_code_accuracy", "valid_mlm_loss"} <= set(best)
+
+
+@needs_espeak
+def test_hubert_second_iteration_clusters_a_previous_runs_layer(tmp_path: Path, monkeypatch,
+                                                                capsys) -> None:
+    from seqformer.training.checkpoint import file_sha256
+
+    monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path / "cache"))
+    first, second = tmp_path / "iter1", tmp_path / "iter2"
+    assert main(["train", "hubert-spoken-words", "--out", str(first), *DATA, *SHAPE, *TRAIN,
+                 "--set", "model.layers=2", "--set", "model.num_units=8",
+                 "--set", "units.iterations=3"]) == 0
+    capsys.readouterr()
+    assert main(["train", "hubert-spoken-words", "--out", str(second), *DATA, *SHAPE, *TRAIN,
+                 "--set", "model.num_units=6", "--set", "units.iterations=3",
+                 "--set", f"units.from_run={first}", "--set", "units.layer=1"]) == 0
+    captured = capsys.readouterr()
+    assert "best checkpoint on the validation audio: loss" in captured.out
+    assert "units: features of encoder layer 1/2" in captured.err
+    centroids = load_file(second / "units.safetensors")["centroids"]
+    assert centroids.shape == (6, 16)  # six units of the first run's 16-dim hidden states
+    record = json.loads((second / "units.json").read_text())
+    assert record["from_run"] == str(first.resolve()) and record["layer"] == 1
+    assert record["source_weights_sha256"] == file_sha256(first / "model.safetensors")
+    assert "layer 1" in record["features"] and len(record["mean"]) == 16
+    log = [json.loads(line) for line in (second / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "valid" in r] == [2, 4]
+    assert np.isfinite(json.loads((second / "valid_metrics.json").read_text())["valid_loss"])
+    # Resuming must cluster the same layer of the same run.
+    assert main(["train", "hubert-spoken-words", "--out", str(second), *DATA, *SHAPE, *TRAIN,
+                 "--set", "model.num_units=6", "--set", "units.iterations=3",
+                 "--set", f"units.from_run={first}", "--set", "units.layer=2",
+                 "--set", "train.max_steps=6", "--resume"]) == 2
+    assert "records layer=1" in error_line(capsys)
+
+
+def test_bad_units_layer_fails_before_any_audio(tmp_path: Path, monkeypatch, capsys) -> None:
+    from seqformer.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
+
+    monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path / "cache"))
+    encoder = tmp_path / "encoder"  # a bare encoder, as `seqformer import` writes one
+    Wav2Vec2Model(Wav2Vec2Config(d_model=16, heads=2, layers=2, ffn_dim=32,
+                                 conv_dim=(8,) * 7, pos_conv_kernel=4,
+                                 pos_conv_groups=2)).save(encoder, {"sample_rate": 16000,
+                                                                    "normalize": True})
+    base = ["train", "hubert-spoken-words", "--out", str(tmp_path / "r"), *DATA, *SHAPE,
+            "--set", f"units.from_run={encoder}"]
+    assert main([*base, "--set", "units.layer=3"]) == 2
+    line = error_line(capsys)
+    assert "units.layer=3" in line and "2 layers" in line
+    assert main([*base, "--set", "model.conv_stride=[5,2,2,2,2,2,3]"]) == 2
+    assert "model.conv_stride" in error_line(capsys)
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "r").exists()
 
 
 @needs_espeak
@@ -135,6 +196,12 @@ def test_resume_is_exact(recipe: str, extra: list[str], tmp_path: Path, monkeypa
 @pytest.mark.parametrize("override,message", [
     (["--set", "model.objective=cluster"], "model.objective"),
     (["--set", "model.num_units=0"], "model.num_units"),
+    (["--set", "model.objective=w2v-bert", "--set", "model.contrastive_layers=5"],
+     "model.contrastive_layers"),
+    (["--set", "model.objective=contrastive", "--set", "units.from_run=runs/x"],
+     "units.from_run"),
+    (["--set", "units.layer=2"], "units.layer"),
+    (["--set", "units.from_run=runs/x", "--set", "units.layer=0"], "units.layer"),
 ])
 def test_bad_pretrain_recipes(override: list[str], message: str, tmp_path: Path,
                               capsys) -> None:

@@ -1,8 +1,9 @@
 """Hugging Face wav2vec2 / HuBERT / W2v-Conformer <-> ours: tiny random HF models written by
 ``save_pretrained`` import with equal outputs (eval mode, max abs diff <= 1e-5) -- backbones,
 CTC logits and loss, classification logits, the pretraining quantizer and contrastive /
-diversity / total loss; our models export to directories ``from_pretrained`` loads with equal
-outputs; the CLI does both; what our blocks cannot compute is refused in one line."""
+diversity / total loss, every layer's hidden states; our models export to directories
+``from_pretrained`` loads with equal outputs; the CLI does both; what our blocks cannot compute
+is refused in one line."""
 
 from __future__ import annotations
 
@@ -125,6 +126,32 @@ def test_conformer_model_equals_hugging_face(tmp_path: Path, one_thread) -> None
     assert ours.config.encoder_block == "conformer" and ours.config.activation == "silu"
     with torch.no_grad():
         assert diff(ours(waves())[0], theirs(waves()).last_hidden_state) <= TOL
+
+
+@pytest.mark.parametrize("kind", ["post-LN", "pre-LN", "conformer"])
+def test_hidden_states_equal_hugging_faces_output_hidden_states(tmp_path: Path, one_thread,
+                                                                kind: str) -> None:
+    if kind == "conformer":
+        config = transformers.Wav2Vec2ConformerConfig(**HF_SMALL, conv_depthwise_kernel_size=7)
+        cls = transformers.Wav2Vec2ConformerModel
+    else:
+        config = transformers.Wav2Vec2Config(**HF_SMALL, do_stable_layer_norm=kind == "pre-LN",
+                                             feat_extract_norm="layer" if kind == "pre-LN"
+                                             else "group")
+        cls = transformers.Wav2Vec2Model
+    theirs, path = saved_hf(tmp_path, cls, config)
+    ours = from_hf(path)
+    with torch.no_grad():
+        expected = theirs(waves(), output_hidden_states=True)
+        states, _, _ = ours.hidden_states(waves())
+        middle, _, _ = ours.hidden_states(waves(), upto=1)
+    assert len(states) == len(expected.hidden_states) == 3 and len(middle) == 2
+    # The top state is the encoder's output, as transformers 4.x reported it (5.x gives the
+    # last layer before the final LayerNorm of a pre-LN / Conformer encoder).
+    for got, want in zip(states[:-1], expected.hidden_states[:-1], strict=True):
+        assert diff(got, want) <= TOL
+    assert diff(states[-1], expected.last_hidden_state) <= TOL
+    assert diff(middle[1], expected.hidden_states[1]) <= TOL
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
@@ -259,6 +286,25 @@ def test_units_pretraining_exports_its_encoder_as_hubert(tmp_path: Path, one_thr
         assert diff(ours.wav2vec2(waves())[0], theirs(waves()).last_hidden_state) <= TOL
     back = from_hf(tmp_path / "hf")  # the bare encoder, objective read back
     assert isinstance(back, Wav2Vec2Model) and back.config.num_units == 10
+
+
+def test_w2v_bert_pretraining_exports_its_encoder_as_wav2vec2(tmp_path: Path,
+                                                             one_thread) -> None:
+    from safetensors.torch import load_file
+
+    ours = ours_model(Wav2Vec2ForPreTraining, objective="w2v-bert", contrastive_layers=1,
+                      mlm_weight=0.5)
+    ours.save(tmp_path / "run")
+    assert export_hf(tmp_path / "run", tmp_path / "hf") == "wav2vec2"
+    assert not [k for k in load_file(tmp_path / "hf" / "model.safetensors")
+                if k.startswith(("mlm_head", "quantizer", "project_"))]
+    theirs = transformers.AutoModel.from_pretrained(tmp_path / "hf").eval()
+    assert type(theirs).__name__ == "Wav2Vec2Model"
+    with torch.no_grad():
+        assert diff(ours.wav2vec2(waves())[0], theirs(waves()).last_hidden_state) <= TOL
+    back = from_hf(tmp_path / "hf")  # the bare encoder; W2v-BERT's fields read back
+    assert isinstance(back, Wav2Vec2Model) and back.config.objective == "w2v-bert"
+    assert back.config.contrastive_layers == 1 and back.config.mlm_weight == 0.5
 
 
 def test_cli_imports_and_exports(tmp_path: Path, one_thread, capsys) -> None:

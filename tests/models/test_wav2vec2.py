@@ -1,8 +1,10 @@
-"""wav2vec 2.0 / HuBERT / W2v-Conformer models: frame counts, padding invariance (every
-encoder variant, the group-norm first layer included), the mask embedding, each objective and
-head trains, the Gumbel schedule, save/load, backbones moving from a pretraining run into
-fine-tuning models, and one-line config errors. Parity with Hugging Face is in
-tests/interop/test_hf_wav2vec2.py."""
+"""wav2vec 2.0 / HuBERT / W2v-Conformer models: frame counts, padding invariance (every encoder
+variant, the group-norm first layer included), the mask embedding, intermediate hidden states
+against a manual forward, each objective and head trains, W2v-BERT's pieces (the contrastive
+objective exactly when it has every layer and no MLM weight, the quantizer's argmax codes as
+targets, gradients split between the modules), the Gumbel schedule, save/load, backbones moving
+from a pretraining run into fine-tuning models, and one-line config errors. Parity with Hugging
+Face is in tests/interop/test_hf_wav2vec2.py."""
 
 from __future__ import annotations
 
@@ -121,6 +123,48 @@ def test_masked_frames_get_the_mask_embedding() -> None:
     assert not torch.allclose(masked, plain)
 
 
+VARIANTS = [{"feat_extract_norm": "group"},
+            {"feat_extract_norm": "layer", "norm_first": True, "conv_bias": True},
+            {"encoder_block": "conformer", "activation": "silu"}]
+
+
+def manual_layers(model: Wav2Vec2Model, waves: torch.Tensor, n: int) -> torch.Tensor:
+    """The first ``n`` encoder layers run by hand from the model's modules (an unpadded
+    batch, eval mode), with the final LayerNorm of a pre-LN / Conformer model only at the
+    top."""
+    c = model.config
+    features = model.feature_extractor(waves).transpose(1, 2)
+    x, _ = model.feature_projection(features)
+    if c.encoder_block == "conformer":
+        for layer in model.encoder.layers[:n]:
+            x = layer(x)
+        return model.layer_norm(x) if n == c.layers else x
+    x = x + model.pos_conv(x)
+    if not c.norm_first:
+        x = model.layer_norm(x)
+    for layer in model.encoder.layers[:n]:
+        x, _ = layer(x)
+    return model.layer_norm(x) if c.norm_first and n == c.layers else x
+
+
+@pytest.mark.parametrize("overrides", VARIANTS, ids=["group-postLN", "layer-preLN", "conformer"])
+def test_hidden_states_equal_a_manual_forward_through_the_first_layers(overrides) -> None:
+    torch.manual_seed(0)
+    model = Wav2Vec2Model(config(layers=3, **overrides)).eval()
+    waves = torch.randn(2, 800, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        states, extract, valid = model.hidden_states(waves)
+        last, last_extract, last_valid = model(waves)
+        assert len(states) == 4 and torch.equal(states[-1], last)
+        assert torch.equal(extract, last_extract) and torch.equal(valid, last_valid)
+        for n in range(1, 4):
+            upto, _, _ = model.hidden_states(waves, upto=n)
+            assert len(upto) == n + 1 and torch.equal(upto[n], states[n])
+            assert float((states[n] - manual_layers(model, waves, n)).abs().max()) <= 1e-6
+    with pytest.raises(ValueError, match="upto"):
+        model.hidden_states(waves, upto=4)
+
+
 def train_steps(model: torch.nn.Module, batch: WaveBatch, steps: int = 8) -> tuple[float, float]:
     """Loss on ``batch`` in eval mode before and after ``steps`` Adam steps on it."""
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -140,7 +184,8 @@ def train_steps(model: torch.nn.Module, batch: WaveBatch, steps: int = 8) -> tup
         return before, float(model(batch).loss)
 
 
-@pytest.mark.parametrize("head", ["contrastive", "units", "reconstruct", "ctc", "classify"])
+@pytest.mark.parametrize("head", ["contrastive", "units", "reconstruct", "w2v-bert", "ctc",
+                                  "classify"])
 def test_each_objective_and_head_learns_a_tiny_batch(head) -> None:
     torch.manual_seed(0)
     waves = padded_waves()
@@ -155,6 +200,9 @@ def test_each_objective_and_head_learns_a_tiny_batch(head) -> None:
     elif head == "reconstruct":
         model = Wav2Vec2ForPreTraining(config(objective="reconstruct", target_dim=5))
         batch = WaveBatch(waves, LENGTHS, mask_time=mask, targets=torch.randn(4, T, 5))
+    elif head == "w2v-bert":
+        model = Wav2Vec2ForPreTraining(config(objective="w2v-bert", contrastive_layers=1))
+        batch = WaveBatch(waves, LENGTHS, mask_time=mask, negatives=negatives(mask))
     elif head == "ctc":
         model = Wav2Vec2ForCTC(config(vocab_size=6))
         text = torch.tensor([[1, 2, 3], [2, 3, 0], [4, 0, 0], [5, 5, 1]])
@@ -165,13 +213,17 @@ def test_each_objective_and_head_learns_a_tiny_batch(head) -> None:
     before, after = train_steps(model, batch)
     assert after < before
     out = model(batch)
-    if head in ("contrastive", "units", "reconstruct"):
+    if head in ("contrastive", "units", "reconstruct", "w2v-bert"):
         assert out.n_tokens == int(mask.sum()) - (int((batch.units[mask] == -100).sum())
                                                   if head == "units" else 0)
     if head == "contrastive":
         assert set(out.metrics) == {"contrastive_loss", "diversity_loss", "perplexity",
                                     "accuracy"}
         assert out.logits.shape == (4, T, 6)
+    if head == "w2v-bert":  # both modules' metrics; code logits per group
+        assert set(out.metrics) == {"contrastive_loss", "diversity_loss", "perplexity",
+                                    "accuracy", "mlm_loss", "code_accuracy"}
+        assert out.logits.shape == (4, T, 2, 8)
     if head == "ctc":
         assert out.n_tokens == 9 and out.logits.shape == (4, T, 6)
 
@@ -182,6 +234,82 @@ def test_every_parameter_gets_a_gradient_without_a_mask() -> None:
     model = Wav2Vec2ForClassification(config(num_labels=3)).train()
     model(WaveBatch(padded_waves(), LENGTHS, labels=torch.tensor([0, 1, 2, 1]))).loss.backward()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_w2v_bert_with_every_layer_contrastive_and_no_mlm_is_the_contrastive_objective(
+        train: bool) -> None:
+    torch.manual_seed(0)
+    ours = Wav2Vec2ForPreTraining(config(objective="w2v-bert", contrastive_layers=2,
+                                         mlm_weight=0.0))
+    plain = Wav2Vec2ForPreTraining(config())
+    missing, unexpected = plain.load_state_dict(ours.state_dict(), strict=False)
+    assert missing == [] and unexpected == ["mlm_head.weight", "mlm_head.bias"]
+    ours.train(train), plain.train(train)
+    ours.set_gumbel_temperature(3), plain.set_gumbel_temperature(3)
+    mask = spans(frame_lengths(config(), LENGTHS))
+    batch = WaveBatch(padded_waves(), LENGTHS, mask_time=mask, negatives=negatives(mask))
+    torch.manual_seed(7)  # the same Gumbel draws in training
+    got = ours(batch)
+    torch.manual_seed(7)
+    expected = plain(batch)
+    assert torch.equal(got.loss, expected.loss) and got.n_tokens == expected.n_tokens
+    assert torch.equal(got.hidden, expected.hidden)
+    for key, value in expected.metrics.items():
+        assert got.metrics[key] == value
+    assert got.metrics["mlm_loss"] > 0
+
+
+def test_w2v_bert_predicts_the_quantizers_argmax_codes_from_the_top_layer() -> None:
+    torch.manual_seed(0)
+    model = Wav2Vec2ForPreTraining(config(objective="w2v-bert", contrastive_layers=1,
+                                          mlm_weight=0.5)).train()
+    model.set_gumbel_temperature(0)
+    mask = spans(frame_lengths(config(), LENGTHS))
+    batch = WaveBatch(padded_waves(), LENGTHS, mask_time=mask, negatives=negatives(mask))
+    out = model(batch)
+    with torch.no_grad():
+        states, extract, valid = model.wav2vec2.hidden_states(batch.waves, LENGTHS, mask)
+        scored = mask & valid
+        ids = model.quantizer.weight_proj(extract).view(4, T, 2, 8).argmax(-1)
+        assert torch.equal(model.quantizer.code_ids(extract), ids)
+        logits = model.mlm_head(states[2]).view(4, T, 2, 8)
+        assert torch.equal(out.logits, logits)
+        ce = torch.nn.functional.cross_entropy(logits[scored].reshape(-1, 8),
+                                               ids[scored].reshape(-1))
+        per_group = [torch.nn.functional.cross_entropy(logits[scored][:, g], ids[scored][:, g])
+                     for g in range(2)]
+    assert out.metrics["mlm_loss"] == pytest.approx(float(ce), rel=1e-6)
+    assert float(ce) == pytest.approx(float(sum(per_group)) / 2, rel=1e-6)
+    accuracy = logits[scored].argmax(-1).eq(ids[scored]).float().mean()
+    assert out.metrics["code_accuracy"] == pytest.approx(float(accuracy))
+    total = (out.metrics["contrastive_loss"] + 0.1 * out.metrics["diversity_loss"]
+             + 0.5 * out.metrics["mlm_loss"])
+    assert float(out.loss.detach()) == pytest.approx(total, rel=1e-5)
+
+
+def test_w2v_bert_every_parameter_gets_a_gradient_and_the_modules_split() -> None:
+    torch.manual_seed(0)
+    mask = spans(frame_lengths(config(), LENGTHS))
+    batch = WaveBatch(padded_waves(), LENGTHS, mask_time=mask, negatives=negatives(mask))
+    model = Wav2Vec2ForPreTraining(config(objective="w2v-bert", contrastive_layers=1)).train()
+    model(batch).loss.backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    assert all(float(p.grad.abs().sum()) > 0 for n, p in model.named_parameters()
+               if n.startswith(("wav2vec2.encoder.layers.1.", "mlm_head.", "project_hid.")))
+    # Without the MLM term the layer above the contrastive module learns nothing.
+    model = Wav2Vec2ForPreTraining(config(objective="w2v-bert", contrastive_layers=1,
+                                          mlm_weight=0.0)).train()
+    model(batch).loss.backward()
+    upper = [p.grad for n, p in model.named_parameters()
+             if n.startswith("wav2vec2.encoder.layers.1.")]
+    assert upper and all(float(g.abs().sum()) == 0 for g in upper)
+    assert float(model.wav2vec2.encoder.layers[0].ffn.linear1.weight.grad.abs().sum()) > 0
+
+
+def test_w2v_bert_contrastive_layers_default_to_half_the_encoder() -> None:
+    assert config(layers=4).split_layer == 2 and config(layers=1).split_layer == 1
+    assert config(layers=4, contrastive_layers=3).split_layer == 3
 
 
 def test_gumbel_temperature_anneals_to_its_floor() -> None:
@@ -275,6 +403,9 @@ def test_wave_batch_moves_and_counts_clips() -> None:
     ({"codevector_dim": 9}, "codevector_dim"),
     ({"gumbel_temperature": (0.5, 2.0, 0.9)}, "gumbel_temperature"),
     ({"ctc_reduction": "none"}, "ctc_reduction"),
+    ({"contrastive_layers": 3}, "contrastive_layers"),
+    ({"contrastive_layers": 0}, "contrastive_layers"),
+    ({"mlm_weight": -1.0}, "mlm_weight"),
 ])
 def test_bad_configs_are_one_line_errors(overrides, message) -> None:
     with pytest.raises(ConfigError, match=message) as err:

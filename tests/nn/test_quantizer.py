@@ -1,6 +1,6 @@
 """The Gumbel product quantizer equals Hugging Face's Wav2Vec2GumbelVectorQuantizer with copied
 weights (argmax in eval; the same Gumbel draw in training), passes gradients straight through,
-and its perplexity counts the codewords in use."""
+its code ids are the argmax choices, and its perplexity counts the codewords in use."""
 
 from __future__ import annotations
 
@@ -57,6 +57,20 @@ def test_training_passes_gradients_straight_through() -> None:
     for g in range(GROUPS):
         part = codes.detach()[..., g * DIM // GROUPS:(g + 1) * DIM // GROUPS].reshape(-1, 1, 4)
         assert (part - book[g].detach()).abs().sum(-1).min(-1).values.max() < 1e-6
+
+
+def test_code_ids_are_the_codewords_evaluation_picks() -> None:
+    ours, _ = pair()
+    x = torch.randn(2, 7, IN, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    ids = ours.code_ids(x)
+    assert ids.shape == (2, 7, GROUPS) and ids.dtype == torch.long and not ids.requires_grad
+    ours.train()  # the Gumbel noise of training does not move them
+    assert torch.equal(ours.code_ids(x), ids)
+    ours.eval()
+    codes, _ = ours(x)
+    book = ours.codevectors[0].view(GROUPS, PER_GROUP, -1)
+    expected = torch.cat([book[g][ids[..., g]] for g in range(GROUPS)], dim=-1)
+    assert torch.equal(codes, expected)
 
 
 def test_perplexity_counts_the_codewords_in_use() -> None:

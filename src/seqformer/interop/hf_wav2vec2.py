@@ -22,13 +22,14 @@ has a positional conv it never calls: dropped on import, written back as a valid
 export so ``from_pretrained`` finds every weight.
 
 Write (:func:`export_dir`, ``seqformer export``): the inverse, for every family. The HF class
-follows from the model: ``encoder_block: conformer`` -> wav2vec2-conformer; ``objective:
-units`` or no ``feat_proj_layer_norm`` -> hubert; otherwise wav2vec2. A pretraining run with
-the units or reconstruction objective exports its encoder only (HF has no such head), as the
-bare ``HubertModel`` / ``Wav2Vec2Model``. Fields HF lacks (the Gumbel schedule, objective,
-unit and target sizes) travel in a ``seqformer`` entry of ``config.json``, which import reads
-back; ``preprocessor_config.json`` is a ``Wav2Vec2FeatureExtractor`` for our ``features``
-(``sample_rate``, ``normalize``). No CTC tokenizer either way.
+follows from the model: ``encoder_block: conformer`` -> wav2vec2-conformer; ``objective: units``
+or no ``feat_proj_layer_norm`` -> hubert; otherwise wav2vec2. A pretraining run with the units,
+reconstruction or W2v-BERT objective exports its encoder only (HF has no such head), as the bare
+``HubertModel`` / ``Wav2Vec2Model``. Fields HF lacks (the Gumbel schedule, objective, unit and
+target sizes, W2v-BERT's ``contrastive_layers`` / ``mlm_weight``) travel in a ``seqformer``
+entry of ``config.json``, which import reads back; ``preprocessor_config.json`` is a
+``Wav2Vec2FeatureExtractor`` for our ``features`` (``sample_rate``, ``normalize``). No CTC
+tokenizer either way.
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ def config_from_hf(hf: Mapping[str, Any] | Any, where: str = "config.json",
         gumbel_temperature=tuple(ours.get("gumbel_temperature", defaults.gumbel_temperature)),
         num_units=int(ours.get("num_units", 0)), unit_dim=int(ours.get("unit_dim", 64)),
         target_dim=int(ours.get("target_dim", 0)),
+        contrastive_layers=ours.get("contrastive_layers"),
+        mlm_weight=float(ours.get("mlm_weight", defaults.mlm_weight)),
         mask_time_prob=get("mask_time_prob", 0.05), mask_time_length=get("mask_time_length", 10),
         vocab_size=(get("vocab_size") or 0) if head == "ctc" else 0,
         num_labels=(get("num_labels", None) or len(labels) or 2) if head == "classify" else 0,
@@ -273,7 +276,7 @@ def export_target(model: nn.Module) -> tuple[str, str | None]:
     head = {FAMILY_ENCODER: None, FAMILY_PRETRAIN: "pretrain", FAMILY_CTC: "ctc",
             FAMILY_CLASSIFY: "classify"}[model.family]
     if head == "pretrain" and c.objective != "contrastive":
-        head = None  # HF has no units / reconstruction head: the encoder alone
+        head = None  # HF has no units / reconstruction / W2v-BERT head: the encoder alone
     if c.encoder_block == "conformer":
         if not c.feat_proj_layer_norm:
             raise ConfigError("model.feat_proj_layer_norm=false: Hugging Face's "
@@ -313,7 +316,8 @@ def config_to_hf(model: nn.Module, labels: list[str] | None = None) -> dict[str,
         "use_weighted_layer_sum": False, "classifier_proj_size": c.classifier_proj_size,
         "seqformer": {"objective": c.objective, "gumbel_temperature": list(c.gumbel_temperature),
                       "num_units": c.num_units, "unit_dim": c.unit_dim,
-                      "target_dim": c.target_dim},
+                      "target_dim": c.target_dim, "contrastive_layers": c.contrastive_layers,
+                      "mlm_weight": c.mlm_weight},
     }
     if kind != "hubert":
         hf.update({"num_codevector_groups": c.codevector_groups,

@@ -32,8 +32,12 @@ from the same one alone (HF's docs say not to batch wav2vec2-base with padding);
 the first layer's statistics over each utterance's valid frames only. On unpadded batches the
 two agree exactly.
 
+Intermediate layers. :meth:`Wav2Vec2Model.hidden_states` returns every layer's output (HF's
+``output_hidden_states``), or stops after the first n layers: W2v-BERT's contrastive loss
+reads a middle layer, and HuBERT's later iterations cluster one.
+
 The heads (``models/wav2vec2_heads.py``, re-exported here): :class:`Wav2Vec2ForPreTraining`
-(contrastive, HuBERT units or reconstruction), :class:`Wav2Vec2ForCTC` and
+(contrastive, HuBERT units, reconstruction or W2v-BERT), :class:`Wav2Vec2ForCTC` and
 :class:`Wav2Vec2ForClassification`; each keeps the backbone as ``.wav2vec2``, and
 :func:`load_backbone` starts a fine-tuning model from a pretraining run.
 """
@@ -53,7 +57,7 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from seqformer.errors import CheckpointError, ConfigError
 from seqformer.models.common import SavedModel
-from seqformer.nn.conformer import ConformerEncoder, RelativeSelfAttention
+from seqformer.nn.conformer import ConformerEncoder, RelativeSelfAttention, relative_sinusoids
 from seqformer.nn.feedforward import ACTIVATIONS
 from seqformer.nn.layers import Encoder
 
@@ -62,7 +66,9 @@ FAMILY_PRETRAIN = "wav2vec2-pretrain"
 FAMILY_CTC = "wav2vec2-ctc"
 FAMILY_CLASSIFY = "wav2vec2-classify"
 FAMILIES = (FAMILY_ENCODER, FAMILY_PRETRAIN, FAMILY_CTC, FAMILY_CLASSIFY)
-OBJECTIVES = ("contrastive", "units", "reconstruct")
+OBJECTIVES = ("contrastive", "units", "reconstruct", "w2v-bert")
+# The objectives with a Gumbel quantizer, contrastive distractors and a temperature schedule.
+CONTRASTIVE_OBJECTIVES = ("contrastive", "w2v-bert")
 
 # The fields that decide the backbone's weights and computation: a fine-tuning model must
 # share them with the pretraining run it starts from (load_backbone checks).
@@ -84,7 +90,10 @@ class Wav2Vec2Config:
     (classification) come from the data; ``objective`` picks the pretraining head (HuBERT
     imports set ``units``, which is also how export tells a HuBERT from a wav2vec2).
     ``mask_time_prob`` / ``mask_time_length`` are read by the data side and stored here so a
-    run remembers them. ``gumbel_temperature`` = (start, floor, decay per step)."""
+    run remembers them. ``gumbel_temperature`` = (start, floor, decay per step).
+    ``contrastive_layers`` and ``mlm_weight`` are W2v-BERT's (``objective: w2v-bert``): the
+    lower layers that form its contrastive module (None: half of ``layers``, at least one) and
+    the weight of its masked-prediction loss."""
 
     conv_dim: tuple[int, ...] = (64, 64, 64, 64, 64, 64, 64)
     conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
@@ -115,6 +124,8 @@ class Wav2Vec2Config:
     num_negatives: int = 20
     logit_temperature: float = 0.1
     diversity_weight: float = 0.1
+    contrastive_layers: int | None = None
+    mlm_weight: float = 1.0
     gumbel_temperature: tuple[float, float, float] = (2.0, 0.5, 0.999995)
     num_units: int = 0
     unit_dim: int = 64
@@ -177,6 +188,13 @@ class Wav2Vec2Config:
         if self.logit_temperature <= 0 or self.diversity_weight < 0:
             raise ConfigError("model.logit_temperature must be > 0 and model.diversity_weight "
                               ">= 0")
+        if self.contrastive_layers is not None and (
+                not _positive_int(self.contrastive_layers)
+                or self.contrastive_layers > self.layers):
+            raise ConfigError(f"model.contrastive_layers must be in [1, model.layers="
+                              f"{self.layers}], got {self.contrastive_layers!r}")
+        if not self.mlm_weight >= 0:
+            raise ConfigError(f"model.mlm_weight must be >= 0, got {self.mlm_weight}")
         start, floor, decay = (self.gumbel_temperature if len(self.gumbel_temperature) == 3
                                else (0.0, 0.0, 0.0))
         if not 0 < floor <= start or not 0 < decay <= 1:
@@ -189,6 +207,14 @@ class Wav2Vec2Config:
         if self.ctc_reduction not in ("mean", "sum"):
             raise ConfigError(f"model.ctc_reduction must be 'mean' or 'sum', got "
                               f"{self.ctc_reduction!r}")
+
+    @property
+    def split_layer(self) -> int:
+        """W2v-BERT's contrastive module: the encoder layers below this count (the rest are
+        its masked-prediction module)."""
+        if self.contrastive_layers is not None:
+            return self.contrastive_layers
+        return max(1, self.layers // 2)
 
     @property
     def receptive_field(self) -> int:
@@ -411,6 +437,31 @@ class Wav2Vec2Model(nn.Module, SavedModel):
                 mask_time: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """``waves`` (B, S) -> last hidden (B, T, D), extract_features (B, T, C) and the valid
         frames (B, T) bool. ``mask_time`` (B, T) frames get the mask embedding."""
+        hidden, extract_features, frame_mask, pad = self._inputs(waves, lengths, mask_time)
+        states = self._encode(hidden, pad, self.config.layers, keep=False)
+        return states[-1], extract_features, frame_mask
+
+    def hidden_states(self, waves: Tensor, lengths: Tensor | None = None,
+                      mask_time: Tensor | None = None, upto: int | None = None
+                      ) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Every layer's output, HF's ``output_hidden_states``: ``states[0]`` is the encoder's
+        input (after the positional convolution, and the LayerNorm of a post-LN model),
+        ``states[n]`` the output of layer n; ``states[layers]`` is :meth:`forward`'s last
+        hidden (with the final LayerNorm of a pre-LN or Conformer model, which the lower
+        layers' outputs do not get; transformers 4.x reports the same, 5.x the last layer
+        before that norm). ``upto`` stops after that many layers (``upto + 1``
+        states), so layer n's features cost n layers. Also returns extract_features and the
+        valid frames, as :meth:`forward`."""
+        layers = self.config.layers if upto is None else upto
+        if not 0 <= layers <= self.config.layers:
+            raise ValueError(f"upto must be in [0, {self.config.layers}], got {upto}")
+        hidden, extract_features, frame_mask, pad = self._inputs(waves, lengths, mask_time)
+        return self._encode(hidden, pad, layers, keep=True), extract_features, frame_mask
+
+    def _inputs(self, waves: Tensor, lengths: Tensor | None, mask_time: Tensor | None
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """The projected (and masked) frames, extract_features, the valid frames and the
+        padding mask (None when no row is padded)."""
         c = self.config
         if waves.dim() != 2:
             raise ValueError(f"expected waves (batch, samples), got {tuple(waves.shape)}")
@@ -440,16 +491,46 @@ class Wav2Vec2Model(nn.Module, SavedModel):
         pad = ~frame_mask if padded else None
         if pad is not None:
             hidden = hidden.masked_fill(pad.unsqueeze(-1), 0.0)
+        return hidden, extract_features, frame_mask, pad
+
+    def _encode(self, hidden: Tensor, pad: Tensor | None, layers: int, keep: bool
+                ) -> list[Tensor]:
+        """The encoder's first ``layers`` layers on the projected frames: the input and every
+        layer's output when ``keep``, else the last only. The layers are run one by one here
+        (what ``Encoder`` / ``ConformerEncoder.forward`` do, in the same order), so a caller
+        can stop early or read a middle layer."""
+        c = self.config
+        final = layers == c.layers
         if self.pos_conv is None:  # Conformer: relative positions inside attention
-            hidden = self.layer_norm(self.encoder(self.dropout(hidden), pad))
-        else:
-            hidden = hidden + self.pos_conv(hidden)
-            if not c.norm_first:
-                hidden = self.layer_norm(hidden)
-            hidden, _ = self.encoder(self.dropout(hidden), pad)
+            x = self.dropout(hidden)
+            positions = (relative_sinusoids(x.shape[1], x.shape[2], x.device).to(x.dtype)
+                         if self.encoder.relative else None)
+            states = [x]
+            for layer in self.encoder.layers[:layers]:
+                x = layer(x, pad, positions)
+                if keep:
+                    states.append(x)
+                else:
+                    states[0] = x
+            if final:
+                states[-1] = self.layer_norm(states[-1])
+            return states
+        hidden = hidden + self.pos_conv(hidden)
+        if not c.norm_first:
+            hidden = self.layer_norm(hidden)
+        x = self.dropout(hidden)
+        states = [x]
+        for layer in self.encoder.layers[:layers]:
+            x, _ = layer(x, pad)
+            if keep:
+                states.append(x)
+            else:
+                states[0] = x
+        if final:
+            states[-1] = self.encoder.norm(states[-1])  # Identity: our layer_norm instead
             if c.norm_first:
-                hidden = self.layer_norm(hidden)
-        return hidden, extract_features, frame_mask
+                states[-1] = self.layer_norm(states[-1])
+        return states
 
 
 def init_like_hf(model: nn.Module) -> None:
@@ -559,9 +640,9 @@ from seqformer.models.wav2vec2_heads import (  # noqa: E402
 )
 
 __all__ = [
-    "BACKBONE_FIELDS", "FAMILIES", "FAMILY_CLASSIFY", "FAMILY_CTC", "FAMILY_ENCODER",
-    "FAMILY_PRETRAIN", "OBJECTIVES", "WaveBatch", "Wav2Vec2Config", "Wav2Vec2ForCTC",
-    "Wav2Vec2ForClassification", "Wav2Vec2ForPreTraining", "Wav2Vec2Model", "Wav2Vec2Output",
-    "backbone_config", "frame_lengths", "load_backbone", "load_wav2vec2",
+    "BACKBONE_FIELDS", "CONTRASTIVE_OBJECTIVES", "FAMILIES", "FAMILY_CLASSIFY", "FAMILY_CTC",
+    "FAMILY_ENCODER", "FAMILY_PRETRAIN", "OBJECTIVES", "WaveBatch", "Wav2Vec2Config",
+    "Wav2Vec2ForCTC", "Wav2Vec2ForClassification", "Wav2Vec2ForPreTraining", "Wav2Vec2Model",
+    "Wav2Vec2Output", "backbone_config", "frame_lengths", "load_backbone", "load_wav2vec2",
     "read_wav2vec2_config",
 ]

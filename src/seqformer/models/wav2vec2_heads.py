@@ -22,6 +22,15 @@ frame when the batch has no ``mask_time``):
   (``batch.units``, -100 ignored), mean over masked frames. HF has no such head.
 - ``reconstruct`` (Mockingjay-style): Linear(d_model, target_dim) on masked frames, mean L1
   to ``batch.targets``.
+- ``w2v-bert`` (Chung et al., 2021): both of the above ideas in one pass, no alternation. The
+  lower ``split_layer`` encoder layers are the contrastive module: ``contrastive``'s loss and
+  diversity term, computed on their output instead of the top layer's. The layers above are
+  the masked-prediction module: ``mlm_head`` (Linear(d_model, G*V)) on the top output predicts,
+  for every masked frame and codebook group, the quantizer's argmax codeword
+  (:meth:`~seqformer.nn.quantizer.GumbelQuantizer.code_ids`, no gradient into the targets);
+  a cross-entropy per group, averaged. Loss = contrastive + ``diversity_weight`` x diversity
+  + ``mlm_weight`` x that cross-entropy; ``logits`` are the code logits (B, T, G, V). With
+  ``contrastive_layers == layers`` and ``mlm_weight`` 0 it is ``contrastive`` exactly.
 """
 
 from __future__ import annotations
@@ -37,6 +46,7 @@ from torch import Tensor, nn
 from seqformer.errors import ConfigError
 from seqformer.models.common import SavedClassifier, SavedModel, check_label_names
 from seqformer.models.wav2vec2 import (
+    CONTRASTIVE_OBJECTIVES,
     FAMILY_CLASSIFY,
     FAMILY_CTC,
     FAMILY_PRETRAIN,
@@ -85,13 +95,16 @@ class Wav2Vec2ForPreTraining(nn.Module, SavedModel, _Head):
         self.config = c = config
         self.wav2vec2 = Wav2Vec2Model(c)
         self.quantizer: GumbelQuantizer | None = None
-        if c.objective == "contrastive":
+        if c.objective in CONTRASTIVE_OBJECTIVES:
             self.quantizer = GumbelQuantizer(c.conv_dim[-1], c.codevector_groups,
                                              c.codevectors_per_group, c.codevector_dim)
             # torch's default Linear init, as HF resets these two.
             self.project_hid = nn.Linear(c.d_model, c.proj_codevector_dim)
             self.project_q = nn.Linear(c.codevector_dim, c.proj_codevector_dim)
             self.set_gumbel_temperature(0)
+            if c.objective == "w2v-bert":
+                self.mlm_head = _normal(nn.Linear(
+                    c.d_model, c.codevector_groups * c.codevectors_per_group))
         elif c.objective == "units":
             if c.num_units < 2:
                 raise ConfigError(f"model.objective=units needs model.num_units >= 2 (the "
@@ -113,9 +126,11 @@ class Wav2Vec2ForPreTraining(nn.Module, SavedModel, _Head):
             self.quantizer.temperature = max(start * decay ** step, floor)
 
     def forward(self, batch: WaveBatch) -> Wav2Vec2Output:
+        objective = self.config.objective
+        if objective == "w2v-bert":
+            return self._w2v_bert(batch)
         hidden, extract, valid = self.wav2vec2(batch.waves, batch.lengths, batch.mask_time)
         scored = valid if batch.mask_time is None else batch.mask_time.bool() & valid
-        objective = self.config.objective
         if objective == "contrastive":
             return self._contrastive(batch, hidden, extract, valid, scored)
         if objective == "units":
@@ -124,10 +139,19 @@ class Wav2Vec2ForPreTraining(nn.Module, SavedModel, _Head):
 
     def _contrastive(self, batch: WaveBatch, hidden: Tensor, extract: Tensor, valid: Tensor,
                      scored: Tensor) -> Wav2Vec2Output:
+        logits, contrastive, diversity, metrics = self._contrastive_terms(
+            batch, hidden, extract, scored)
+        loss = contrastive + self.config.diversity_weight * diversity
+        return Wav2Vec2Output(loss, logits, hidden, valid, int(scored.sum()), metrics)
+
+    def _contrastive_terms(self, batch: WaveBatch, hidden: Tensor, extract: Tensor,
+                           scored: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
+        """(logits (B, T, 1 + K), contrastive loss, diversity loss, metrics) of ``hidden``
+        against the quantized ``extract`` features of the ``scored`` frames."""
         c = self.config
         if batch.negatives is None:
-            raise ValueError("objective contrastive needs batch.negatives (B, T, K) distractor "
-                             "indices; see data/masking.py")
+            raise ValueError(f"objective {c.objective} needs batch.negatives (B, T, K) "
+                             "distractor indices; see data/masking.py")
         predicted = self.project_hid(hidden)
         quantized, perplexity = self.quantizer(extract, scored)
         quantized = self.project_q(quantized)
@@ -147,10 +171,32 @@ class Wav2Vec2ForPreTraining(nn.Module, SavedModel, _Head):
                                       reduction="sum") / max(n, 1)
         codes = c.codevector_groups * c.codevectors_per_group
         diversity = (codes - perplexity) / codes
-        loss = contrastive + c.diversity_weight * diversity
         accuracy = picked.argmax(-1).eq(0).float().mean() if n else picked.new_zeros(())
         metrics = {"contrastive_loss": _value(contrastive), "diversity_loss": _value(diversity),
                    "perplexity": _value(perplexity), "accuracy": _value(accuracy)}
+        return logits, contrastive, diversity, metrics
+
+    def _w2v_bert(self, batch: WaveBatch) -> Wav2Vec2Output:
+        c = self.config
+        states, extract, valid = self.wav2vec2.hidden_states(batch.waves, batch.lengths,
+                                                             batch.mask_time)
+        scored = valid if batch.mask_time is None else batch.mask_time.bool() & valid
+        hidden = states[-1]
+        _, contrastive, diversity, metrics = self._contrastive_terms(
+            batch, states[c.split_layer], extract, scored)
+        assert self.quantizer is not None
+        targets = self.quantizer.code_ids(extract)  # (B, T, G), detached
+        b, t, groups = targets.shape
+        logits = self.mlm_head(hidden).view(b, t, groups, c.codevectors_per_group)
+        picked, target = logits[scored].float(), targets[scored]  # (n, G, V), (n, G)
+        n = int(target.shape[0])
+        # One cross-entropy per group, averaged: every group scores the same n frames.
+        mlm = F.cross_entropy(picked.reshape(n * groups, -1), target.reshape(-1),
+                              reduction="sum") / max(n * groups, 1)
+        loss = contrastive + c.diversity_weight * diversity + c.mlm_weight * mlm
+        code_accuracy = (picked.argmax(-1).eq(target).float().mean() if n
+                         else mlm.new_zeros(()))
+        metrics.update({"mlm_loss": _value(mlm), "code_accuracy": _value(code_accuracy)})
         return Wav2Vec2Output(loss, logits, hidden, valid, n, metrics)
 
     def unit_logits(self, hidden: Tensor) -> Tensor:

@@ -14,6 +14,8 @@ codeword distribution averaged over the scored frames (the softmax probabilities
 the hard choices in evaluation), summed over groups. It is at most ``groups * per_group``; the
 diversity loss ``(G*V - perplexity) / (G*V)`` pushes towards using the whole codebook. The layout
 and arithmetic are Hugging Face's ``Wav2Vec2GumbelVectorQuantizer``.
+:meth:`GumbelQuantizer.code_ids` gives the argmax codeword indices themselves (W2v-BERT's
+targets).
 """
 
 from __future__ import annotations
@@ -70,3 +72,11 @@ class GumbelQuantizer(nn.Module):
         picked = one_hot.view(batch * time, -1, 1) * self.codevectors
         codevectors = picked.view(batch * time, self.groups, self.per_group, -1).sum(-2)
         return codevectors.view(batch, time, -1), perplexity
+
+    @torch.no_grad()
+    def code_ids(self, x: Tensor) -> Tensor:
+        """(batch, time, groups) long: each group's argmax codeword for each frame -- the
+        choice evaluation makes, without the Gumbel noise; no gradient (W2v-BERT's
+        masked-prediction targets)."""
+        batch, time, _ = x.shape
+        return self.weight_proj(x).view(batch, time, self.groups, self.per_group).argmax(-1)

@@ -11,11 +11,14 @@ to say what was there from the context:
   ``num_negatives`` distractors drawn from other masked frames of the same utterance -- CPC's
   idea with a masked Transformer context instead of an autoregressive one;
 - ``units`` (HuBERT, Hsu et al. 2021): predict the frame's k-means unit; the first iteration's
-  units cluster MFCC frames (``data/units.py``), fitted here on the training audio and saved
-  with the run (``units.safetensors``, ``units.json``);
+  units cluster MFCC frames (``data/units.py``), the second's (``units.from_run``) the hidden
+  states after ``units.layer`` of a previous run's encoder (:func:`encoder_features`), fitted
+  here on the training audio and saved with the run (``units.safetensors``, ``units.json``);
 - ``reconstruct`` (Mockingjay-style, Liu et al. 2020): regress the standardised 40-band log-mel
   frame under the mask, an L1 loss. Mockingjay's input is that log-mel spectrogram; ours is the
-  waveform, so the target is the log-mel frame aligned with each encoder frame.
+  waveform, so the target is the log-mel frame aligned with each encoder frame;
+- ``w2v-bert`` (Chung et al. 2021): the contrastive task on a middle layer and, above it,
+  masked prediction of the quantiser's code ids -- both losses every step, no alternation.
 
 What the task owns: reading the audio (the train split of a speech-to-text corpus; its
 transcripts are never read), per-utterance normalisation (zero mean, unit variance, as
@@ -42,20 +45,26 @@ from seqformer.data.masking import sample_negatives, span_mask
 from seqformer.data.mlm import ExampleStream
 from seqformer.data.spoken_words import SpokenSet
 from seqformer.data.units import KMeans, fit_mean_std, log_mel_frames, mfcc_frames
-from seqformer.errors import ConfigError, DataError
+from seqformer.errors import CheckpointError, ConfigError, DataError
 from seqformer.models.wav2vec2 import (
+    CONTRASTIVE_OBJECTIVES,
     Wav2Vec2Config,
     Wav2Vec2ForPreTraining,
+    Wav2Vec2Model,
     WaveBatch,
+    backbone_config,
     frame_lengths,
+    load_backbone,
+    read_wav2vec2_config,
 )
 from seqformer.recipe_ssl import PretrainRecipe
 from seqformer.tasks.rundir import log, write_run_metadata
-from seqformer.training.trainer import Trainer
+from seqformer.training.trainer import Trainer, resolve_device
 
 EVAL_BATCH = 64
 UNITS_FILE = "units.safetensors"
 UNITS_STATS = "units.json"
+MFCC_UNITS = "mfcc13+deltas, 400-sample windows every 320"
 
 
 @dataclass
@@ -94,7 +103,7 @@ def collate(examples: Sequence[Utterance], config: Wav2Vec2Config, generator: to
     if mask and config.mask_time_prob > 0:
         batch.mask_time = span_mask(frames, total, config.mask_time_prob,
                                     config.mask_time_length, generator)
-        if config.objective == "contrastive":
+        if config.objective in CONTRASTIVE_OBJECTIVES:
             batch.negatives = sample_negatives(batch.mask_time, config.num_negatives, generator)
     if examples[0].units is not None:
         units = torch.full((len(examples), total), -100, dtype=torch.long)
@@ -180,10 +189,95 @@ def frame_features(waves: Sequence[np.ndarray], config: Wav2Vec2Config) -> list[
     return out
 
 
-def fit_units(feats: list[Tensor], clusters: int, recipe: PretrainRecipe
-              ) -> tuple[KMeans, Tensor, Tensor]:
+@dataclass(frozen=True)
+class UnitsSource:
+    """Where HuBERT's second-iteration features come from: layer ``layer`` of the encoder of
+    the run ``run`` (config ``config``; ``normalize``: whether that encoder reads normalised
+    waveforms, as its ``features`` say)."""
+
+    run: Path
+    layer: int
+    config: Wav2Vec2Config
+    normalize: bool
+
+    def describe(self) -> dict[str, Any]:
+        """What ``units.json`` records of the source (the weights' digest: which training
+        state of that run was clustered)."""
+        from seqformer.training.checkpoint import file_sha256
+
+        return {"features": f"hidden states after encoder layer {self.layer} of {self.run}",
+                "from_run": str(self.run.resolve()), "layer": self.layer,
+                "source_weights_sha256": file_sha256(self.run / "model.safetensors")}
+
+
+def units_source(recipe: PretrainRecipe, config: Wav2Vec2Config) -> UnitsSource | None:
+    """The encoder ``units.from_run`` names, checked against ``units.layer`` and the model
+    being trained (same conv layout, so its frames are the new model's) before any audio is
+    read; None for MFCC units."""
+    units = recipe.units
+    if units.from_run is None:
+        return None
+    run = Path(units.from_run)
+    source = backbone_config(run)  # a one-line CheckpointError for a missing or other run
+    layer = units.layer if units.layer is not None else max(1, source.layers // 2)
+    if layer > source.layers:
+        raise ConfigError(f"units.layer={layer}, but the encoder of units.from_run ({run}) has "
+                          f"{source.layers} layers; use 1..{source.layers}")
+    for name in ("conv_kernel", "conv_stride"):
+        if getattr(source, name) != getattr(config, name):
+            raise ConfigError(f"model.{name}={list(getattr(config, name))} differs from the "
+                              f"{list(getattr(source, name))} of units.from_run ({run}); keep "
+                              "its conv layout so its frames are the new model's")
+    features = read_wav2vec2_config(run).get("features") or {}
+    if int(features.get("sample_rate", 16000)) != 16000:
+        raise ConfigError(f"units.from_run: {run} reads {features['sample_rate']} Hz audio; "
+                          "the speech corpus is 16 kHz")
+    return UnitsSource(run, layer, source, bool(features.get("normalize", True)))
+
+
+@torch.no_grad()
+def encoder_features(encoder: Wav2Vec2Model, waves: Sequence[Tensor], layer: int,
+                     batch_size: int = EVAL_BATCH) -> list[Tensor]:
+    """(frames, d_model) float32 CPU hidden states after encoder layer ``layer`` of every
+    waveform (as the encoder reads them: normalised or not), in eval mode, without gradients,
+    in padded batches of similar lengths; each utterance's frames are what it gives alone
+    (the encoder is padding-invariant)."""
+    was_training = encoder.training
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
+    out: list[Tensor] = [torch.empty(0)] * len(waves)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        lengths = torch.tensor([len(waves[i]) for i in chunk], dtype=torch.long)
+        batch = torch.zeros(len(chunk), int(lengths.max()))
+        for j, i in enumerate(chunk):
+            batch[j, : len(waves[i])] = waves[i]
+        states, _, valid = encoder.hidden_states(batch.to(device), lengths.to(device),
+                                                 upto=layer)
+        hidden, frames = states[layer].float().cpu(), valid.sum(1).cpu()
+        for j, i in enumerate(chunk):
+            out[i] = hidden[j, : int(frames[j])].clone()
+    encoder.train(was_training)
+    return out
+
+
+def source_features(source: UnitsSource, waves: dict[str, Sequence[np.ndarray]],
+                    device: torch.device) -> dict[str, list[Tensor]]:
+    """The second iteration's frame features of each split's waveforms."""
+    encoder = load_backbone(Wav2Vec2Model(source.config), source.run).to(device)
+    log(f"units: features of encoder layer {source.layer}/{source.config.layers} of "
+        f"{source.run}")
+    prepare = normalise if source.normalize else (
+        lambda w: torch.as_tensor(np.asarray(w, dtype=np.float32)))
+    return {name: encoder_features(encoder, [prepare(w) for w in split], source.layer)
+            for name, split in waves.items()}
+
+
+def fit_units(feats: list[Tensor], clusters: int, recipe: PretrainRecipe,
+              what: str = "MFCC frames") -> tuple[KMeans, Tensor, Tensor]:
     """k-means over (at most ``units.max_frames``, drawn with ``units.seed``) standardised
-    MFCC frames of the training audio."""
+    frame features (``what``) of the training audio."""
     mean, std = fit_mean_std(feats)
     pool = torch.cat(feats)
     generator = torch.Generator().manual_seed(recipe.units.seed)
@@ -192,27 +286,53 @@ def fit_units(feats: list[Tensor], clusters: int, recipe: PretrainRecipe
     if len(pool) < clusters:
         raise DataError(f"model.num_units={clusters} exceeds the {len(pool)} training frames; "
                         "use fewer units or more audio")
-    log(f"units: k-means of {len(pool)} MFCC frames into {clusters} units "
+    log(f"units: k-means of {len(pool)} {what} into {clusters} units "
         f"({recipe.units.iterations} iterations)")
     kmeans = KMeans.fit((pool - mean) / std, clusters, recipe.units.iterations,
                         recipe.units.seed)
     return kmeans, mean, std
 
 
-def save_units(directory: Path, kmeans: KMeans, mean: Tensor, std: Tensor) -> None:
+def save_units(directory: Path, kmeans: KMeans, mean: Tensor, std: Tensor,
+               source: dict[str, Any] | None = None) -> None:
+    """The centroids and ``units.json``: what was clustered (``source``: the second
+    iteration's :meth:`UnitsSource.describe`; MFCC frames without) and its standardisation."""
     from seqformer.training.checkpoint import atomic_write_text
 
     kmeans.save(directory / UNITS_FILE)
+    what = source or {"features": MFCC_UNITS}
     atomic_write_text(directory / UNITS_STATS, json.dumps(
-        {"features": "mfcc13+deltas, 400-sample windows every 320", "mean": mean.tolist(),
-         "std": std.tolist()}) + "\n")
+        {**what, "mean": mean.tolist(), "std": std.tolist()}) + "\n")
 
 
 def load_units(directory: Path) -> tuple[KMeans, Tensor, Tensor]:
-    """The k-means units a HuBERT run was trained on (to label new audio the same way)."""
-    stats = json.loads((directory / UNITS_STATS).read_text(encoding="utf-8"))
+    """The k-means units a HuBERT run was trained on (to label new audio the same way: see
+    :func:`units_record` for which features they cluster)."""
+    stats = units_record(directory)
     return (KMeans.load(directory / UNITS_FILE), torch.tensor(stats["mean"]),
             torch.tensor(stats["std"]))
+
+
+def units_record(directory: Path) -> dict[str, Any]:
+    """``units.json`` of a HuBERT run: ``features`` (what was clustered; with ``from_run``,
+    ``layer`` and ``source_weights_sha256`` for a second iteration), ``mean``, ``std``."""
+    path = directory / UNITS_STATS
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: unreadable ({exc})") from None
+
+
+def check_resumed_units(directory: Path, now: dict[str, Any] | None) -> None:
+    """On --resume, the saved units must cluster the features this recipe computes (``now``:
+    :meth:`UnitsSource.describe`, None for MFCC frames)."""
+    saved = units_record(directory)
+    now = now or {}
+    for key in ("from_run", "layer", "source_weights_sha256"):
+        if saved.get(key) != now.get(key):
+            raise ConfigError(f"units.from_run / units.layer: {directory / UNITS_STATS} "
+                              f"records {key}={saved.get(key)!r}, this recipe gives "
+                              f"{now.get(key)!r}; resume with the recipe the run started with")
 
 
 def make_examples(data: SpokenSet, config: Wav2Vec2Config, units: tuple[KMeans, Tensor, Tensor]
@@ -243,18 +363,29 @@ def train_pretrain(recipe: PretrainRecipe, out_dir: str | Path, resume: bool = F
     out = Path(out_dir)
     if resume:
         check_resumable(out)
+    base = recipe.model_config()
+    source = units_source(recipe, base)  # before the audio: a bad units.layer fails fast
+    source_record = None if source is None else source.describe()
     splits, split_fp = load_speech_splits(recipe)  # type: ignore[arg-type]
     train, valid = splits["train"], splits["valid"]
     assert train is not None and valid is not None
-    base = recipe.model_config()
     needs_frames = base.objective in ("units", "reconstruct")
-    feats = ({name: frame_features(data.waveforms, base)
-              for name, data in (("train", train), ("valid", valid))} if needs_frames else {})
+    waves = {"train": train.waveforms, "valid": valid.waveforms}
+    feats: dict[str, list[Tensor]] = {}
+    if source is not None:
+        feats = source_features(source, waves, resolve_device(recipe.train.device))
+    elif needs_frames:
+        feats = {name: frame_features(split, base) for name, split in waves.items()}
     units = target_stats = None
     target_dim = 0
     if base.objective == "units":
-        units = (load_units(out) if resume and (out / UNITS_FILE).is_file()
-                 else fit_units(feats["train"], base.num_units, recipe))
+        if resume and (out / UNITS_FILE).is_file():
+            check_resumed_units(out, source_record)
+            units = load_units(out)
+        else:
+            units = fit_units(feats["train"], base.num_units, recipe,
+                              "MFCC frames" if source is None
+                              else f"layer-{source.layer} frames")
     elif base.objective == "reconstruct":
         target_stats = fit_mean_std(feats["train"])
         target_dim = int(target_stats[0].numel())
@@ -272,7 +403,7 @@ def train_pretrain(recipe: PretrainRecipe, out_dir: str | Path, resume: bool = F
         f"{c.encoder_block} layers; {stream.per_epoch} batches an epoch, "
         f"{recipe.train.max_steps} steps")
     valid_batches = fixed_batches(examples["valid"], c, recipe.train.seed)
-    if c.objective == "contrastive":
+    if c.objective in CONTRASTIVE_OBJECTIVES:
         # The Gumbel temperature anneals with the updates made; the stream's position counts
         # them (and is restored on --resume), so the schedule resumes exactly.
         model.register_forward_pre_hook(
@@ -282,7 +413,7 @@ def train_pretrain(recipe: PretrainRecipe, out_dir: str | Path, resume: bool = F
     def save_run(directory: Path) -> None:
         write_run_metadata(directory, recipe, {"split": split_fp}, model.config_json())
         if units is not None:
-            save_units(directory, *units)
+            save_units(directory, *units, source_record)
 
     save_run(out)
     trainer = Trainer(model, recipe.train, stream, out,
