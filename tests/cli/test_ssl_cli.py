@@ -175,6 +175,7 @@ def test_finetune_ctc_evaluate_transcribe(tmp_path: Path, monkeypatch, capsys) -
                           "--set", "data.valid_decode=4", "--set", "model.mask_time_prob=0.3",
                           "--set", "model.mask_time_length=2"]),
     ("wav2vec2-spoken-words", []),  # masks, distractors and the Gumbel temperature resume
+    ("w2v-bert-spoken-words", ["--set", "model.layers=2", "--set", "model.contrastive_layers=1"]),
 ])
 def test_resume_is_exact(recipe: str, extra: list[str], tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path / "cache"))

@@ -366,6 +366,9 @@ def train_pretrain(recipe: PretrainRecipe, out_dir: str | Path, resume: bool = F
     base = recipe.model_config()
     source = units_source(recipe, base)  # before the audio: a bad units.layer fails fast
     source_record = None if source is None else source.describe()
+    resumed_units = resume and base.objective == "units" and (out / UNITS_FILE).is_file()
+    if resumed_units:
+        check_resumed_units(out, source_record)
     splits, split_fp = load_speech_splits(recipe)  # type: ignore[arg-type]
     train, valid = splits["train"], splits["valid"]
     assert train is not None and valid is not None
@@ -379,8 +382,7 @@ def train_pretrain(recipe: PretrainRecipe, out_dir: str | Path, resume: bool = F
     units = target_stats = None
     target_dim = 0
     if base.objective == "units":
-        if resume and (out / UNITS_FILE).is_file():
-            check_resumed_units(out, source_record)
+        if resumed_units:
             units = load_units(out)
         else:
             units = fit_units(feats["train"], base.num_units, recipe,
@@ -398,7 +400,9 @@ def train_pretrain(recipe: PretrainRecipe, out_dir: str | Path, resume: bool = F
     stream = PretrainStream(examples["train"], recipe.data.batch_size, recipe.train.seed, c)
     log(f"data: {len(train)} train / {len(valid)} valid utterances (split {split_fp}; "
         f"{seconds / 60:.1f} min of training audio, transcripts unused)")
-    log(f"model: wav2vec 2.0-shaped encoder, objective {c.objective}, "
+    split = (f" (contrastive after layer {c.split_layer}, masked prediction at the top)"
+             if c.objective == "w2v-bert" else "")
+    log(f"model: wav2vec 2.0-shaped encoder, objective {c.objective}{split}, "
         f"{model.num_parameters() / 1e6:.2f}M parameters, d_model {c.d_model}, {c.layers} "
         f"{c.encoder_block} layers; {stream.per_epoch} batches an epoch, "
         f"{recipe.train.max_steps} steps")
