@@ -53,6 +53,7 @@ from seqformer.tasks.speech_ssl import batch_seed, normalise
 from seqformer.training.trainer import Trainer
 
 DECODE_BATCH = 64
+FINETUNE_MASK_PROB = 0.05
 # Parameter names of the CNN feature encoder, which wav2vec 2.0 fine-tuning keeps frozen.
 FEATURE_ENCODER = ["wav2vec2.feature_extractor.*"]
 
@@ -149,6 +150,9 @@ def build_model(recipe: CTCRecipe, vocab_size: int, base: Wav2Vec2Config | None
     if recipe.init_from is None or base is None:
         return Wav2Vec2ForCTC(recipe.model_config(vocab_size))
     fields = {k: v for k, v in to_dict(base).items() if k not in ("vocab_size", "num_labels")}
+    # Pretraining hides about half the frames; fine-tuning hides a few (HF's 0.05) unless the
+    # recipe says otherwise -- inheriting 0.65 would starve the CTC head of its input.
+    fields["mask_time_prob"] = FINETUNE_MASK_PROB
     model = Wav2Vec2ForCTC(recipe.model_config(vocab_size, fields))
     model.load_backbone(recipe.init_from)
     return model
