@@ -12,7 +12,7 @@ import difflib
 import json
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -76,6 +76,19 @@ def unknown_field_error(name: str, valid: list[str], where: str, path: str = "")
     hint = (f"did you mean '{path}{close[0]}'?" if close
             else f"valid fields: {', '.join(sorted(valid))}")
     return ConfigError(f"{where}: unknown field '{path}{name}'; {hint}")
+
+
+def check_finetune_fields(model: Mapping[str, Any], init_from: str | None,
+                          allowed: Sequence[str], ignored: Sequence[str] = ()) -> None:
+    """With ``init_from`` the pretrained encoder fixes the shape, so a recipe's ``model`` may
+    set only ``allowed`` fields (regularisation, masking); another field would be silently
+    overruled by the checkpoint or fail to load, so it is refused in one line."""
+    if init_from is None:
+        return
+    for key in model:
+        if key not in allowed and key not in ignored:
+            raise ConfigError(f"model.{key}: the encoder's shape comes from init_from "
+                              f"({init_from}); only {', '.join(allowed)} may be set")
 
 
 def check_metric(metric: str, mode: str, modes: Mapping[str, str],

@@ -19,7 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from seqformer.config import check_metric, from_dict, located, model_section, to_dict
+from seqformer.config import (
+    check_finetune_fields,
+    check_metric,
+    from_dict,
+    located,
+    model_section,
+    to_dict,
+)
 from seqformer.errors import ConfigError, DataError
 from seqformer.models.audio import ASTConfig
 from seqformer.models.wav2vec2 import Wav2Vec2Config
@@ -133,12 +140,7 @@ class AudioRecipe:
         if kind == "ast" and self.freeze not in (None, "none"):
             raise ConfigError(f"freeze: {self.freeze} names wav2vec2 modules; use it with "
                               "model.kind: wav2vec2")
-        if self.init_from is not None:
-            for key in self.model:
-                if key != "kind" and key not in FINETUNE_FIELDS:
-                    raise ConfigError(f"model.{key}: the encoder's shape comes from init_from "
-                                      f"({self.init_from}); only {', '.join(FINETUNE_FIELDS)} "
-                                      "may be set")
+        check_finetune_fields(self.model, self.init_from, FINETUNE_FIELDS, ignored=("kind",))
 
     @property
     def kind(self) -> str:

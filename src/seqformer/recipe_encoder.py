@@ -19,7 +19,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from seqformer.config import check_metric, from_dict, located, to_dict, unknown_field_error
+from seqformer.config import (
+    check_finetune_fields,
+    check_metric,
+    from_dict,
+    located,
+    to_dict,
+    unknown_field_error,
+)
 from seqformer.data.fortunes import DEFAULT_CATEGORIES
 from seqformer.errors import ConfigError
 from seqformer.models.bert import BERTConfig, freeze_patterns
@@ -228,12 +235,7 @@ class FinetuneRecipe:
         freeze_patterns(self.freeze, 1 << 30)  # spelling only: the layer count comes later
         if self.pooling not in ("mean", "cls"):
             raise ConfigError(f"pooling={self.pooling!r}; use 'mean' or 'cls'")
-        if self.init_from is not None:
-            for key in self.model:
-                if key not in FINETUNE_MODEL_FIELDS:
-                    raise ConfigError(f"model.{key}: the encoder's shape comes from init_from "
-                                      f"({self.init_from}); only "
-                                      f"{', '.join(FINETUNE_MODEL_FIELDS)} may be set")
+        check_finetune_fields(self.model, self.init_from, FINETUNE_MODEL_FIELDS)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -24,11 +24,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from seqformer.config import check_metric, from_dict, located, model_section, to_dict
+from seqformer.config import (
+    check_finetune_fields,
+    check_metric,
+    from_dict,
+    located,
+    model_section,
+    to_dict,
+)
 from seqformer.errors import ConfigError
 from seqformer.models.wav2vec2 import Wav2Vec2Config
-from seqformer.recipe_speech import SpeechDataConfig
-from seqformer.training.trainer import TrainConfig
+from seqformer.recipe_speech import SpeechDataConfig, SpeechTrainConfig
 
 SSL_TASKS = ("speech-pretrain", "speech-ctc")
 PRETRAIN_METRICS = {"valid_loss": "min", "valid_accuracy": "max"}
@@ -76,39 +82,13 @@ class UnitsConfig:
 
 
 @dataclass(frozen=True)
-class PretrainTrainConfig(TrainConfig):
-    """Pretraining at a CPU scale: AdamW with a 10% warmup and cosine decay (wav2vec 2.0 decays
-    linearly over 400k updates; the shape matters less than the warmup), weight decay 0.01;
-    best checkpoint by the objective's loss on the masked frames of held-out voices."""
+class PretrainTrainConfig(SpeechTrainConfig):
+    """The speech task's CPU-scale schedule (warmup, cosine decay) at half its rate -- the
+    masked objectives diverge more easily than supervised training -- and the best checkpoint
+    by the objective's loss on the masked frames of held-out voices."""
 
-    max_steps: int = 1500
     lr: float = 5e-4
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    schedule: str = "cosine"
-    warmup_steps: int = 150
-    eval_every: int = 250
-    save_every: int = 0
-    log_every: int = 50
     metric: str = "valid_loss"
-    metric_mode: str = "min"
-
-
-@dataclass(frozen=True)
-class CTCTrainConfig(TrainConfig):
-    """CTC fine-tuning at a CPU scale: AdamW with a short warmup and cosine decay, best
-    checkpoint by the validation CER of greedy CTC decodings."""
-
-    max_steps: int = 1500
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    schedule: str = "cosine"
-    warmup_steps: int = 150
-    eval_every: int = 250
-    save_every: int = 0
-    log_every: int = 50
-    metric: str = "cer"
     metric_mode: str = "min"
 
 
@@ -153,7 +133,7 @@ class CTCRecipe:
     freeze: str = "feature-encoder"
     data: SpeechDataConfig = field(default_factory=SpeechDataConfig)
     model: dict[str, Any] = field(default_factory=dict)
-    train: CTCTrainConfig = field(default_factory=CTCTrainConfig)
+    train: SpeechTrainConfig = field(default_factory=SpeechTrainConfig)
     decode: CTCDecodeConfig = field(default_factory=CTCDecodeConfig)
     fingerprints: dict[str, str] = field(default_factory=dict)
 
@@ -161,12 +141,7 @@ class CTCRecipe:
         check_metric(self.train.metric, self.train.metric_mode, CTC_METRICS, self.task)
         if self.freeze not in FREEZE_PRESETS:
             raise ConfigError(f"freeze={self.freeze!r}; use one of {', '.join(FREEZE_PRESETS)}")
-        if self.init_from is not None:
-            for key in self.model:
-                if key not in FINETUNE_MODEL_FIELDS:
-                    raise ConfigError(f"model.{key}: the encoder's shape comes from init_from "
-                                      f"({self.init_from}); only "
-                                      f"{', '.join(FINETUNE_MODEL_FIELDS)} may be set")
+        check_finetune_fields(self.model, self.init_from, FINETUNE_MODEL_FIELDS)
 
     def model_config(self, vocab_size: int, base: dict[str, Any] | None = None
                      ) -> Wav2Vec2Config:

@@ -248,7 +248,39 @@ def train_speech(recipe: SpeechRecipe, out_dir: str | Path, resume: bool = False
     return summary, results
 
 
-class Transcriber:
+class SpeechRun:
+    """What the inference sides of both speech-to-text families share (:class:`Transcriber`,
+    ``tasks.speech_ctc.CTCTranscriber``): scoring labelled utterances and re-making the
+    recipe's test split. Subclasses say how a :class:`SpokenSet` becomes transcripts."""
+
+    recipe: Any = None
+    run_dir: Path | None = None
+    last_hypotheses: list[str]
+
+    def _transcripts(self, data: SpokenSet, beam: int | None, alpha: float | None
+                     ) -> list[str]:
+        raise NotImplementedError
+
+    def evaluate(self, data: SpokenSet, beam: int | None = None, alpha: float | None = None
+                 ) -> dict[str, float]:
+        """CER / WER (percent) and ``n`` of the transcripts of ``data`` against its texts."""
+        if len(data) == 0:
+            raise DataError("nothing to evaluate: no utterances")
+        hyps = self._transcripts(data, beam, alpha)
+        self.last_hypotheses = hyps
+        return scores(hyps, list(data.texts))
+
+    def test_split(self) -> SpokenSet | None:
+        """The recipe's test split (re-made from the cache), or None."""
+        if self.recipe is None or self.run_dir is None:
+            return None
+        splits, fingerprint = load_speech_splits(self.recipe)
+        check_same_split(self.recipe, fingerprint, self.run_dir / "recipe.yaml",
+                         "give --data FILE.tsv instead")
+        return splits["test"]
+
+
+class Transcriber(SpeechRun):
     """A trained (or imported) Whisper with its tokenizer, feature settings and decoding
     defaults: ``transcribe`` WAV paths or waveforms, ``evaluate`` labelled utterances."""
 
@@ -304,23 +336,9 @@ class Transcriber:
             return []
         return self._texts(self._features(audio), beam, alpha, max_length)
 
-    def evaluate(self, data: SpokenSet, beam: int | None = None, alpha: float | None = None
-                 ) -> dict[str, float]:
-        """CER / WER (percent) and ``n`` of the transcripts of ``data`` against its texts."""
-        if len(data) == 0:
-            raise DataError("nothing to evaluate: no utterances")
-        hyps = self._texts(featurize(data, self.features, self.model), beam, alpha, None)
-        self.last_hypotheses = hyps
-        return scores(hyps, list(data.texts))
-
-    def test_split(self) -> SpokenSet | None:
-        """The recipe's test split (re-made from the cache), or None."""
-        if self.recipe is None or self.run_dir is None:
-            return None
-        splits, fingerprint = load_speech_splits(self.recipe)
-        check_same_split(self.recipe, fingerprint, self.run_dir / "recipe.yaml",
-                         "give --data FILE.tsv instead")
-        return splits["test"]
+    def _transcripts(self, data: SpokenSet, beam: int | None, alpha: float | None
+                     ) -> list[str]:
+        return self._texts(featurize(data, self.features, self.model), beam, alpha, None)
 
 
 def describe(metrics: dict[str, Any]) -> str:

@@ -42,13 +42,12 @@ from seqformer.models.wav2vec2 import (
 )
 from seqformer.recipe_ssl import CTCDecodeConfig, CTCRecipe, ssl_recipe_from_dict
 from seqformer.tasks.rundir import (
-    check_same_split,
     check_vocabulary,
     log,
     recipe_if_saved,
     write_run_metadata,
 )
-from seqformer.tasks.speech import encode_texts, load_speech_splits, scores
+from seqformer.tasks.speech import SpeechRun, encode_texts, load_speech_splits, scores
 from seqformer.tasks.speech_ssl import batch_seed, normalise
 from seqformer.training.trainer import Trainer
 
@@ -233,7 +232,7 @@ def train_ctc(recipe: CTCRecipe, out_dir: str | Path, resume: bool = False
     return summary, results
 
 
-class CTCTranscriber:
+class CTCTranscriber(SpeechRun):
     """A trained CTC model with its tokenizer and decoding default: ``transcribe`` WAV paths
     or waveforms, ``evaluate`` labelled utterances (the surface of ``tasks.speech.
     Transcriber``)."""
@@ -273,20 +272,6 @@ class CTCTranscriber:
                          else np.asarray(a, dtype=np.float32)) for a in audio]
         return self._texts(waves, beam)
 
-    def evaluate(self, data: SpokenSet, beam: int | None = None, alpha: float | None = None
-                 ) -> dict[str, float]:
-        """CER / WER (percent) and ``n`` of the transcripts of ``data`` against its texts."""
-        if len(data) == 0:
-            raise DataError("nothing to evaluate: no utterances")
-        hyps = self._texts(list(data.waveforms), beam)
-        self.last_hypotheses = hyps
-        return scores(hyps, list(data.texts))
-
-    def test_split(self) -> SpokenSet | None:
-        """The recipe's test split (re-made from the cache), or None."""
-        if self.recipe is None or self.run_dir is None:
-            return None
-        splits, fingerprint = load_speech_splits(self.recipe)  # type: ignore[arg-type]
-        check_same_split(self.recipe, fingerprint, self.run_dir / "recipe.yaml",
-                         "give --data FILE.tsv instead")
-        return splits["test"]
+    def _transcripts(self, data: SpokenSet, beam: int | None, alpha: float | None
+                     ) -> list[str]:
+        return self._texts(list(data.waveforms), beam)
