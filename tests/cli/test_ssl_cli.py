@@ -222,3 +222,27 @@ def test_bad_ctc_recipes(override: list[str], message: str, tmp_path: Path, monk
     assert main(["train", "ctc-spoken-words", "--out", str(tmp_path / "r"), *DATA,
                  *override]) == 2
     assert message in error_line(capsys)
+
+
+@needs_espeak
+def test_train_utterances_keeps_a_seeded_subset(tmp_path: Path, monkeypatch) -> None:
+    from seqformer.tasks.speech import load_speech_splits
+
+    monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path / "cache"))
+    tree = {"data": {"corpus": "spoken-words", "max_words": 120, "accents": ["en-us"],
+                     "voices_per_word": 1}}
+    everything, fp_all = load_speech_splits(load_recipe_dict({**tree, "task": "speech-ctc"}))
+    tree["data"]["train_utterances"] = 20
+    subset, fp_sub = load_speech_splits(load_recipe_dict({**tree, "task": "speech-ctc"}))
+    again, fp_again = load_speech_splits(load_recipe_dict({**tree, "task": "speech-ctc"}))
+    assert len(subset["train"]) == 20 < len(everything["train"])
+    assert set(subset["train"].sources) <= set(everything["train"].sources)
+    assert subset["train"].sources == again["train"].sources and fp_sub == fp_again != fp_all
+    for name in ("valid", "test"):
+        assert subset[name].sources == everything[name].sources
+
+
+def load_recipe_dict(tree: dict):
+    from seqformer.recipe import recipe_from_dict
+
+    return recipe_from_dict({"init_from": None, "freeze": "none", **tree})

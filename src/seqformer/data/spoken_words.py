@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,6 +75,13 @@ class SpokenSet:
     def head(self, n: int) -> SpokenSet:
         return SpokenSet(self.waveforms[:n], self.texts[:n], self.sources[:n],
                          self.speakers[:n])
+
+    def subset(self, indices: Sequence[int]) -> SpokenSet:
+        def pick(items: list[Any]) -> list[Any]:
+            return [items[i] for i in indices] if items else []
+
+        return SpokenSet(pick(self.waveforms), pick(self.texts), pick(self.sources),
+                         pick(self.speakers))
 
 
 def prepare(samples: np.ndarray) -> np.ndarray:

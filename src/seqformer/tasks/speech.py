@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,20 @@ Example = tuple[torch.Tensor, list[int]]
 
 def load_speech_splits(recipe: SpeechRecipe) -> tuple[dict[str, SpokenSet | None], str]:
     """train / valid / test utterances of the recipe (test may be None for files) and a
-    fingerprint of the split."""
+    fingerprint of the split, with ``data.train_utterances`` applied."""
+    splits, fingerprint = _all_splits(recipe)
+    n = recipe.data.train_utterances
+    train = splits["train"]
+    assert train is not None
+    if 0 < n < len(train):
+        keep = sorted(random.Random(f"seqformer.train-subset:{recipe.data.split_seed}")
+                      .sample(range(len(train)), n))
+        splits["train"] = train.subset(keep)
+        fingerprint = hashlib.sha256(f"{fingerprint}:{n}".encode()).hexdigest()[:16]
+    return splits, fingerprint
+
+
+def _all_splits(recipe: SpeechRecipe) -> tuple[dict[str, SpokenSet | None], str]:
     d = recipe.data
     if d.corpus == "spoken-words":
         splits, fingerprint = load_spoken_words(
