@@ -135,3 +135,27 @@ def test_cli_npz_without_labels_is_a_one_line_error(tmp_path: Path, capsys) -> N
     assert code == 2
     assert len(err.splitlines()) == 1
     assert err.startswith("seqformer: error: ") and "train.npz: no array named 'labels'" in err
+
+
+def test_evaluate_refuses_a_test_split_the_run_was_not_trained_on(tmp_path: Path,
+                                                                  capsys) -> None:
+    import yaml
+
+    out = tmp_path / "run"
+    sets = [a for s in TINY + ["train.epochs=1"] for a in ("--set", s)]
+    assert main(["train", "vit-digits", "--out", str(out), *sets]) == 0
+    recipe = yaml.safe_load((out / "recipe.yaml").read_text())
+    trained = recipe["fingerprints"]["split"]
+    assert trained
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out)]) == 0  # the same data: the same split
+    assert "(360 images)" in capsys.readouterr().out
+
+    # As if the data had changed since training: the recorded split is another one.
+    recipe["fingerprints"]["split"] = "0123456789abcdef"
+    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    assert main(["evaluate", "--model", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("seqformer: error: "), err
+    assert f"now gives split {trained}" in err and "trained on split 0123456789abcdef" in err
+    assert "recipe.yaml" in err and "give --data FILE.npz instead" in err

@@ -282,6 +282,7 @@ class AudioClassifier(classify.Classifier):
     """A trained (or imported) AST with its filterbank front end and label names."""
 
     batch_size = EVAL_BATCH
+    data_file = "FILE.tsv"
 
     def __init__(self, model: AST, frontend: Fbank, recipe: AudioRecipe | None = None) -> None:
         super().__init__(model, recipe)
@@ -302,7 +303,9 @@ class AudioClassifier(classify.Classifier):
         frontend = Fbank.from_dict({**(data.get("features") or {}), "num_mel_bins":
                                     c.num_mel_bins, "max_frames": c.max_frames},
                                    f"{run_dir}/config.json")
-        return cls(model, frontend, recipe_if_saved(run_dir, audio_recipe_from_dict))
+        classifier = cls(model, frontend, recipe_if_saved(run_dir, audio_recipe_from_dict))
+        classifier.run_dir = run_dir
+        return classifier
 
     def waveforms(self, clips: list[np.ndarray | str | Path] | np.ndarray) -> list[np.ndarray]:
         """Waveforms of ``clips``: float arrays (mono, the model's sample rate, in [-1, 1]) are
@@ -331,11 +334,11 @@ class AudioClassifier(classify.Classifier):
         metrics = classify.scores(gold.tolist(), preds, loss, self.model.config.num_labels)
         return metrics, [self.labels[i] for i in preds]
 
-    def test_split(self) -> SpeechSet | None:
-        """The test split of the run's recipe (None without one)."""
-        if self.recipe is None:
-            return None
-        return load_audio_splits(self.recipe)["test"]
+    def load_splits(self, recipe: AudioRecipe) -> dict[str, SpeechSet | None]:
+        return load_audio_splits(recipe)
+
+    def split_fingerprint(self, splits: dict[str, SpeechSet | None]) -> str:
+        return fingerprint(splits)
 
 
 class WaveClassifier(AudioClassifier):
@@ -357,8 +360,10 @@ class WaveClassifier(AudioClassifier):
             raise CheckpointError(f"{run_dir}/config.json: features.sample_rate={rate}; audio "
                                   f"is read at {speech.SAMPLE_RATE} Hz")
         model = Wav2Vec2ForClassification.load(run_dir, device)
-        return cls(model, bool(features.get("normalize", True)),
-                   recipe_if_saved(run_dir, audio_recipe_from_dict))
+        classifier = cls(model, bool(features.get("normalize", True)),
+                         recipe_if_saved(run_dir, audio_recipe_from_dict))
+        classifier.run_dir = run_dir
+        return classifier
 
     def prepare(self, waves: list[np.ndarray]) -> list[torch.Tensor]:
         return [normalise(w) if self.normalize

@@ -19,7 +19,7 @@ import torch
 
 from seqformer.errors import DataError
 from seqformer.metrics.classification import accuracy, macro_f1
-from seqformer.tasks.rundir import write_run_metadata
+from seqformer.tasks.rundir import check_same_split, write_run_metadata
 from seqformer.training.trainer import Trainer
 
 # (inputs, labels or None) -> a batch the model's forward takes: ImageBatch, AudioBatch.
@@ -123,9 +123,15 @@ def describe(metrics: dict[str, Any]) -> str:
 class Classifier:
     """The inference side of a run: the model (in eval mode) with its label names and the
     run's recipe. Subclasses turn raw inputs (images, clips) into the model's input tensor
-    (:meth:`inputs`); ``batch_size`` of them go through the model at a time."""
+    (:meth:`inputs`); ``batch_size`` of them go through the model at a time. :meth:`test_split`
+    re-makes the recipe's splits with :meth:`load_splits` and checks them against the split
+    fingerprint training recorded (:meth:`split_fingerprint`)."""
 
     batch_size = 128
+    # The run directory (set by ``load``): its recipe.yaml is named in a split mismatch.
+    run_dir: Path | None = None
+    # What ``evaluate --data`` takes instead of the recipe's test split.
+    data_file = "FILE"
 
     def __init__(self, model: Any, recipe: Any = None) -> None:
         self.model, self.recipe = model.eval(), recipe
@@ -137,6 +143,26 @@ class Classifier:
 
     def inputs(self, raw: Any) -> torch.Tensor:
         raise NotImplementedError
+
+    def load_splits(self, recipe: Any) -> dict[str, Any]:
+        """train / valid / test (or None) of ``recipe``, as training read them."""
+        raise NotImplementedError
+
+    def split_fingerprint(self, splits: dict[str, Any]) -> str:
+        """The fingerprint training recorded for ``splits`` (``fingerprints.split``)."""
+        raise NotImplementedError
+
+    def test_split(self) -> Any:
+        """The test split of the run's recipe, re-made (None without a recipe or a test
+        split); a DataError when the data now gives another split than the run was trained
+        on."""
+        if self.recipe is None:
+            return None
+        splits = self.load_splits(self.recipe)
+        where = (self.run_dir or Path()) / "recipe.yaml"
+        check_same_split(self.recipe, self.split_fingerprint(splits), where,
+                         f"give --data {self.data_file} instead")
+        return splits["test"]
 
     @torch.no_grad()
     def logits(self, raw: Any) -> torch.Tensor:

@@ -119,6 +119,7 @@ class ImageClassifier(classify.Classifier):
     """A trained ViT with its preprocessing and label names."""
 
     batch_size = EVAL_BATCH
+    data_file = "FILE.npz"
 
     def __init__(self, model: ViT, preprocess: Preprocess, recipe: VisionRecipe | None = None
                  ) -> None:
@@ -132,9 +133,11 @@ class ImageClassifier(classify.Classifier):
         model = ViT.load(run_dir, device)
         pre = data.get("preprocess") or {"pixel_max": 1.0, "mean": [0.0] * model.config.channels,
                                          "std": [1.0] * model.config.channels}
-        return cls(model, Preprocess(float(pre["pixel_max"]), list(pre["mean"]),
-                                     list(pre["std"])),
-                   recipe_if_saved(run_dir, vision_recipe_from_dict))
+        classifier = cls(model, Preprocess(float(pre["pixel_max"]), list(pre["mean"]),
+                                           list(pre["std"])),
+                         recipe_if_saved(run_dir, vision_recipe_from_dict))
+        classifier.run_dir = run_dir
+        return classifier
 
     def inputs(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Normalised pixels of raw images (N, H, W) or (N, C, H, W), in the pixel units the
@@ -147,8 +150,8 @@ class ImageClassifier(classify.Classifier):
         return image_metrics(self.model, self.preprocess(data.images),
                              label_ids(data, self.labels, where), prefix="")
 
-    def test_split(self) -> ImageSet | None:
-        """The test split of the run's recipe (None without one)."""
-        if self.recipe is None:
-            return None
-        return load_image_splits(self.recipe)["test"]
+    def load_splits(self, recipe: VisionRecipe) -> dict[str, ImageSet | None]:
+        return load_image_splits(recipe)
+
+    def split_fingerprint(self, splits: dict[str, ImageSet | None]) -> str:
+        return _fingerprint(splits)
