@@ -219,8 +219,37 @@ def test_conformer_encoder_has_no_absolute_positions_and_trains() -> None:
     model(SpeechBatch(features, torch.tensor([12, 9]), tgt_in, tgt_out)).loss.backward()
     assert model.encoder.layers[0].attn.pos_bias_u.grad is not None
     assert model.encoder.layers[0].conv.depthwise.weight.grad is not None
-    model.eval()
-    with torch.no_grad():  # the sinusoid table is not read: changing it changes nothing
-        before = model.logits(features, tgt_in)
-        model.encoder_positions.add_(1.0)
-        assert torch.equal(model.logits(features, tgt_in), before)
+    assert model.encoder_positions is None  # relative positions: no sinusoid table at all
+
+
+def test_conformer_checkpoints_carry_no_sinusoid_table_and_old_ones_load(tmp_path: Path
+                                                                         ) -> None:
+    from seqformer.training.checkpoint import read_weights, save_weights
+
+    assert "encoder_positions" in tiny().state_dict()  # the transformer encoder keeps it
+    model = tiny(encoder_block="conformer", conv_kernel=5)
+    assert "encoder_positions" not in model.state_dict()
+    model.save(tmp_path / "new", {"kind": "whisper-logmel", "n_mels": 8})
+    assert "encoder_positions" not in read_weights(tmp_path / "new" / "model.safetensors")
+
+    # A conformer checkpoint saved while the model still built the (unused) table loads.
+    features, tgt_in = torch.randn(2, 8, 12), torch.tensor([[1, 5, 6, 7], [1, 8, 0, 0]])
+    old = tmp_path / "old"
+    model.save(old, {"kind": "whisper-logmel", "n_mels": 8})
+    state = read_weights(old / "model.safetensors")
+    save_weights({**state, "encoder_positions": whisper_sinusoids(16, 16)},
+                 old / "model.safetensors")
+    loaded = Whisper.load(old)
+    assert "encoder_positions" not in loaded.state_dict()
+    with torch.no_grad():
+        assert torch.equal(loaded.logits(features, tgt_in), model.logits(features, tgt_in))
+    # Any other unknown key is still refused, and so is a transformer checkpoint without it.
+    save_weights({**state, "encoder_positions": whisper_sinusoids(16, 16),
+                  "stray": torch.zeros(1)}, old / "model.safetensors")
+    with pytest.raises(CheckpointError, match="'stray'"):
+        Whisper.load(old)
+    tiny().save(tmp_path / "transformer", {"kind": "whisper-logmel", "n_mels": 8})
+    path = tmp_path / "transformer" / "model.safetensors"
+    save_weights({k: v for k, v in read_weights(path).items() if k != "encoder_positions"}, path)
+    with pytest.raises(CheckpointError, match="'encoder_positions' is missing"):
+        Whisper.load(tmp_path / "transformer")

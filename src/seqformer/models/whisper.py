@@ -17,9 +17,9 @@ one (``interop/hf_whisper.py``):
 
 ``encoder_block: conformer`` swaps the encoder layers for Conformer blocks
 (``nn/conformer.py``: macaron FFNs, relative-position self-attention, a depthwise convolution of
-``conv_kernel`` frames) and drops the absolute sinusoids, which relative positions replace --
-the encoder most speech recognisers use since Gulati et al. (2020). Hugging Face has no
-Whisper of that shape, so such a model neither imports nor exports.
+``conv_kernel`` frames) and drops the absolute sinusoids (no ``encoder_positions`` buffer),
+which relative positions replace -- the encoder most speech recognisers use since Gulati et al.
+(2020). Hugging Face has no Whisper of that shape, so such a model neither imports nor exports.
 
 Unlike real Whisper, inputs are not padded to 30 s: a batch is padded to its longest utterance
 and ``lengths`` (frames per utterance) mark the rest. Padded frames are zero (the value the
@@ -187,9 +187,12 @@ class Whisper(nn.Module, SavedModel):
         self.conv1 = nn.Conv1d(c.num_mel_bins, c.d_model, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(c.d_model, c.d_model, kernel_size=3, stride=2, padding=1)
         # Persistent: an imported checkpoint brings its own table (equal to the formula for
-        # Whisper's), and it is small (positions x d_model).
+        # Whisper's), and it is small (positions x d_model). A Conformer encoder has relative
+        # positions inside its attention: no table (it would be dead weight in checkpoints).
+        self.encoder_positions: Tensor | None
         self.register_buffer("encoder_positions",
-                             whisper_sinusoids(c.max_source_positions, c.d_model))
+                             whisper_sinusoids(c.max_source_positions, c.d_model)
+                             if c.encoder_block == "transformer" else None)
         self.dropout = nn.Dropout(c.dropout)
         self.encoder: nn.Module
         if c.encoder_block == "conformer":  # swish inside, as in the Conformer paper
@@ -237,6 +240,7 @@ class Whisper(nn.Module, SavedModel):
             mask = torch.arange(positions, device=x.device).unsqueeze(0) >= valid.unsqueeze(1)
         if self.config.encoder_block == "conformer":  # positions are relative, in attention
             return self.encoder(self.dropout(x), mask), mask
+        assert self.encoder_positions is not None
         x = self.dropout(x + self.encoder_positions[:positions].to(x.dtype))
         memory, _ = self.encoder(x, mask)
         return memory, mask
@@ -277,6 +281,25 @@ class Whisper(nn.Module, SavedModel):
         x, _ = self.decoder(x, state.memory, state.memory_padding_mask, state.caches)
         state.step += 1
         return self.output(x[:, -1]).float().log_softmax(dim=-1), state
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str = "cpu") -> Whisper:
+        """A saved model (``save``), weights checked key by key as ``load_weights`` does."""
+        from seqformer.config import from_dict
+        from seqformer.training.checkpoint import check_state, read_weights
+
+        data = cls.read_config(directory)
+        data.pop(cls.settings_key, None)
+        model = cls(from_dict(WhisperConfig, data, f"{directory}/config.json"))
+        path = Path(directory) / "model.safetensors"
+        state = read_weights(path)
+        if model.config.encoder_block == "conformer":
+            # Conformer-encoder checkpoints saved before the unused sinusoid table was dropped
+            # still carry it; it was never read, so it is ignored rather than refused.
+            state.pop("encoder_positions", None)
+        check_state(state, model.state_dict(), path)
+        model.load_state_dict(state, strict=True)
+        return model.to(map_location).eval()
 
     @classmethod
     def from_hf(cls, path: str | Path, trust_pickle: bool = False) -> Whisper:
