@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,19 @@ def scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
             "wer": error_rates(hypotheses, references)["per"], "n": float(len(hypotheses))}
 
 
+def in_length_batches(lengths: Sequence[int], decode: Callable[[list[int]], list[list[int]]],
+                      batch_size: int = DECODE_BATCH) -> list[list[int]]:
+    """``decode`` chunks of utterance indices of similar length (little padding), the outputs
+    put back in input order: how both speech families decode many utterances."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[list[int]] = [[] for _ in lengths]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        for i, tokens in zip(chunk, decode(chunk)):
+            out[i] = tokens
+    return out
+
+
 @torch.no_grad()
 def decode_features(model: Whisper, feats: list[torch.Tensor], beam: int = 1,
                     alpha: float = 0.0, penalty: str = "gnmt", max_length: int | None = None
@@ -156,20 +169,16 @@ def decode_features(model: Whisper, feats: list[torch.Tensor], beam: int = 1,
     device = next(model.parameters()).device
     limit = min(max_length or model.config.max_target_positions - 1,
                 model.config.max_target_positions - 1)
-    order = sorted(range(len(feats)), key=lambda i: feats[i].shape[1])
-    out: list[list[int]] = [[] for _ in feats]
-    for start in range(0, len(order), DECODE_BATCH):
-        chunk = order[start:start + DECODE_BATCH]
+
+    def decode(chunk: list[int]) -> list[list[int]]:
         features, lengths = pad_features([feats[i] for i in chunk])
         bound = with_lengths(model, lengths.to(device))
         if beam <= 1:
-            hyps = [h.tokens for h in greedy_search(bound, features.to(device), limit)]
-        else:
-            hyps = [b[0].tokens for b in beam_search(bound, features.to(device), beam, limit,
-                                                     alpha, penalty)]
-        for i, tokens in zip(chunk, hyps):
-            out[i] = tokens
-    return out
+            return [h.tokens for h in greedy_search(bound, features.to(device), limit)]
+        return [b[0].tokens for b in beam_search(bound, features.to(device), beam, limit,
+                                                 alpha, penalty)]
+
+    return in_length_batches([f.shape[1] for f in feats], decode)
 
 
 def validation(model: Whisper, valid: list[Example], decode: list[Example],

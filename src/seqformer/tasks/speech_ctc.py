@@ -47,7 +47,13 @@ from seqformer.tasks.rundir import (
     recipe_if_saved,
     write_run_metadata,
 )
-from seqformer.tasks.speech import SpeechRun, encode_texts, load_speech_splits, scores
+from seqformer.tasks.speech import (
+    SpeechRun,
+    encode_texts,
+    in_length_batches,
+    load_speech_splits,
+    scores,
+)
 from seqformer.tasks.speech_ssl import batch_seed, normalise
 from seqformer.training.trainer import Trainer
 
@@ -98,22 +104,18 @@ def decode_waves(model: Wav2Vec2ForCTC, waves: list[torch.Tensor], beam: int = 1
                  ) -> list[list[int]]:
     """Output ids of every (normalised) waveform, batched by length."""
     device = next(model.parameters()).device
-    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
-    out: list[list[int]] = [[] for _ in waves]
-    for start in range(0, len(order), DECODE_BATCH):
-        chunk = order[start:start + DECODE_BATCH]
+
+    def decode(chunk: list[int]) -> list[list[int]]:
         batch = collate([(waves[i], []) for i in chunk]).to(device)
         result = model(WaveBatch(batch.waves, batch.lengths))
         assert result.logits is not None
         log_probs = result.logits.float().log_softmax(-1).cpu()
         frames = result.frame_mask.sum(-1).cpu()
         if beam <= 1:
-            hyps = ctc_greedy(log_probs, frames)
-        else:
-            hyps = [best[0][0] for best in ctc_beam_search(log_probs, frames, beam)]
-        for i, tokens in zip(chunk, hyps):
-            out[i] = tokens
-    return out
+            return ctc_greedy(log_probs, frames)
+        return [best[0][0] for best in ctc_beam_search(log_probs, frames, beam)]
+
+    return in_length_batches([len(w) for w in waves], decode, DECODE_BATCH)
 
 
 def validation(model: Wav2Vec2ForCTC, valid: list[Example], decode: list[Example],
