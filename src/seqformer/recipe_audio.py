@@ -118,7 +118,9 @@ class AudioRecipe:
     name: str = "ast"
     task: str = "audio-classify"
     init_from: str | None = None
-    freeze: str | None = None
+    # "auto": feature-encoder with init_from, none without. Not Optional: --set's "none" would
+    # become None and silently mean the default.
+    freeze: str = "auto"
     data: AudioDataConfig = field(default_factory=AudioDataConfig)
     model: dict[str, Any] = field(default_factory=dict)
     train: AudioTrainConfig = field(default_factory=AudioTrainConfig)
@@ -131,13 +133,13 @@ class AudioRecipe:
         kind = self.kind
         if kind not in MODEL_KINDS:
             raise ConfigError(f"model.kind={kind!r}; use one of {', '.join(MODEL_KINDS)}")
-        if self.freeze is not None and self.freeze not in FREEZE_PRESETS:
+        if self.freeze != "auto" and self.freeze not in FREEZE_PRESETS:
             raise ConfigError(f"freeze={self.freeze!r}; use one of {', '.join(FREEZE_PRESETS)}")
         if kind == "ast" and self.init_from is not None:
             raise ConfigError(f"init_from={self.init_from}: a pretrained encoder needs "
                               "model.kind: wav2vec2; the AST (model.kind: ast) trains from "
                               "scratch")
-        if kind == "ast" and self.freeze not in (None, "none"):
+        if kind == "ast" and self.freeze not in ("auto", "none"):
             raise ConfigError(f"freeze: {self.freeze} names wav2vec2 modules; use it with "
                               "model.kind: wav2vec2")
         check_finetune_fields(self.model, self.init_from, FINETUNE_FIELDS, ignored=("kind",))
@@ -148,9 +150,11 @@ class AudioRecipe:
 
     @property
     def freeze_preset(self) -> str:
-        """``freeze`` as given, else ``feature-encoder`` with ``init_from`` and ``none``
-        without."""
-        return self.freeze or ("feature-encoder" if self.init_from else "none")
+        """``freeze`` as given, else (``auto``) ``feature-encoder`` with ``init_from`` and
+        ``none`` without."""
+        if self.freeze != "auto":
+            return self.freeze
+        return "feature-encoder" if self.init_from else "none"
 
     def model_config(self, num_labels: int, base: dict[str, Any] | None = None
                      ) -> ASTConfig | Wav2Vec2Config:
@@ -168,8 +172,8 @@ class AudioRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         data = to_dict(self)
-        for key in ("init_from", "freeze"):  # unset: AST recipes read as they always did
-            if data[key] is None:
+        for key, unset in (("init_from", None), ("freeze", "auto")):  # AST recipes: as before
+            if data[key] == unset:
                 del data[key]
         return data
 

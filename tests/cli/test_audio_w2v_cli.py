@@ -65,6 +65,9 @@ def test_bundled_recipe_and_validation() -> None:
     assert isinstance(recipe, AudioRecipe) and recipe.kind == "wav2vec2"
     assert recipe.init_from == "runs/hubert-spoken-words" and recipe.data.renditions == 1
     assert recipe.freeze_preset == "feature-encoder"
+    # An explicit none (from YAML or --set freeze=none) unfreezes a fine-tuned encoder.
+    unfrozen = load_recipe("w2v-speech-commands", ["freeze=none"])
+    assert unfrozen.freeze_preset == "none" and unfrozen.to_dict()["freeze"] == "none"
     # Fine-tuning: the run's shape, the recipe's masking and head size, the data's labels.
     base = {"d_model": 32, "heads": 2, "mask_time_prob": 0.65, "num_units": 8,
             "objective": "units"}
