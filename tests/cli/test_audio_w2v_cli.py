@@ -64,10 +64,14 @@ def test_bundled_recipe_and_validation() -> None:
     recipe = load_recipe("w2v-speech-commands")
     assert isinstance(recipe, AudioRecipe) and recipe.kind == "wav2vec2"
     assert recipe.init_from == "runs/hubert-spoken-words" and recipe.data.renditions == 1
-    assert recipe.freeze_preset == "feature-encoder"
-    # An explicit none (from YAML or --set freeze=none) unfreezes a fine-tuned encoder.
+    # An explicit none (the bundled recipe's, or --set freeze=none) unfreezes a fine-tuned
+    # encoder; unset ("auto") with init_from freezes its CNN.
+    assert recipe.freeze_preset == "none" and recipe.to_dict()["freeze"] == "none"
     unfrozen = load_recipe("w2v-speech-commands", ["freeze=none"])
     assert unfrozen.freeze_preset == "none" and unfrozen.to_dict()["freeze"] == "none"
+    auto = recipe_from_dict({"task": "audio-classify", "init_from": "runs/x",
+                             "model": {"kind": "wav2vec2"}})
+    assert auto.freeze_preset == "feature-encoder" and "freeze" not in auto.to_dict()
     # Fine-tuning: the run's shape, the recipe's masking and head size, the data's labels.
     base = {"d_model": 32, "heads": 2, "mask_time_prob": 0.65, "num_units": 8,
             "objective": "units"}
@@ -143,7 +147,7 @@ def test_finetune_from_a_pretraining_run(tmp_path: Path, capsys) -> None:
     assert main(["train", "hubert-spoken-words", "--out", str(pre), *sets(PRETRAIN)]) == 0
     capsys.readouterr()
     assert main(["train", "w2v-speech-commands", "--out", str(out), *sets(DATA), *sets(TRAIN),
-                 "--set", f"init_from={pre}"]) == 0
+                 "--set", f"init_from={pre}", "--set", "freeze=feature-encoder"]) == 0
     printed = capsys.readouterr()
     assert "test: " in printed.out and f"encoder from {pre}" in printed.err + printed.out
     config = json.loads((out / "config.json").read_text())
