@@ -218,14 +218,7 @@ def train_speech(recipe: SpeechRecipe, out_dir: str | Path, resume: bool = False
     splits, split_fp = load_speech_splits(recipe)
     train, valid, test = splits["train"], splits["valid"], splits["test"]
     assert train is not None and valid is not None
-    if recipe.data.corpus == "spoken-words" and test is not None:
-        test_words = sorted({u.split("/")[1] for u in test.sources})
-        note = (f"{homophones(test_words)} of {len(test_words)} test words have a CMUdict "
-                "homophone (scored as errors)" if recipe.data.target == "spelling" else
-                f"target: espeak-ng phonemes of {len(test_words)} test words, e.g. "
-                f"{test.sources[0].split('/')[1]} -> {test.texts[0]}")
-        log(f"data: {len(train)} train / {len(valid)} valid / {len(test)} test utterances "
-            f"(split {split_fp}); {note}")
+    log_splits(recipe, splits, split_fp)
     tokenizer = (load_tokenizer(out / "tokenizer") if resume
                  else train_tokenizer("char", train.texts))
     torch.manual_seed(recipe.train.seed)
@@ -262,13 +255,37 @@ def train_speech(recipe: SpeechRecipe, out_dir: str | Path, resume: bool = False
     summary = trainer.train(resume=resume)
     results: dict[str, dict[str, float]] = {}
     if test is not None and not summary.get("interrupted"):
-        best = Transcriber.load(out, str(trainer.device))
-        results["greedy"] = best.evaluate(test, beam=1)
-        if recipe.decode.beam > 1:
-            results[f"beam{recipe.decode.beam}"] = best.evaluate(test)
-        (out / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n",
-                                               encoding="utf-8")
+        results = score_test(Transcriber.load(out, str(trainer.device)), test,
+                             recipe.decode.beam, out)
     return summary, results
+
+
+def log_splits(recipe: Any, splits: dict[str, SpokenSet | None], split_fp: str) -> None:
+    """The split sizes and, for spoken-words, what makes its test hard (homophones) or what
+    its phoneme targets look like: the line both speech families print before training."""
+    train, valid, test = splits["train"], splits["valid"], splits["test"]
+    if recipe.data.corpus != "spoken-words" or test is None:
+        return
+    assert train is not None and valid is not None
+    test_words = sorted({u.split("/")[1] for u in test.sources})
+    note = (f"{homophones(test_words)} of {len(test_words)} test words have a CMUdict "
+            "homophone (scored as errors)" if recipe.data.target == "spelling" else
+            f"target: espeak-ng phonemes of {len(test_words)} test words, e.g. "
+            f"{test.sources[0].split('/')[1]} -> {test.texts[0]}")
+    log(f"data: {len(train)} train / {len(valid)} valid / {len(test)} test utterances "
+        f"(split {split_fp}); {note}")
+
+
+def score_test(best: SpeechRun, test: SpokenSet, beam: int, out: Path
+               ) -> dict[str, dict[str, float]]:
+    """Test CER / WER of a run's best checkpoint, greedy and (``beam`` > 1) with the beam,
+    also written to ``out/test_metrics.json``."""
+    results = {"greedy": best.evaluate(test, beam=1)}
+    if beam > 1:
+        results[f"beam{beam}"] = best.evaluate(test, beam=beam)
+    (out / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n",
+                                           encoding="utf-8")
+    return results
 
 
 class SpeechRun:

@@ -18,7 +18,6 @@ either kind of run.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import torch
 from seqformer.config import to_dict
 from seqformer.data.masking import span_mask
 from seqformer.data.mlm import ExampleStream
-from seqformer.data.spoken_words import SpokenSet, homophones, prepare
+from seqformer.data.spoken_words import SpokenSet, prepare
 from seqformer.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from seqformer.decoding.ctc import ctc_beam_search, ctc_greedy
 from seqformer.errors import DataError
@@ -52,6 +51,8 @@ from seqformer.tasks.speech import (
     encode_texts,
     in_length_batches,
     load_speech_splits,
+    log_splits,
+    score_test,
     scores,
 )
 from seqformer.tasks.speech_ssl import batch_seed, normalise
@@ -174,12 +175,7 @@ def train_ctc(recipe: CTCRecipe, out_dir: str | Path, resume: bool = False
     splits, split_fp = load_speech_splits(recipe)  # type: ignore[arg-type]
     train, valid, test = splits["train"], splits["valid"], splits["test"]
     assert train is not None and valid is not None
-    if recipe.data.corpus == "spoken-words" and test is not None:
-        words = sorted({u.split("/")[1] for u in test.sources})
-        note = (f"; {homophones(words)} of {len(words)} test words have a CMUdict homophone"
-                if recipe.data.target == "spelling" else "")
-        log(f"data: {len(train)} train / {len(valid)} valid / {len(test)} test utterances "
-            f"(split {split_fp}){note}")
+    log_splits(recipe, splits, split_fp)
     tokenizer = (load_tokenizer(out / "tokenizer") if resume
                  else train_tokenizer("char", train.texts))
     torch.manual_seed(recipe.train.seed)
@@ -225,12 +221,8 @@ def train_ctc(recipe: CTCRecipe, out_dir: str | Path, resume: bool = False
     summary = trainer.train(resume=resume)
     results: dict[str, dict[str, float]] = {}
     if test is not None and not summary.get("interrupted"):
-        best = CTCTranscriber.load(out, str(trainer.device))
-        results["greedy"] = best.evaluate(test, beam=1)
-        if recipe.decode.beam > 1:
-            results[f"beam{recipe.decode.beam}"] = best.evaluate(test)
-        (out / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n",
-                                               encoding="utf-8")
+        results = score_test(CTCTranscriber.load(out, str(trainer.device)), test,
+                             recipe.decode.beam, out)
     return summary, results
 
 
