@@ -75,6 +75,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         from seqformer.cli_speech import train_ssl
 
         return train_ssl(args, recipe, out)
+    if getattr(recipe, "task", None) == "image-caption":
+        from seqformer.cli_caption import train_caption
+
+        return train_caption(args, recipe, out)
+    if getattr(recipe, "task", None) == "text-to-speech":
+        from seqformer.cli_tts import train_tts
+
+        return train_tts(args, recipe, out)
     if args.resume:
         check_resumable(out)  # before the corpus is read: a typo here should fail fast
     splits = load_splits(recipe)
@@ -315,6 +323,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from seqformer.cli_audio import evaluate_audio
 
         return evaluate_audio(args)
+    if _family(args.model[0]) == "captioner":  # image captioning: --data or the test split
+        from seqformer.cli_caption import evaluate_caption
+
+        return evaluate_caption(args)
+    if _family(args.model[0]) == "speecht5-tts":  # text to speech: --data or the test split
+        from seqformer.cli_tts import evaluate_tts
+
+        return evaluate_tts(args)
     if _family(args.model[0]) in ("bert", "cnn"):  # encoder runs: BERT heads, CNN classifier
         from seqformer.cli_encoder import evaluate_encoder
 
@@ -568,6 +584,12 @@ def build_parser() -> argparse.ArgumentParser:
     from seqformer.cli_speech import add_parsers as add_speech_parsers
 
     add_speech_parsers(sub)  # transcribe
+    from seqformer.cli_caption import add_parsers as add_caption_parsers
+
+    add_caption_parsers(sub)  # caption
+    from seqformer.cli_tts import add_parsers as add_tts_parsers
+
+    add_tts_parsers(sub)  # speak
     return parser
 
 

@@ -39,7 +39,8 @@ TOKENIZER_KINDS = ("char", "word", "bpe")
 METRICS = ("valid_loss", "valid_nll", "per", "wer", "cer", "ter", "bleu", "chrf", "exact")
 HIGHER_IS_BETTER = ("bleu", "chrf", "exact")
 TASKS = ("transduction", "lm", "mlm", "classify", "tag", "qa", "distil", "decision",
-         "image-classify", "audio-classify", "speech-to-text", "speech-pretrain", "speech-ctc")
+         "image-classify", "audio-classify", "speech-to-text", "speech-pretrain", "speech-ctc",
+         "image-caption", "text-to-speech")
 # Language-model corpora: plain text files, or a Bible read from its installed SWORD module.
 LM_CORPORA = {"files": None, "kjv": "engKJV2006eb", "web": "engWEB2015eb",
               "rv1909": "spaRV1909eb"}
@@ -316,6 +317,14 @@ def recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Recipe | LM
         from seqformer.recipe_ssl import ssl_recipe_from_dict
 
         return ssl_recipe_from_dict(tree, where)
+    if tree.get("task") == "image-caption":  # ViT encoder + text decoder: recipe_caption
+        from seqformer.recipe_caption import caption_recipe_from_dict
+
+        return caption_recipe_from_dict(tree, where)
+    if tree.get("task") == "text-to-speech":  # SpeechT5-shaped TTS: recipe_tts
+        from seqformer.recipe_tts import tts_recipe_from_dict
+
+        return tts_recipe_from_dict(tree, where)
     model = tree.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"{where}: model must be a mapping of fields")
