@@ -1,0 +1,339 @@
+"""EnCodec (Défossez et al. 2022): a neural audio codec, waveform <-> discrete codes.
+
+A SEANet convolutional encoder (``models/encodec_seanet.py``) turns a waveform into one latent
+vector per ``hop = prod(upsampling_ratios)`` samples; a residual vector quantizer
+(``nn/rvq.py``) codes each latent frame as ``n_q`` integers, one per codebook, each codebook
+refining what the previous ones left; the mirrored decoder turns the summed codewords back into
+a waveform. The bitrate is frames/s x n_q x log2(codebook_size): the 24 kHz model (75 frames/s,
+1024-entry codebooks) gives 1.5 / 3 / 6 / 12 / 24 kbps with 2 / 4 / 8 / 16 / 32 codebooks.
+VALL-E models the codes of the 6 kbps setting.
+
+API (B = batch, C = audio_channels):
+
+- :meth:`Encodec.encode` ``(wave (B, C, samples), bandwidth=None) -> EncodedAudio(codes (B, n_q,
+  frames) long, scale (B, 1) or None)``; ``bandwidth`` must be one of ``target_bandwidths``
+  (None: the smallest, as Hugging Face does); frames = ceil(samples / hop);
+- :meth:`Encodec.decode` ``(codes, scale=None, length=None) -> wave (B, C, frames x hop)``, cut to
+  ``length`` samples when given (the encoder pads the input up to whole frames);
+- :meth:`Encodec.forward` ``(wave, bandwidth=None) -> EncodecOutput`` for training: the
+  reconstruction, the codes, and the losses -- time-domain L1, multi-scale mel L1 + L2
+  (:func:`mel_reconstruction_loss`) and the RVQ commitment loss, weighted by the config. In
+  training a bandwidth is drawn per batch from ``target_bandwidths`` when none is given (the
+  paper's quantizer dropout), so one model learns every bitrate. The paper's adversarial and
+  feature-matching losses (multi-scale STFT discriminator) and its loss balancer are *not*
+  included: the model trains as a plain auto-encoder, which reconstructs but sounds duller.
+
+``normalize`` (the 48 kHz model's setting) divides the input by its RMS (over channels and
+time, + 1e-8) before encoding and returns that scale with the codes; decoding multiplies it
+back. Hugging Face's chunked mode (``chunk_length_s``: overlapping windows encoded separately and
+cross-faded on decoding, also the 48 kHz model's) is not implemented; such configs are refused.
+
+Inference equals Hugging Face's ``EncodecModel`` (``interop/hf_encodec.py``; same codes, audio
+within float rounding), with the state-dict names of the encoder and decoder unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqformer.errors import ConfigError
+from seqformer.models.common import SavedModel
+from seqformer.models.encodec_seanet import SEANetDecoder, SEANetEncoder
+from seqformer.nn.rvq import ResidualVectorQuantizer, codebooks_for_bandwidth
+
+FAMILY = "encodec"
+NORM_TYPES = ("weight_norm", "time_group_norm")
+PAD_MODES = ("reflect", "constant", "replicate", "circular")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+@dataclass(frozen=True)
+class EncodecConfig:
+    """Hugging Face ``EncodecConfig``'s fields (same names and meaning; ``hidden_size`` is the
+    latent width, which the codebooks share) and the training settings HF lacks. The
+    defaults are a small CPU-sized 24 kHz model (HF's 24 kHz model: num_filters 32, hidden_size
+    128, ratios 8, 5, 4, 2, codebook_size 1024, bandwidths 1.5 ... 24).
+
+    Training: ``ema_decay``, ``ema_epsilon`` (Laplace smoothing), ``kmeans_init`` /
+    ``kmeans_iters``, ``dead_code_threshold`` (the codebooks, ``nn/rvq.py``); the loss weights
+    ``time_weight`` (L1 on samples; the paper's lambda_t 0.1), ``mel_weight`` (lambda_f 1),
+    ``commitment_weight`` (lambda_w 1); the mel loss's ``mel_scales`` (windows of 2^i samples,
+    hop 2^i / 4; the paper uses i = 5..11) and ``n_mels``."""
+
+    audio_channels: int = 1
+    sampling_rate: int = 24000
+    num_filters: int = 8
+    num_residual_layers: int = 1
+    upsampling_ratios: tuple[int, ...] = (8, 5, 4, 2)
+    hidden_size: int = 32
+    kernel_size: int = 7
+    last_kernel_size: int = 7
+    residual_kernel_size: int = 3
+    dilation_growth_rate: int = 2
+    use_causal_conv: bool = True
+    pad_mode: str = "reflect"
+    compress: int = 2
+    num_lstm_layers: int = 2
+    trim_right_ratio: float = 1.0
+    norm_type: str = "weight_norm"
+    use_conv_shortcut: bool = True
+    codebook_size: int = 1024
+    codebook_dim: int | None = None
+    target_bandwidths: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0, 24.0)
+    normalize: bool = False
+    chunk_length_s: float | None = None
+    overlap: float | None = None
+    ema_decay: float = 0.99
+    ema_epsilon: float = 1e-5
+    kmeans_init: bool = True
+    kmeans_iters: int = 50
+    dead_code_threshold: float = 2.0
+    time_weight: float = 0.1
+    mel_weight: float = 1.0
+    commitment_weight: float = 1.0
+    mel_scales: tuple[int, ...] = (5, 6, 7, 8, 9, 10, 11)
+    n_mels: int = 64
+
+    def __post_init__(self) -> None:
+        self._check_shape()
+        self._check_codec()
+        self._check_training()
+
+    def _check_shape(self) -> None:
+        for name in ("audio_channels", "sampling_rate", "num_filters", "num_residual_layers",
+                     "hidden_size", "kernel_size", "last_kernel_size", "residual_kernel_size",
+                     "dilation_growth_rate", "compress", "num_lstm_layers", "codebook_size",
+                     "kmeans_iters", "n_mels"):
+            if not _positive_int(getattr(self, name)):
+                raise ConfigError(f"model.{name} must be a positive integer, got "
+                                  f"{getattr(self, name)!r}")
+        if self.audio_channels > 2:
+            raise ConfigError(f"model.audio_channels must be 1 or 2, got {self.audio_channels}")
+        if not self.upsampling_ratios or not all(_positive_int(r)
+                                                 for r in self.upsampling_ratios):
+            raise ConfigError(f"model.upsampling_ratios must be positive integers, got "
+                              f"{list(self.upsampling_ratios)}")
+        if self.num_filters % self.compress:
+            raise ConfigError(f"model.num_filters={self.num_filters} must be a multiple of "
+                              f"model.compress={self.compress} (the residual branch width)")
+        if self.norm_type not in NORM_TYPES:
+            raise ConfigError(f"model.norm_type={self.norm_type!r}; use one of "
+                              f"{', '.join(NORM_TYPES)}")
+        if self.pad_mode not in PAD_MODES:
+            raise ConfigError(f"model.pad_mode={self.pad_mode!r}; use one of "
+                              f"{', '.join(PAD_MODES)}")
+        if not 0.0 <= self.trim_right_ratio <= 1.0 or (
+                not self.use_causal_conv and self.trim_right_ratio != 1.0):
+            raise ConfigError(f"model.trim_right_ratio={self.trim_right_ratio} must be in "
+                              "[0, 1], and 1 unless model.use_causal_conv")
+
+    def _check_codec(self) -> None:
+        if self.codebook_size & (self.codebook_size - 1):
+            raise ConfigError(f"model.codebook_size={self.codebook_size} must be a power of 2 "
+                              "(a code is a whole number of bits)")
+        if self.codebook_dim is not None and self.codebook_dim != self.hidden_size:
+            raise ConfigError(f"model.codebook_dim={self.codebook_dim} must equal "
+                              f"model.hidden_size={self.hidden_size} (the codebooks quantize the "
+                              "latent directly) or be null")
+        bands = self.target_bandwidths
+        if not bands or any(not b > 0 for b in bands) or list(bands) != sorted(bands):
+            raise ConfigError(f"model.target_bandwidths must be increasing positive kbps, got "
+                              f"{list(bands)}")
+        if self.num_quantizers < 1:
+            raise ConfigError(f"model.target_bandwidths: {bands[-1]} kbps is less than one "
+                              f"codebook costs ({self.bandwidth_per_codebook} kbps at "
+                              f"{self.frame_rate} frames/s); raise it")
+        if self.chunk_length_s is not None or self.overlap is not None:
+            raise ConfigError("model.chunk_length_s / overlap: chunked encoding (Hugging "
+                              "Face's 48 kHz EnCodec) is not supported; set both to null")
+
+    def _check_training(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0 or not self.ema_epsilon > 0:
+            raise ConfigError("model.ema_decay must be in [0, 1) and model.ema_epsilon > 0")
+        for name in ("dead_code_threshold", "time_weight", "mel_weight", "commitment_weight"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.mel_scales or not all(_positive_int(s) and s >= 2 for s in self.mel_scales):
+            raise ConfigError(f"model.mel_scales must be integers >= 2 (windows of 2^i "
+                              f"samples), got {list(self.mel_scales)}")
+
+    @property
+    def hop_length(self) -> int:
+        """Samples per latent frame."""
+        return math.prod(self.upsampling_ratios)
+
+    @property
+    def frame_rate(self) -> int:
+        """Frames per second, rounded up (HF's rule, used for the bitrate)."""
+        return math.ceil(self.sampling_rate / self.hop_length)
+
+    @property
+    def bandwidth_per_codebook(self) -> float:
+        """kbps one codebook costs."""
+        return self.frame_rate * math.log2(self.codebook_size) / 1000
+
+    @property
+    def num_quantizers(self) -> int:
+        """Codebooks: as many as the largest target bandwidth pays for (HF's rule)."""
+        bits = self.frame_rate * math.ceil(math.log2(self.codebook_size))
+        return int(1000 * self.target_bandwidths[-1] // bits)
+
+    def codebooks_for(self, bandwidth: float) -> int:
+        """Codebooks used at ``bandwidth`` kbps."""
+        return codebooks_for_bandwidth(bandwidth, self.frame_rate, self.codebook_size,
+                                       self.num_quantizers)
+
+
+@dataclass
+class EncodedAudio:
+    """``codes`` (B, n_q, frames) long; ``scale`` (B, 1) when the model normalises its input
+    (pass it back to :meth:`Encodec.decode`), else None."""
+
+    codes: Tensor
+    scale: Tensor | None = None
+
+
+@dataclass
+class EncodecOutput:
+    """What :meth:`Encodec.forward` returns: the reconstruction (B, C, samples), the codes and
+    the losses (``loss`` is their weighted sum)."""
+
+    audio: Tensor
+    codes: Tensor
+    loss: Tensor
+    time_loss: Tensor
+    mel_loss: Tensor
+    commitment_loss: Tensor
+
+
+class MelSpectrogram(nn.Module):
+    """Magnitude mel spectrogram at one scale: Hann window of ``n_fft`` samples, hop n_fft / 4,
+    centred, Slaney mel filters up to Nyquist (``data/logmel.py``'s)."""
+
+    def __init__(self, n_fft: int, n_mels: int, sample_rate: int) -> None:
+        super().__init__()
+        from seqformer.data.logmel import mel_filters
+
+        self.n_fft, self.hop = n_fft, max(1, n_fft // 4)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        self.register_buffer("filters", mel_filters(n_mels, n_fft, sample_rate, 0.0,
+                                                    sample_rate / 2).float(), persistent=False)
+
+    def forward(self, wave: Tensor) -> Tensor:
+        """(N, samples) -> (N, frames, n_mels)."""
+        spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True,
+                          pad_mode="constant", normalized=True, return_complex=True)
+        return spec.abs().transpose(1, 2) @ self.filters
+
+
+def mel_reconstruction_loss(pred: Tensor, target: Tensor, mels: nn.ModuleList) -> Tensor:
+    """EnCodec's frequency-domain loss: over the mel scales, mean |S(pred) - S(target)| plus
+    mean squared difference, averaged over scales; a scale whose window exceeds the signal is
+    skipped (it would be mostly padding)."""
+    pred, target = pred.reshape(-1, pred.shape[-1]), target.reshape(-1, target.shape[-1])
+    losses = [F.l1_loss(mel(pred), mel(target)) + F.mse_loss(mel(pred), mel(target))
+              for mel in mels if mel.n_fft <= pred.shape[-1]]
+    return torch.stack(losses).mean() if losses else pred.new_zeros(())
+
+
+class Encodec(SavedModel, nn.Module):
+    """SEANet encoder -> RVQ -> SEANet decoder; see the module docstring."""
+
+    family: ClassVar[str] = FAMILY
+    description: ClassVar[str] = "an EnCodec audio codec"
+    config_class: ClassVar[type] = EncodecConfig
+    settings_key: ClassVar[str] = "audio"
+
+    def __init__(self, config: EncodecConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = SEANetEncoder(config)
+        self.decoder = SEANetDecoder(config)
+        self.quantizer = ResidualVectorQuantizer(
+            config.hidden_size, config.codebook_size, config.num_quantizers, config.ema_decay,
+            config.ema_epsilon, config.kmeans_init, config.kmeans_iters,
+            config.dead_code_threshold)
+        self.mels = nn.ModuleList(MelSpectrogram(2 ** s, config.n_mels, config.sampling_rate)
+                                  for s in config.mel_scales)
+
+    def _check_wave(self, wave: Tensor) -> None:
+        if wave.dim() != 3 or wave.shape[1] != self.config.audio_channels:
+            raise ValueError(f"expected a waveform (batch, {self.config.audio_channels}, "
+                             f"samples), got shape {tuple(wave.shape)}")
+
+    def n_q(self, bandwidth: float | None) -> int:
+        """Codebooks used at ``bandwidth`` kbps, one of ``target_bandwidths`` (None: the
+        smallest); another value is a ConfigError."""
+        bands = self.config.target_bandwidths
+        if bandwidth is None:
+            bandwidth = bands[0]
+        if bandwidth not in bands:
+            raise ConfigError(f"bandwidth {bandwidth} kbps: this model codes at "
+                              f"{', '.join(str(b) for b in bands)} kbps")
+        return self.config.codebooks_for(bandwidth)
+
+    def _normalise(self, wave: Tensor) -> tuple[Tensor, Tensor | None]:
+        if not self.config.normalize:
+            return wave, None
+        mono = wave.sum(1, keepdim=True) / wave.shape[1]
+        scale = mono.pow(2).mean(dim=-1, keepdim=True).sqrt() + 1e-8
+        return wave / scale, scale.view(-1, 1)
+
+    def embed(self, wave: Tensor) -> Tensor:
+        """The encoder's latent (B, hidden_size, frames) of an (already normalised) wave."""
+        self._check_wave(wave)
+        return self.encoder(wave)
+
+    def encode(self, wave: Tensor, bandwidth: float | None = None) -> EncodedAudio:
+        """(B, C, samples) -> codes (B, n_q, ceil(samples / hop)) and the input's scale."""
+        n_q = self.n_q(bandwidth)
+        self._check_wave(wave)
+        wave, scale = self._normalise(wave)
+        return EncodedAudio(self.quantizer.encode(self.encoder(wave), n_q), scale)
+
+    def decode(self, codes: Tensor, scale: Tensor | None = None,
+               length: int | None = None) -> Tensor:
+        """(B, n_q, frames) codes -> (B, C, frames x hop), cut to ``length`` samples."""
+        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.config.num_quantizers:
+            raise ValueError(f"expected codes (batch, n_q <= {self.config.num_quantizers}, "
+                             f"frames), got shape {tuple(codes.shape)}")
+        wave = self.decoder(self.quantizer.decode(codes))
+        if scale is not None:
+            wave = wave * scale.view(-1, 1, 1)
+        return wave if length is None else wave[..., :length]
+
+    def forward(self, wave: Tensor, bandwidth: float | None = None) -> EncodecOutput:
+        """Encode, quantize (straight-through in training), decode and score the
+        reconstruction; see the module docstring for the losses and the bandwidth draw."""
+        self._check_wave(wave)
+        if bandwidth is None and self.training:
+            bands = self.config.target_bandwidths  # torch's RNG: seeded with the run
+            bandwidth = bands[int(torch.randint(len(bands), ()))]
+        n_q = self.n_q(bandwidth)
+        normalised, scale = self._normalise(wave)
+        quantized = self.quantizer(self.encoder(normalised), n_q)
+        audio = self.decoder(quantized.quantized)[..., :wave.shape[-1]]
+        if scale is not None:
+            audio = audio * scale.view(-1, 1, 1)
+        c = self.config
+        time_loss = F.l1_loss(audio, wave)
+        mel_loss = mel_reconstruction_loss(audio, wave, self.mels)
+        loss = (c.time_weight * time_loss + c.mel_weight * mel_loss
+                + c.commitment_weight * quantized.commitment_loss)
+        return EncodecOutput(audio, quantized.codes, loss, time_loss, mel_loss,
+                             quantized.commitment_loss)
+
+
+def load_encodec(directory: str | Path, map_location: str = "cpu") -> Encodec:
+    """The ``family: encodec`` model saved in ``directory`` (eval mode)."""
+    return Encodec.load(directory, map_location)
