@@ -11,7 +11,10 @@ contrastive task, HuBERT's masked prediction of ``units``, a Mockingjay-style re
 of masked frames, or ``w2v-bert``: contrastive in the lower ``contrastive_layers``, masked
 prediction of the quantizer's codes at the top, weighted by ``mlm_weight``), ``units``
 (:class:`UnitsConfig`, HuBERT's k-means targets: MFCC frames, or a previous run's hidden
-states for HuBERT's second iteration), ``train``.
+states for HuBERT's second iteration), ``train``. DiscreteBERT is ``model.frontend: units``
+with ``objective: units``: the encoder reads ``units_k`` k-means units of MFCC frames instead
+of the conv features and predicts the masked ones (``num_units`` = ``units_k``: the targets
+are the input units); its k-means uses ``units``' iterations, max_frames and seed.
 
 Fine-tuning (:class:`CTCRecipe`): ``init_from`` (a pretraining run; the encoder's shape comes
 from it), ``freeze`` (``feature-encoder``, as wav2vec 2.0 fine-tuning does, or ``none``),
@@ -33,7 +36,7 @@ from seqformer.config import (
     to_dict,
 )
 from seqformer.errors import ConfigError
-from seqformer.models.wav2vec2 import Wav2Vec2Config
+from seqformer.models.wav2vec2 import CONTRASTIVE_OBJECTIVES, Wav2Vec2Config
 from seqformer.recipe_speech import SpeechDataConfig, SpeechTrainConfig
 
 SSL_TASKS = ("speech-pretrain", "speech-ctc")
@@ -60,7 +63,9 @@ class UnitsConfig:
     Either way the features are standardised and clustered by k-means into
     ``model.num_units`` units with ``iterations`` Lloyd steps on at most ``max_frames`` frames
     drawn with ``seed``. The centroids are saved in the run (``units.safetensors``; what was
-    clustered in ``units.json``) so fine-tuning and analysis can repeat the labelling."""
+    clustered in ``units.json``) so fine-tuning and analysis can repeat the labelling. A unit
+    front end (``model.frontend: units``) is fitted with the same settings; its centroids are
+    buffers of the model itself (``model.safetensors``)."""
 
     iterations: int = 30
     max_frames: int = 100_000
@@ -157,6 +162,24 @@ class CTCRecipe:
 SSLRecipe = PretrainRecipe | CTCRecipe
 
 
+def check_unit_front_end(config: Wav2Vec2Config, units: UnitsConfig) -> None:
+    """A pretraining recipe's unit front end (``model.frontend: units``) against its
+    objective, before any audio is made: the contrastive objectives need conv features, and
+    DiscreteBERT's targets are its input units, so without ``units.from_run`` the target and
+    input vocabularies are one (``num_units`` = ``units_k``)."""
+    if config.frontend != "units":
+        return
+    if config.objective in CONTRASTIVE_OBJECTIVES:
+        raise ConfigError(f"model.frontend=units: objective {config.objective} quantises the "
+                          "conv features, which a unit front end does not have; use objective "
+                          "units (DiscreteBERT) or reconstruct")
+    if (config.objective == "units" and units.from_run is None
+            and config.num_units != config.units_k):
+        raise ConfigError(f"model.num_units={config.num_units} but model.units_k="
+                          f"{config.units_k}: with model.frontend=units the targets are the "
+                          "input units (DiscreteBERT); set num_units to units_k")
+
+
 def ssl_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> SSLRecipe:
     """Build and validate a self-supervised speech recipe, so a bad field fails before any
     audio is synthesised."""
@@ -174,6 +197,7 @@ def ssl_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> SSLReci
             if recipe.units.from_run is not None and config.objective != "units":
                 raise ConfigError(f"units.from_run: only objective units (HuBERT) trains on "
                                   f"k-means units, not objective {config.objective}")
+            check_unit_front_end(config, recipe.units)
         else:
             recipe = from_dict(CTCRecipe, tree, where)
             if recipe.init_from is None:

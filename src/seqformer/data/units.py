@@ -41,6 +41,9 @@ from torch import Tensor
 from seqformer.data.fbank import MEL_FLOOR, mel_filters
 from seqformer.errors import CheckpointError, ConfigError, DataError
 
+WINDOW = 400  # samples per frame: the receptive field of wav2vec 2.0's conv feature encoder
+HOP = 320  # samples between frames: its stride (20 ms at 16 kHz)
+FEATURE_KINDS = ("mfcc", "log-mel")  # what unit_features computes per frame
 LOW_FREQ = 20.0  # Kaldi's (and so fairseq's HuBERT MFCC's) lowest filter edge, in Hz
 DELTA_WINDOW = 2  # HTK's DELTAWINDOW: regression over +-2 frames
 STD_FLOOR = 1e-5  # a constant dimension standardises to ~0 instead of dividing by zero
@@ -113,6 +116,28 @@ def mfcc_frames(wave: np.ndarray | Tensor, n_mfcc: int = 13, n_mels: int = 40, w
         first = regression_deltas(ceps)
         ceps = torch.cat([ceps, first, regression_deltas(first)], dim=1)
     return ceps.to(torch.float32)
+
+
+def feature_dim(kind: str = "mfcc", n_mfcc: int = 13, n_mels: int = 40) -> int:
+    """Values per frame of :func:`unit_features`: 3 x ``n_mfcc`` (MFCC + deltas +
+    delta-deltas) or ``n_mels`` (log-mel)."""
+    if kind not in FEATURE_KINDS:
+        raise ConfigError(f"unit features: kind must be one of {', '.join(FEATURE_KINDS)}, "
+                          f"got {kind!r}")
+    return 3 * n_mfcc if kind == "mfcc" else n_mels
+
+
+def unit_features(wave: np.ndarray | Tensor, kind: str = "mfcc", n_mfcc: int = 13,
+                  n_mels: int = 40) -> Tensor:
+    """(frames, :func:`feature_dim`) float32 frame features of one waveform, 400-sample
+    windows every 320: :func:`mfcc_frames` (with deltas) or :func:`log_mel_frames`. One
+    function for every caller that quantises frames -- the pretraining task fitting k-means
+    and a unit front end labelling its input (``models/wav2vec2.py``) -- so the two compute
+    the same numbers and therefore the same units."""
+    feature_dim(kind, n_mfcc, n_mels)  # refuses an unknown kind
+    if kind == "mfcc":
+        return mfcc_frames(wave, n_mfcc, n_mels, WINDOW, HOP)
+    return log_mel_frames(wave, n_mels, WINDOW, HOP).to(torch.float32)
 
 
 def fit_mean_std(frames: list[Tensor]) -> tuple[Tensor, Tensor]:

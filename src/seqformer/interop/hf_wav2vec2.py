@@ -273,6 +273,10 @@ def import_dir(src: str | Path, out: str | Path, trust_pickle: bool = False) -> 
 def export_target(model: nn.Module) -> tuple[str, str | None]:
     """(HF model_type, head) that ``model`` exports as; a ConfigError where HF has none."""
     c = model.config
+    if c.frontend == "units":
+        raise ConfigError("model.frontend=units (DiscreteBERT): Hugging Face's wav2vec2 / "
+                          "HuBERT models have no unit front end, so there is nothing to "
+                          "export it as")
     head = {FAMILY_ENCODER: None, FAMILY_PRETRAIN: "pretrain", FAMILY_CTC: "ctc",
             FAMILY_CLASSIFY: "classify"}[model.family]
     if head == "pretrain" and c.objective != "contrastive":

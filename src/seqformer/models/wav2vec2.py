@@ -32,6 +32,18 @@ from the same one alone (HF's docs say not to batch wav2vec2-base with padding);
 the first layer's statistics over each utterance's valid frames only. On unpadded batches the
 two agree exactly.
 
+Unit front end (``frontend: units``, DiscreteBERT: Baevski, Auli & Mohamed 2019). Instead of
+the conv feature encoder, the waveform is cut into the same 20 ms frames (400-sample windows
+every 320, ``data/units.py``), each frame's MFCC (or log-mel) vector is standardised and
+replaced by the id of its nearest k-means centroid, and the id by a learned embedding of
+``conv_dim[-1]`` values, which the usual feature projection maps to ``d_model``. The centroids
+and the standardisation live in the model as buffers (``feature_extractor.centroids`` /
+``mean`` / ``std``), fitted by the task that trains it, so every downstream user -- the
+masked-unit pretraining, CTC fine-tuning, transcription, save/load -- takes raw waveforms as
+before. Why discrete input: a masked continuous frame can be guessed from its neighbours by
+interpolation (speech is locally smooth); a masked unit id cannot, so the encoder has to model
+context. The quantisation has no gradient; the embedding learns.
+
 Intermediate layers. :meth:`Wav2Vec2Model.hidden_states` returns every layer's output (HF's
 ``output_hidden_states``), or stops after the first n layers: W2v-BERT's contrastive loss
 reads a middle layer, and HuBERT's later iterations cluster one.
@@ -55,6 +67,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from seqformer.data.units import FEATURE_KINDS, HOP, WINDOW, KMeans, feature_dim, unit_features
 from seqformer.errors import CheckpointError, ConfigError
 from seqformer.models.common import SavedModel
 from seqformer.nn.conformer import ConformerEncoder, RelativeSelfAttention, relative_sinusoids
@@ -67,6 +80,7 @@ FAMILY_CTC = "wav2vec2-ctc"
 FAMILY_CLASSIFY = "wav2vec2-classify"
 FAMILIES = (FAMILY_ENCODER, FAMILY_PRETRAIN, FAMILY_CTC, FAMILY_CLASSIFY)
 OBJECTIVES = ("contrastive", "units", "reconstruct", "w2v-bert")
+FRONTENDS = ("conv", "units")
 # The objectives with a Gumbel quantizer, contrastive distractors and a temperature schedule.
 CONTRASTIVE_OBJECTIVES = ("contrastive", "w2v-bert")
 
@@ -75,7 +89,8 @@ CONTRASTIVE_OBJECTIVES = ("contrastive", "w2v-bert")
 BACKBONE_FIELDS = ("conv_dim", "conv_kernel", "conv_stride", "feat_extract_norm", "conv_bias",
                    "feat_proj_layer_norm", "d_model", "heads", "layers", "ffn_dim", "activation",
                    "norm_first", "pos_conv_kernel", "pos_conv_groups", "encoder_block",
-                   "depthwise_kernel")
+                   "depthwise_kernel", "frontend", "units_k", "units_features", "units_n_mfcc",
+                   "units_n_mels")
 
 
 def _positive_int(value: Any) -> bool:
@@ -93,7 +108,13 @@ class Wav2Vec2Config:
     run remembers them. ``gumbel_temperature`` = (start, floor, decay per step).
     ``contrastive_layers`` and ``mlm_weight`` are W2v-BERT's (``objective: w2v-bert``): the
     lower layers that form its contrastive module (None: half of ``layers``, at least one) and
-    the weight of its masked-prediction loss."""
+    the weight of its masked-prediction loss.
+
+    ``frontend`` ``units`` (DiscreteBERT) replaces the conv feature encoder by ``units_k``
+    k-means units of ``units_features`` frames (``mfcc``: ``units_n_mfcc`` cepstra + deltas +
+    delta-deltas of ``units_n_mels`` bands; ``log-mel``: the ``units_n_mels`` bands), embedded
+    in ``conv_dim[-1]`` values; the other conv fields are then unused and the frames are
+    400-sample windows every 320, the default conv layout's."""
 
     conv_dim: tuple[int, ...] = (64, 64, 64, 64, 64, 64, 64)
     conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
@@ -136,6 +157,11 @@ class Wav2Vec2Config:
     num_labels: int = 0
     classifier_proj_size: int = 64
     ctc_reduction: str = "mean"
+    frontend: str = "conv"
+    units_k: int = 0
+    units_features: str = "mfcc"
+    units_n_mfcc: int = 13
+    units_n_mels: int = 40
 
     def __post_init__(self) -> None:
         convs = (self.conv_dim, self.conv_kernel, self.conv_stride)
@@ -156,7 +182,7 @@ class Wav2Vec2Config:
             if not _positive_int(getattr(self, name)):
                 raise ConfigError(f"model.{name} must be a positive integer, got "
                                   f"{getattr(self, name)!r}")
-        for name in ("num_units", "target_dim", "vocab_size", "num_labels"):
+        for name in ("num_units", "target_dim", "vocab_size", "num_labels", "units_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"model.{name} must be an integer >= 0, got {value!r}")
@@ -207,6 +233,33 @@ class Wav2Vec2Config:
         if self.ctc_reduction not in ("mean", "sum"):
             raise ConfigError(f"model.ctc_reduction must be 'mean' or 'sum', got "
                               f"{self.ctc_reduction!r}")
+        self._check_frontend()
+
+    def _check_frontend(self) -> None:
+        """The unit front end's fields, each inconsistency one line."""
+        if self.frontend not in FRONTENDS:
+            raise ConfigError(f"model.frontend must be 'conv' or 'units', got "
+                              f"{self.frontend!r}")
+        if self.units_features not in FEATURE_KINDS:
+            raise ConfigError(f"model.units_features must be one of "
+                              f"{', '.join(FEATURE_KINDS)}, got {self.units_features!r}")
+        if not _positive_int(self.units_n_mels):
+            raise ConfigError(f"model.units_n_mels must be a positive integer, got "
+                              f"{self.units_n_mels!r}")
+        if not _positive_int(self.units_n_mfcc) or self.units_n_mfcc > self.units_n_mels:
+            raise ConfigError(f"model.units_n_mfcc must be in [1, model.units_n_mels="
+                              f"{self.units_n_mels}], got {self.units_n_mfcc!r}")
+        if self.frontend == "units" and self.units_k < 2:
+            raise ConfigError(f"model.frontend=units needs model.units_k >= 2 (the k-means "
+                              f"units the waveform's frames become), got {self.units_k}")
+        if self.frontend == "conv" and self.units_k:
+            raise ConfigError(f"model.units_k={self.units_k} sizes a unit front end, but "
+                              "model.frontend is conv; set model.frontend=units or drop units_k")
+
+    @property
+    def feature_dim(self) -> int:
+        """Values per frame the unit front end quantises (39 for MFCC + deltas)."""
+        return feature_dim(self.units_features, self.units_n_mfcc, self.units_n_mels)
 
     @property
     def split_layer(self) -> int:
@@ -219,6 +272,8 @@ class Wav2Vec2Config:
     @property
     def receptive_field(self) -> int:
         """Samples one frame reads: the shortest utterance that gives a frame (400 default)."""
+        if self.frontend == "units":
+            return WINDOW
         field, jump = 1, 1
         for kernel, stride in zip(self.conv_kernel, self.conv_stride, strict=True):
             field += (kernel - 1) * jump
@@ -227,13 +282,16 @@ class Wav2Vec2Config:
 
     @property
     def samples_per_frame(self) -> int:
-        return math.prod(self.conv_stride)
+        return HOP if self.frontend == "units" else math.prod(self.conv_stride)
 
 
 def frame_lengths(config: Wav2Vec2Config, samples: Tensor) -> Tensor:
     """Frames the feature encoder makes of ``samples`` samples (HF
     ``_get_feat_extract_output_lengths``): (L - kernel) // stride + 1 per conv layer; <= 0 for
-    an utterance shorter than the receptive field."""
+    an utterance shorter than the receptive field. With the unit front end: (L - 400) // 320 +
+    1, the same count as the default conv layout."""
+    if config.frontend == "units":
+        return torch.div(samples - WINDOW, HOP, rounding_mode="floor") + 1
     for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
         samples = torch.div(samples - kernel, stride, rounding_mode="floor") + 1
     return samples
@@ -353,6 +411,84 @@ class FeatureEncoder(nn.Module):
         return x
 
 
+class UnitFrontEnd(nn.Module):
+    """Waveform (B, S) -> k-means unit ids (B, T) -> embeddings (B, T, C): DiscreteBERT's
+    input (``frontend: units``).
+
+    Each utterance's frames are computed from its own ``lengths`` samples only, by
+    ``data/units.py``'s :func:`~seqformer.data.units.unit_features` on the CPU in float64, then
+    standardised with the ``mean`` / ``std`` buffers and labelled by
+    :meth:`~seqformer.data.units.KMeans.assign` with the ``centroids`` buffer: the very
+    functions the task fits the k-means with, so the model's ids are the task's, and padding
+    cannot change them. Padded frames get id 0 (the backbone zeroes them anyway). ``std`` is
+    zero until :meth:`set_units` fills the buffers, which is how an unfitted front end is
+    told apart (a fitted std is floored at 1e-5)."""
+
+    def __init__(self, c: Wav2Vec2Config) -> None:
+        super().__init__()
+        self.config = c
+        dim = c.feature_dim
+        self.register_buffer("centroids", torch.zeros(c.units_k, dim))
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.zeros(dim))
+        self.embedding = nn.Embedding(c.units_k, c.conv_dim[-1])
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.std.gt(0).all())
+
+    @torch.no_grad()
+    def set_units(self, centroids: Tensor, mean: Tensor, std: Tensor) -> None:
+        """Install fitted k-means ``centroids`` (units_k, D) and the feature standardisation
+        (D,) the centroids live in (what ``tasks/speech_ssl.fit_units`` returns)."""
+        shapes = {"centroids": (tuple(centroids.shape), tuple(self.centroids.shape)),
+                  "mean": (tuple(mean.shape), tuple(self.mean.shape)),
+                  "std": (tuple(std.shape), tuple(self.std.shape))}
+        for name, (got, want) in shapes.items():
+            if got != want:
+                raise ConfigError(f"unit front end: {name} has shape {got}, the model wants "
+                                  f"{want} (model.units_k x the {self.config.units_features} "
+                                  f"feature size)")
+        if not bool(std.gt(0).all()):
+            raise ConfigError("unit front end: the feature std must be > 0 everywhere")
+        self.centroids.copy_(centroids)
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+
+    @torch.no_grad()
+    def ids(self, waves: Tensor, lengths: Tensor) -> Tensor:
+        """(B, T) long unit id of every frame (0 past each utterance's frames), T the frame
+        count of the padded batch."""
+        if not self.fitted:
+            raise ValueError("the unit front end has no k-means units yet: the speech-pretrain "
+                             "(or speech-ctc) task fits them, or load a trained run")
+        c = self.config
+        total = int(frame_lengths(c, torch.tensor([waves.shape[1]]))[0])
+        frames = frame_lengths(c, lengths.cpu()).tolist()
+        out = torch.zeros(waves.shape[0], total, dtype=torch.long)
+        kmeans = KMeans(self.centroids.detach().float().cpu())
+        mean, std = self.mean.float().cpu(), self.std.float().cpu()
+        rows = waves.detach().cpu()
+        for b, length in enumerate(lengths.tolist()):
+            feats = unit_features(rows[b, : int(length)], c.units_features, c.units_n_mfcc,
+                                  c.units_n_mels)
+            assert feats.shape[0] == frames[b]
+            out[b, : frames[b]] = kmeans.assign((feats - mean) / std)
+        return out.to(waves.device)
+
+    def forward(self, waves: Tensor, lengths: Tensor, ids: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """(embeddings (B, T, C), ids (B, T)); ``ids`` already computed by :meth:`ids` (the
+        pretraining head needs them as targets too) are used as given."""
+        if ids is None:
+            ids = self.ids(waves, lengths)
+        total = int(frame_lengths(self.config, torch.tensor([waves.shape[1]]))[0])
+        if tuple(ids.shape) != (waves.shape[0], total):
+            raise ValueError(f"unit ids {tuple(ids.shape)} do not match the "
+                             f"{(waves.shape[0], total)} frames of the batch")
+        return self.embedding(ids.to(waves.device)), ids
+
+
 class FeatureProjection(nn.Module):
     """LayerNorm (optional) -> Linear to d_model -> dropout; returns the projection and the
     (normalised) features the quantizer reads."""
@@ -409,7 +545,8 @@ class Wav2Vec2Model(nn.Module, SavedModel):
     def __init__(self, config: Wav2Vec2Config) -> None:
         super().__init__()
         self.config = c = config
-        self.feature_extractor = FeatureEncoder(c)
+        self.feature_extractor: FeatureEncoder | UnitFrontEnd = (
+            UnitFrontEnd(c) if c.frontend == "units" else FeatureEncoder(c))
         self.feature_projection = FeatureProjection(c)
         self.masked_spec_embed = nn.Parameter(torch.empty(c.d_model).uniform_())
         self.dropout = nn.Dropout(c.dropout)
@@ -434,16 +571,20 @@ class Wav2Vec2Model(nn.Module, SavedModel):
         init_like_hf(self)
 
     def forward(self, waves: Tensor, lengths: Tensor | None = None,
-                mask_time: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                mask_time: Tensor | None = None, unit_ids: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
         """``waves`` (B, S) -> last hidden (B, T, D), extract_features (B, T, C) and the valid
-        frames (B, T) bool. ``mask_time`` (B, T) frames get the mask embedding."""
-        hidden, extract_features, frame_mask, pad = self._inputs(waves, lengths, mask_time)
+        frames (B, T) bool. ``mask_time`` (B, T) frames get the mask embedding. ``unit_ids``
+        (unit front end only): the frames' ids from :meth:`unit_ids`, when the caller has
+        them already."""
+        hidden, extract_features, frame_mask, pad = self._inputs(waves, lengths, mask_time,
+                                                                 unit_ids)
         states = self._encode(hidden, pad, self.config.layers, keep=False)
         return states[-1], extract_features, frame_mask
 
     def hidden_states(self, waves: Tensor, lengths: Tensor | None = None,
-                      mask_time: Tensor | None = None, upto: int | None = None
-                      ) -> tuple[list[Tensor], Tensor, Tensor]:
+                      mask_time: Tensor | None = None, upto: int | None = None,
+                      unit_ids: Tensor | None = None) -> tuple[list[Tensor], Tensor, Tensor]:
         """Every layer's output, HF's ``output_hidden_states``: ``states[0]`` is the encoder's
         input (after the positional convolution, and the LayerNorm of a post-LN model),
         ``states[n]`` the output of layer n; ``states[layers]`` is :meth:`forward`'s last
@@ -455,26 +596,57 @@ class Wav2Vec2Model(nn.Module, SavedModel):
         layers = self.config.layers if upto is None else upto
         if not 0 <= layers <= self.config.layers:
             raise ValueError(f"upto must be in [0, {self.config.layers}], got {upto}")
-        hidden, extract_features, frame_mask, pad = self._inputs(waves, lengths, mask_time)
+        hidden, extract_features, frame_mask, pad = self._inputs(waves, lengths, mask_time,
+                                                                 unit_ids)
         return self._encode(hidden, pad, layers, keep=True), extract_features, frame_mask
 
-    def _inputs(self, waves: Tensor, lengths: Tensor | None, mask_time: Tensor | None
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        """The projected (and masked) frames, extract_features, the valid frames and the
-        padding mask (None when no row is padded)."""
-        c = self.config
+    def set_units(self, centroids: Tensor, mean: Tensor, std: Tensor) -> None:
+        """Install the unit front end's fitted k-means (see :meth:`UnitFrontEnd.set_units`)."""
+        self._unit_front_end().set_units(centroids, mean, std)
+
+    def unit_ids(self, waves: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """(B, T) long k-means unit of every frame (unit front end only; 0 on padding):
+        DiscreteBERT's input, and its masked-prediction targets."""
+        waves, lengths = self._checked(waves, lengths)
+        return self._unit_front_end().ids(waves, lengths)
+
+    def _unit_front_end(self) -> UnitFrontEnd:
+        if not isinstance(self.feature_extractor, UnitFrontEnd):
+            raise ValueError("unit ids need model.frontend=units; this model reads the "
+                             "waveform with the conv feature encoder")
+        return self.feature_extractor
+
+    def _checked(self, waves: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``waves`` (B, S) and its ``lengths`` (every row full when None), refused in one line
+        when an utterance is too short for a single frame."""
         if waves.dim() != 2:
             raise ValueError(f"expected waves (batch, samples), got {tuple(waves.shape)}")
         samples = waves.shape[1]
         if lengths is None:
             lengths = torch.full((waves.shape[0],), samples, device=waves.device)
         lengths = lengths.to(waves.device)
-        frames = frame_lengths(c, lengths)
-        if bool(frames.lt(1).any()):
+        if bool(frame_lengths(self.config, lengths).lt(1).any()):
             raise ValueError(f"an utterance of {int(lengths.min())} samples is shorter than "
-                             f"the model's receptive field ({c.receptive_field} samples)")
+                             f"the model's receptive field ({self.config.receptive_field} "
+                             "samples)")
+        return waves, lengths
+
+    def _inputs(self, waves: Tensor, lengths: Tensor | None, mask_time: Tensor | None,
+                unit_ids: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """The projected (and masked) frames, extract_features, the valid frames and the
+        padding mask (None when no row is padded)."""
+        c = self.config
+        waves, lengths = self._checked(waves, lengths)
+        samples = waves.shape[1]
+        frames = frame_lengths(c, lengths)
         padded = bool(lengths.lt(samples).any())
-        features = self.feature_extractor(waves, lengths if padded else None).transpose(1, 2)
+        if isinstance(self.feature_extractor, UnitFrontEnd):
+            features, _ = self.feature_extractor(waves, lengths, unit_ids)
+        elif unit_ids is not None:
+            raise ValueError("unit_ids are the unit front end's (model.frontend=units)")
+        else:
+            features = self.feature_extractor(waves, lengths if padded else None).transpose(1, 2)
         frame_mask = (torch.arange(features.shape[1], device=waves.device).unsqueeze(0)
                       < frames.unsqueeze(1))
         hidden, extract_features = self.feature_projection(features)

@@ -31,6 +31,13 @@ frame when the batch has no ``mask_time``):
   a cross-entropy per group, averaged. Loss = contrastive + ``diversity_weight`` x diversity
   + ``mlm_weight`` x that cross-entropy; ``logits`` are the code logits (B, T, G, V). With
   ``contrastive_layers == layers`` and ``mlm_weight`` 0 it is ``contrastive`` exactly.
+
+With the unit front end (``frontend: units``) and ``units`` without ``batch.units``, the
+targets are the input's own unit ids (:meth:`Wav2Vec2Model.unit_ids`, computed once and fed to
+the backbone too): DiscreteBERT's masked language model over speech units -- a masked frame's
+unit is replaced by the mask embedding, and the model must name it from the context. The
+contrastive objectives are refused there: they quantise the conv features, which a unit front
+end does not have.
 """
 
 from __future__ import annotations
@@ -93,6 +100,10 @@ class Wav2Vec2ForPreTraining(nn.Module, SavedModel, _Head):
     def __init__(self, config: Wav2Vec2Config) -> None:
         super().__init__()
         self.config = c = config
+        if c.frontend == "units" and c.objective in CONTRASTIVE_OBJECTIVES:
+            raise ConfigError(f"model.frontend=units: objective {c.objective} quantises the "
+                              "conv features, which a unit front end does not have; use "
+                              "objective units (DiscreteBERT) or reconstruct")
         self.wav2vec2 = Wav2Vec2Model(c)
         self.quantizer: GumbelQuantizer | None = None
         if c.objective in CONTRASTIVE_OBJECTIVES:
@@ -129,12 +140,17 @@ class Wav2Vec2ForPreTraining(nn.Module, SavedModel, _Head):
         objective = self.config.objective
         if objective == "w2v-bert":
             return self._w2v_bert(batch)
-        hidden, extract, valid = self.wav2vec2(batch.waves, batch.lengths, batch.mask_time)
+        targets = batch.units
+        own = None  # DiscreteBERT: the input's units are the targets
+        if objective == "units" and targets is None and self.config.frontend == "units":
+            own = targets = self.wav2vec2.unit_ids(batch.waves, batch.lengths)
+        hidden, extract, valid = self.wav2vec2(batch.waves, batch.lengths, batch.mask_time,
+                                               unit_ids=own)
         scored = valid if batch.mask_time is None else batch.mask_time.bool() & valid
         if objective == "contrastive":
             return self._contrastive(batch, hidden, extract, valid, scored)
         if objective == "units":
-            return self._units(batch, hidden, valid, scored)
+            return self._units(targets, hidden, valid, scored)
         return self._reconstruct(batch, hidden, valid, scored)
 
     def _contrastive(self, batch: WaveBatch, hidden: Tensor, extract: Tensor, valid: Tensor,
@@ -206,13 +222,13 @@ class Wav2Vec2ForPreTraining(nn.Module, SavedModel, _Head):
         units = F.normalize(self.label_embeddings.float(), dim=-1, eps=1e-8)
         return proj @ units.t() / self.config.logit_temperature
 
-    def _units(self, batch: WaveBatch, hidden: Tensor, valid: Tensor,
+    def _units(self, units: Tensor | None, hidden: Tensor, valid: Tensor,
                scored: Tensor) -> Wav2Vec2Output:
-        if batch.units is None:
+        if units is None:
             raise ValueError("objective units needs batch.units (B, T) cluster ids")
         logits = self.unit_logits(hidden)
-        scored = scored & batch.units.ne(-100)
-        picked, target = logits[scored], batch.units[scored]
+        scored = scored & units.ne(-100)
+        picked, target = logits[scored], units[scored]
         n = int(target.numel())
         loss = F.cross_entropy(picked, target, reduction="sum") / max(n, 1)
         accuracy = picked.argmax(-1).eq(target).float().mean() if n else loss.new_zeros(())

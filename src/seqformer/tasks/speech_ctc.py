@@ -13,6 +13,11 @@ run-directory layout are the Whisper task's (``tasks/speech.py``), so the two fa
 on the same splits with the same numbers. :class:`CTCTranscriber` has the inference surface of
 :class:`~seqformer.tasks.speech.Transcriber`, so ``seqformer transcribe`` and ``evaluate`` take
 either kind of run.
+
+A DiscreteBERT encoder (``model.frontend: units``) fine-tunes the same way: its k-means units
+are buffers of the model, so ``init_from`` brings them along. Trained from scratch, the task
+fits them first on the training audio (:func:`~seqformer.tasks.speech_ssl.fit_front_end`, the
+pretraining defaults of ``units``), so the two starting points differ only in the weights.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from seqformer.models.wav2vec2 import (
     backbone_config,
     frame_lengths,
 )
-from seqformer.recipe_ssl import CTCDecodeConfig, CTCRecipe, ssl_recipe_from_dict
+from seqformer.recipe_ssl import CTCDecodeConfig, CTCRecipe, UnitsConfig, ssl_recipe_from_dict
 from seqformer.tasks.rundir import (
     check_vocabulary,
     log,
@@ -55,7 +60,7 @@ from seqformer.tasks.speech import (
     score_test,
     scores,
 )
-from seqformer.tasks.speech_ssl import batch_seed, normalise
+from seqformer.tasks.speech_ssl import batch_seed, fit_front_end, normalise
 from seqformer.training.trainer import Trainer
 
 DECODE_BATCH = 64
@@ -181,6 +186,8 @@ def train_ctc(recipe: CTCRecipe, out_dir: str | Path, resume: bool = False
     torch.manual_seed(recipe.train.seed)
     model = build_model(recipe, tokenizer.vocab_size, base)
     c = model.config
+    if c.frontend == "units" and base is None and not resume:
+        fit_front_end(model.wav2vec2, train.waveforms, UnitsConfig())
 
     def examples(data: SpokenSet, name: str) -> list[Example]:
         waves = [normalise(w) for w in data.waveforms]
@@ -200,7 +207,8 @@ def train_ctc(recipe: CTCRecipe, out_dir: str | Path, resume: bool = False
         train_config = dataclasses.replace(train_config,
                                            freeze=[*train_config.freeze, *FEATURE_ENCODER])
     stream = CTCStream(encoded["train"], recipe.data.batch_size, recipe.train.seed, c)
-    log(f"model: wav2vec 2.0-shaped CTC, {model.num_parameters() / 1e6:.2f}M parameters, "
+    front = f"unit front end ({c.units_k} units), " if c.frontend == "units" else ""
+    log(f"model: wav2vec 2.0-shaped CTC, {front}{model.num_parameters() / 1e6:.2f}M parameters, "
         f"{c.layers} {c.encoder_block} layers, d_model {c.d_model}, vocab {c.vocab_size}, "
         + (f"encoder from {recipe.init_from}" if recipe.init_from else "from scratch")
         + f", freeze {recipe.freeze}; {stream.per_epoch} batches an epoch, "

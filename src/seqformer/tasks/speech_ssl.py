@@ -20,6 +20,13 @@ to say what was there from the context:
 - ``w2v-bert`` (Chung et al. 2021): the contrastive task on a middle layer and, above it,
   masked prediction of the quantiser's code ids -- both losses every step, no alternation.
 
+DiscreteBERT (Baevski et al. 2019) is ``model.frontend: units`` with ``units``: the encoder
+reads k-means units of MFCC frames instead of conv features and predicts the masked ones (the
+targets are the model's own input ids, so no data-side units). The task fits that front end's
+k-means here (:func:`fit_front_end`, with :func:`fit_units`) on the *normalised* training
+audio -- what the model will read -- and installs it in the model, whose weights then carry it
+to fine-tuning and inference; --resume takes it from the checkpoint instead of refitting.
+
 What the task owns: reading the audio (the train split of a speech-to-text corpus; its
 transcripts are never read), per-utterance normalisation (zero mean, unit variance, as
 ``Wav2Vec2FeatureExtractor`` does), the seeded masks and distractors of each batch (a pure
@@ -44,7 +51,7 @@ from torch import Tensor
 from seqformer.data.masking import sample_negatives, span_mask
 from seqformer.data.mlm import ExampleStream
 from seqformer.data.spoken_words import SpokenSet
-from seqformer.data.units import KMeans, fit_mean_std, log_mel_frames, mfcc_frames
+from seqformer.data.units import KMeans, fit_mean_std, log_mel_frames, mfcc_frames, unit_features
 from seqformer.errors import CheckpointError, ConfigError, DataError
 from seqformer.models.wav2vec2 import (
     CONTRASTIVE_OBJECTIVES,
@@ -57,7 +64,7 @@ from seqformer.models.wav2vec2 import (
     load_backbone,
     read_wav2vec2_config,
 )
-from seqformer.recipe_ssl import PretrainRecipe
+from seqformer.recipe_ssl import PretrainRecipe, UnitsConfig
 from seqformer.tasks.rundir import log, write_run_metadata
 from seqformer.training.trainer import Trainer, resolve_device
 
@@ -274,23 +281,39 @@ def source_features(source: UnitsSource, waves: dict[str, Sequence[np.ndarray]],
             for name, split in waves.items()}
 
 
-def fit_units(feats: list[Tensor], clusters: int, recipe: PretrainRecipe,
-              what: str = "MFCC frames") -> tuple[KMeans, Tensor, Tensor]:
+def fit_units(feats: list[Tensor], clusters: int, units: UnitsConfig,
+              what: str = "MFCC frames", field: str = "model.num_units"
+              ) -> tuple[KMeans, Tensor, Tensor]:
     """k-means over (at most ``units.max_frames``, drawn with ``units.seed``) standardised
-    frame features (``what``) of the training audio."""
+    frame features (``what``) of the training audio; ``field`` names the cluster count in an
+    error."""
     mean, std = fit_mean_std(feats)
     pool = torch.cat(feats)
-    generator = torch.Generator().manual_seed(recipe.units.seed)
-    if len(pool) > recipe.units.max_frames:
-        pool = pool[torch.randperm(len(pool), generator=generator)[: recipe.units.max_frames]]
+    generator = torch.Generator().manual_seed(units.seed)
+    if len(pool) > units.max_frames:
+        pool = pool[torch.randperm(len(pool), generator=generator)[: units.max_frames]]
     if len(pool) < clusters:
-        raise DataError(f"model.num_units={clusters} exceeds the {len(pool)} training frames; "
+        raise DataError(f"{field}={clusters} exceeds the {len(pool)} training frames; "
                         "use fewer units or more audio")
     log(f"units: k-means of {len(pool)} {what} into {clusters} units "
-        f"({recipe.units.iterations} iterations)")
-    kmeans = KMeans.fit((pool - mean) / std, clusters, recipe.units.iterations,
-                        recipe.units.seed)
+        f"({units.iterations} iterations)")
+    kmeans = KMeans.fit((pool - mean) / std, clusters, units.iterations, units.seed)
     return kmeans, mean, std
+
+
+def fit_front_end(encoder: Wav2Vec2Model, waves: Sequence[np.ndarray],
+                  units: UnitsConfig) -> None:
+    """Fit the unit front end of ``encoder`` (``model.frontend: units``) on ``waves`` (the
+    training split) and install it. The features are those of the normalised waveforms,
+    because that is what the model reads in training and inference: clustering the raw audio
+    would put the centroids where the model's frames never are."""
+    c = encoder.config
+    feats = [unit_features(normalise(w), c.units_features, c.units_n_mfcc, c.units_n_mels)
+             for w in waves]
+    kmeans, mean, std = fit_units(feats, c.units_k, units,
+                                  f"{c.units_features} frames (the unit front end)",
+                                  "model.units_k")
+    encoder.set_units(kmeans.centroids, mean, std)
 
 
 def save_units(directory: Path, kmeans: KMeans, mean: Tensor, std: Tensor,
@@ -366,13 +389,16 @@ def train_pretrain(recipe: PretrainRecipe, out_dir: str | Path, resume: bool = F
     base = recipe.model_config()
     source = units_source(recipe, base)  # before the audio: a bad units.layer fails fast
     source_record = None if source is None else source.describe()
-    resumed_units = resume and base.objective == "units" and (out / UNITS_FILE).is_file()
+    # DiscreteBERT: the targets are the input's units, which the model computes itself.
+    own_units = base.frontend == "units" and base.objective == "units" and source is None
+    resumed_units = (resume and base.objective == "units" and not own_units
+                     and (out / UNITS_FILE).is_file())
     if resumed_units:
         check_resumed_units(out, source_record)
     splits, split_fp = load_speech_splits(recipe)  # type: ignore[arg-type]
     train, valid = splits["train"], splits["valid"]
     assert train is not None and valid is not None
-    needs_frames = base.objective in ("units", "reconstruct")
+    needs_frames = base.objective in ("units", "reconstruct") and not own_units
     waves = {"train": train.waveforms, "valid": valid.waveforms}
     feats: dict[str, list[Tensor]] = {}
     if source is not None:
@@ -381,11 +407,11 @@ def train_pretrain(recipe: PretrainRecipe, out_dir: str | Path, resume: bool = F
         feats = {name: frame_features(split, base) for name, split in waves.items()}
     units = target_stats = None
     target_dim = 0
-    if base.objective == "units":
+    if base.objective == "units" and not own_units:
         if resumed_units:
             units = load_units(out)
         else:
-            units = fit_units(feats["train"], base.num_units, recipe,
+            units = fit_units(feats["train"], base.num_units, recipe.units,
                               "MFCC frames" if source is None
                               else f"layer-{source.layer} frames")
     elif base.objective == "reconstruct":
@@ -394,6 +420,8 @@ def train_pretrain(recipe: PretrainRecipe, out_dir: str | Path, resume: bool = F
     torch.manual_seed(recipe.train.seed)
     model = Wav2Vec2ForPreTraining(recipe.model_config(target_dim))
     c = model.config
+    if c.frontend == "units" and not resume:  # resumed: the checkpoint holds the units
+        fit_front_end(model.wav2vec2, train.waveforms, recipe.units)
     examples = {name: make_examples(data, c, units, target_stats, feats.get(name))
                 for name, data in (("train", train), ("valid", valid))}
     seconds = sum(len(w) for w in train.waveforms) / 16000
@@ -402,7 +430,9 @@ def train_pretrain(recipe: PretrainRecipe, out_dir: str | Path, resume: bool = F
         f"{seconds / 60:.1f} min of training audio, transcripts unused)")
     split = (f" (contrastive after layer {c.split_layer}, masked prediction at the top)"
              if c.objective == "w2v-bert" else "")
-    log(f"model: wav2vec 2.0-shaped encoder, objective {c.objective}{split}, "
+    front = (f"a unit front end ({c.units_k} k-means units of {c.units_features} frames"
+             + (", the targets" if own_units else "") + "), " if c.frontend == "units" else "")
+    log(f"model: wav2vec 2.0-shaped encoder, {front}objective {c.objective}{split}, "
         f"{model.num_parameters() / 1e6:.2f}M parameters, d_model {c.d_model}, {c.layers} "
         f"{c.encoder_block} layers; {stream.per_epoch} batches an epoch, "
         f"{recipe.train.max_steps} steps")
