@@ -1,0 +1,272 @@
+"""SpeechT5 text-to-speech against Hugging Face's ``SpeechT5ForTextToSpeech``: a tiny random
+model (every weight and BatchNorm statistic perturbed, so no zero init hides a mapping bug) in
+eval mode gives the same spectrograms, stop logits and loss (guided attention included) on a
+padded batch, with and without speakers; ``generate`` equals ``generate_speech`` item by item
+(HF's batched limits use the padded length); the prenet dropout at SpeechT5's p = 0.5 draws the
+same masks from the same seed; export -> ``from_pretrained`` and ``save_pretrained`` -> import
+keep the outputs; the sentencepiece tokenizer comes along."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from seqformer.errors import CheckpointError
+from seqformer.interop.hf_speecht5 import (
+    config_from_hf,
+    export_speecht5,
+    import_speecht5,
+    state_from_hf,
+    state_to_hf,
+)
+from seqformer.models.speecht5 import SpeechT5TTS, TTSBatch
+
+transformers = pytest.importorskip("transformers")
+_ = transformers.SpeechT5ForTextToSpeech  # the lazy import at collection, not in a test
+
+PAD = 1  # SpeechT5's own ids: bos 0, pad 1, eos 2
+MELS, SPEAKER = 8, 6
+TOL = 1e-5
+
+
+def hf_model(speaker_dim: int = SPEAKER, prenet_dropout: float = 0.0, seed: int = 0):
+    """A tiny random ``SpeechT5ForTextToSpeech``; with ``prenet_dropout`` 0 its prenet dropout
+    is replaced by the identity (HF's draws keep a fraction p of the units, so at p = 0 it
+    would zero them: see ``consistent_dropout``)."""
+    torch.manual_seed(seed)
+    config = transformers.SpeechT5Config(
+        vocab_size=20, hidden_size=16, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
+        decoder_ffn_dim=32, num_mel_bins=MELS, speech_decoder_prenet_units=12,
+        speech_decoder_postnet_units=12, speech_decoder_postnet_layers=3,
+        speaker_embedding_dim=speaker_dim, speech_decoder_prenet_dropout=prenet_dropout,
+        encoder_max_relative_position=4, max_text_positions=30, max_speech_positions=64,
+        guided_attention_loss_num_heads=1)
+    model = transformers.SpeechT5ForTextToSpeech(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.add_(torch.randn_like(b) * 0.2)
+            elif name.endswith("running_var"):
+                b.mul_(1 + torch.rand_like(b))
+        # Stop probabilities around 0.4-0.7, so that a threshold of 0.43 stops the test batch
+        # at different steps, none at the first.
+        model.speech_decoder_postnet.prob_out.bias.sub_(4.0)
+    if prenet_dropout == 0.0:
+        model.speecht5.decoder.prenet._consistent_dropout = lambda x, p: x
+    return model
+
+
+def ours_from(hf) -> SpeechT5TTS:
+    model = SpeechT5TTS(config_from_hf(hf.config))
+    model.load_state_dict(state_from_hf(hf.state_dict()), strict=True)
+    return model.eval()
+
+
+def batch(speaker: bool = True) -> TTSBatch:
+    """Three utterances of 9, 6 and 4 tokens; 10, 7 and 4 frames (7: a reduction group
+    half real)."""
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(3, 20, (3, 9), generator=g)
+    ids[1, 6:] = PAD
+    ids[2, 4:] = PAD
+    mel = torch.randn(3, 10, MELS, generator=g)
+    spk = torch.randn(3, SPEAKER, generator=g) if speaker else None
+    return TTSBatch(ids, mel, torch.tensor([10, 7, 4]), spk)
+
+
+def hf_forward(hf, b: TTSBatch):
+    labels = b.mel.clone()
+    for i, n in enumerate(b.mel_lengths.tolist()):
+        labels[i, n:] = -100.0
+    return hf(input_ids=b.input_ids, attention_mask=b.input_ids.ne(PAD).long(), labels=labels,
+              speaker_embeddings=b.speaker)
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape
+    return float((a - b).abs().max())
+
+
+@pytest.mark.parametrize("speaker", [True, False])
+def test_forward_matches_hf_on_a_padded_batch(speaker: bool, one_thread) -> None:
+    hf = hf_model()
+    ours = ours_from(hf)
+    b = batch(speaker)
+    with torch.no_grad():
+        theirs = hf_forward(hf, b)
+        out = ours(b)
+        # HF returns only the post-net spectrogram; its pieces come from its own modules.
+        dec = hf.speecht5(input_values=b.input_ids, attention_mask=b.input_ids.ne(PAD).long(),
+                          decoder_input_values=ours.decoder_inputs(b.mel, b.mel_lengths)[0],
+                          speaker_embeddings=b.speaker).last_hidden_state
+        before, after, stop = hf.speech_decoder_postnet(dec)
+    assert max_diff(out.mel_after, theirs.spectrogram) <= TOL
+    assert max_diff(out.mel_after, after) <= TOL
+    assert max_diff(out.mel_before, before) <= TOL
+    assert max_diff(out.stop_logits, stop) <= TOL
+    assert out.attention is not None and float(out.attention) > 0
+    assert abs(float(out.loss) - float(theirs.loss)) <= TOL
+    assert out.n_frames == 21
+
+
+def test_loss_without_guided_attention_matches_hf(one_thread) -> None:
+    hf = hf_model()
+    hf.config.use_guided_attention_loss = False
+    ours = SpeechT5TTS(config_from_hf(hf.config))
+    ours.load_state_dict(state_from_hf(hf.state_dict()))
+    ours.eval()
+    with torch.no_grad():
+        out = ours(batch())
+        theirs = hf_forward(hf, batch())
+    assert out.attention is None
+    assert abs(float(out.loss) - float(theirs.loss)) <= TOL
+    assert abs(float(out.loss) - float(out.l1 + out.bce)) <= 1e-6
+
+
+def test_prenet_dropout_at_speecht5s_half_draws_hfs_masks(one_thread) -> None:
+    """At p = 0.5 our keep-mask and HF's are the same draws from the same global seed."""
+    hf = hf_model(prenet_dropout=0.5)
+    ours = ours_from(hf)
+    b = batch()
+    with torch.no_grad():
+        torch.manual_seed(11)
+        theirs = hf_forward(hf, b).spectrogram
+        torch.manual_seed(11)
+        got = ours(b).mel_after
+        torch.manual_seed(12)
+        other = ours(b).mel_after
+    assert max_diff(got, theirs) <= TOL
+    assert max_diff(got, other) > 1e-3  # the dropout is on in eval mode
+
+
+def test_generate_matches_generate_speech_per_item(one_thread) -> None:
+    hf = hf_model()
+    ours = ours_from(hf)
+    b = batch()
+    limits = dict(threshold=0.43, minlenratio=1.0, maxlenratio=2.5)
+    got = ours.generate(b.input_ids, b.speaker, threshold=0.43, min_len_ratio=1.0,
+                        max_len_ratio=2.5)
+    lengths = []
+    for i in range(3):
+        row = b.input_ids[i: i + 1, : int(b.input_ids[i].ne(PAD).sum())]
+        with torch.no_grad():
+            theirs = hf.generate_speech(row, speaker_embeddings=b.speaker[i: i + 1], **limits)
+        assert max_diff(got[i], theirs) <= TOL
+        lengths.append(got[i].shape[0])
+    assert len(set(lengths)) == 3 and min(lengths) > 2  # stops that differ, not at step one
+
+
+def test_generate_without_speakers_matches_a_greedy_loop_of_hf_forward(one_thread) -> None:
+    """HF's generate_speech refuses to run without speaker embeddings; its forward does not,
+    so the reference re-runs HF's forward on the growing prefix and stops by the same rule."""
+    hf = hf_model(speaker_dim=0)
+    ours = ours_from(hf)
+    b = batch(speaker=False)
+    got = ours.generate(b.input_ids, max_len_ratio=4.0)
+    for i in range(3):
+        n = int(b.input_ids[i].ne(PAD).sum())
+        row = b.input_ids[i: i + 1, :n]
+        frames = torch.zeros(1, 1, MELS)
+        max_steps = int(n * 4.0 / 2)
+        with torch.no_grad():
+            for step in range(1, max_steps + 1):
+                out = hf.speecht5(input_values=row, decoder_input_values=frames)
+                before, _, stop = hf.speech_decoder_postnet(out.last_hidden_state)
+                if torch.sigmoid(stop[0, -2:]).sum() >= 0.5 or step == max_steps:
+                    break
+                frames = torch.cat([frames, before[:, -1:]], dim=1)
+            expected = hf.speech_decoder_postnet.postnet(before)[0]
+        assert max_diff(got[i], expected) <= TOL
+        assert got[i].shape[0] > 2
+
+
+def test_export_loads_in_transformers_and_gives_our_outputs(tmp_path: Path, one_thread) -> None:
+    ours = ours_from(hf_model())
+    ours.save(tmp_path / "run")
+    assert export_speecht5(tmp_path / "run", tmp_path / "hf") == "speecht5"
+    hf = transformers.SpeechT5ForTextToSpeech.from_pretrained(tmp_path / "hf").eval()
+    hf.speecht5.decoder.prenet._consistent_dropout = lambda x, p: x
+    assert hf.config.pad_token_id == PAD
+    b = batch()
+    with torch.no_grad():
+        assert max_diff(hf_forward(hf, b).spectrogram, ours(b).mel_after) <= TOL
+        theirs = hf.generate_speech(b.input_ids[:1], speaker_embeddings=b.speaker[:1])
+    assert max_diff(theirs, ours.generate(b.input_ids[:1], b.speaker[:1])[0]) <= TOL
+
+
+def test_export_of_seqformer_ids_and_no_speakers(tmp_path: Path, one_thread) -> None:
+    """A model trained here (pad 0, bos 1, eos 2, no speakers) exports with those ids and
+    every weight, and reimports to the same state."""
+    from seqformer.models.speecht5 import SpeechT5TTSConfig
+
+    torch.manual_seed(0)
+    model = SpeechT5TTS(SpeechT5TTSConfig(vocab_size=12, d_model=16, heads=2, ffn_dim=32,
+                                          encoder_layers=1, decoder_layers=1, num_mel_bins=MELS,
+                                          prenet_units=12, postnet_units=12, postnet_layers=3,
+                                          max_speech_positions=64)).eval()
+    model.save(tmp_path / "run")
+    export_speecht5(tmp_path / "run", tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert (config["pad_token_id"], config["bos_token_id"], config["eos_token_id"]) == (0, 1, 2)
+    hf = transformers.SpeechT5ForTextToSpeech.from_pretrained(tmp_path / "hf")
+    assert set(hf.state_dict()) == set(state_to_hf(model))
+    back = SpeechT5TTS(config_from_hf(hf.config))
+    back.load_state_dict(state_from_hf(hf.state_dict()), strict=True)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, back.state_dict()[name]), name
+
+
+def _spm_char_model(directory: Path) -> None:
+    """A tiny character SentencePiece model with SpeechT5's special pieces at 0-3: 19 pieces,
+    then <ctc_blank> = 19, the model's vocabulary of 20."""
+    sentencepiece = pytest.importorskip("sentencepiece")
+    text = directory / "text.txt"
+    text.write_text("hello world\nthe cat sat\nspeech synthesis\n" * 20, encoding="utf-8")
+    sentencepiece.SentencePieceTrainer.Train(
+        input=str(text), model_prefix=str(directory / "spm_char"), model_type="char",
+        vocab_size=19, bos_id=0, pad_id=1, eos_id=2, unk_id=3, minloglevel=2)
+
+
+def test_import_of_a_save_pretrained_directory(tmp_path: Path, one_thread) -> None:
+    hf = hf_model()
+    hf.save_pretrained(tmp_path / "hf")
+    _spm_char_model(tmp_path / "hf")
+    assert import_speecht5(tmp_path / "hf", tmp_path / "ours") == "speecht5-tts"
+    ours = SpeechT5TTS.load(tmp_path / "ours")
+    assert (ours.pad_id, ours.bos_id, ours.eos_id) == (1, 0, 2)
+    b = batch()
+    with torch.no_grad():
+        assert max_diff(ours(b).mel_after, hf_forward(hf, b).spectrogram) <= TOL
+
+    from seqformer.data.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tmp_path / "ours" / "tokenizer")
+    slow = transformers.SpeechT5Tokenizer(str(tmp_path / "hf" / "spm_char.model"))
+    for text in ("hello cat", "the world"):
+        assert tokenizer.encode(text) == slow(text).input_ids
+        assert tokenizer.encode(text)[-1] == 2
+
+
+def test_foreign_weights_and_other_heads_are_refused(tmp_path: Path) -> None:
+    hf = hf_model()
+    state = dict(hf.state_dict())
+    state["speecht5.decoder.prenet.extra.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match="extra"):
+        state_from_hf(state)
+    hf.save_pretrained(tmp_path / "hf")
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config["architectures"] = ["SpeechT5ForSpeechToText"]
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="SpeechT5ForSpeechToText"):
+        import_speecht5(tmp_path / "hf", tmp_path / "ours")
+    config["architectures"] = ["SpeechT5ForTextToSpeech"]
+    config["decoder_ffn_dim"] = 64
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="decoder_ffn_dim"):
+        import_speecht5(tmp_path / "hf", tmp_path / "ours")
