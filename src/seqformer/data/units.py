@@ -2,7 +2,10 @@
 
 HuBERT learns by predicting, for masked frames, a discrete unit per frame. Its first iteration
 takes the units from k-means over MFCCs (13 coefficients + deltas + delta-deltas = 39 dims);
-later iterations re-cluster the model's own features. Three pieces live here:
+later iterations re-cluster the model's own features. DiscreteBERT (``frontend: units`` in
+``models/wav2vec2.py``) uses the same units as the encoder's *input*; :func:`unit_features`
+(MFCC or log-mel frames by name) is the one function both the k-means fit and that front end
+call, so they agree frame for frame. Three pieces live here:
 
 :func:`mfcc_frames` -- one frame every ``hop`` = 320 samples over ``window`` = 400, with no
 centre padding: ``1 + (len - 400) // 320`` frames, exactly what wav2vec 2.0's 7-layer conv

@@ -460,8 +460,11 @@ class UnitFrontEnd(nn.Module):
         """(B, T) long unit id of every frame (0 past each utterance's frames), T the frame
         count of the padded batch."""
         if not self.fitted:
-            raise ValueError("the unit front end has no k-means units yet: the speech-pretrain "
-                             "(or speech-ctc) task fits them, or load a trained run")
+            # A ConfigError (one line, exit 2): a task that cannot fit the units was given a
+            # unit front end without init_from (audio-classify from scratch, say).
+            raise ConfigError("model.frontend=units: the unit front end has no k-means units "
+                              "yet; task speech-pretrain or speech-ctc fits them, or start "
+                              "from a run that has them (init_from)")
         c = self.config
         total = int(frame_lengths(c, torch.tensor([waves.shape[1]]))[0])
         frames = frame_lengths(c, lengths.cpu()).tolist()
