@@ -217,8 +217,10 @@ class EncodecOutput:
 
 
 class MelSpectrogram(nn.Module):
-    """Magnitude mel spectrogram at one scale: Hann window of ``n_fft`` samples, hop n_fft / 4,
-    centred, Slaney mel filters up to Nyquist (``data/logmel.py``'s)."""
+    """Log mel spectrogram at one scale, as audiocraft's EnCodec loss computes it: magnitude of
+    the normalised STFT (Hann window of ``n_fft`` samples, hop n_fft / 4, centred), Slaney mel
+    filters up to Nyquist (``data/logmel.py``'s), log10 with a floor of 1e-5 -- the log weighs
+    quiet and loud bands alike, where raw magnitudes let the loudest partial dominate."""
 
     def __init__(self, n_fft: int, n_mels: int, sample_rate: int) -> None:
         super().__init__()
@@ -233,16 +235,19 @@ class MelSpectrogram(nn.Module):
         """(N, samples) -> (N, frames, n_mels)."""
         spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True,
                           pad_mode="constant", normalized=True, return_complex=True)
-        return spec.abs().transpose(1, 2) @ self.filters
+        return torch.log10(spec.abs().transpose(1, 2) @ self.filters + 1e-5)
 
 
 def mel_reconstruction_loss(pred: Tensor, target: Tensor, mels: nn.ModuleList) -> Tensor:
-    """EnCodec's frequency-domain loss: over the mel scales, mean |S(pred) - S(target)| plus
-    mean squared difference, averaged over scales; a scale whose window exceeds the signal is
-    skipped (it would be mostly padding)."""
+    """EnCodec's frequency-domain loss: over the (log) mel scales, mean |S(pred) - S(target)|
+    plus mean squared difference, averaged over scales; a scale whose window exceeds the
+    signal is skipped (it would be mostly padding)."""
     pred, target = pred.reshape(-1, pred.shape[-1]), target.reshape(-1, target.shape[-1])
-    losses = [F.l1_loss(mel(pred), mel(target)) + F.mse_loss(mel(pred), mel(target))
-              for mel in mels if mel.n_fft <= pred.shape[-1]]
+    losses = []
+    for mel in mels:
+        if mel.n_fft <= pred.shape[-1]:
+            a, b = mel(pred), mel(target)
+            losses.append(F.l1_loss(a, b) + F.mse_loss(a, b))
     return torch.stack(losses).mean() if losses else pred.new_zeros(())
 
 
