@@ -136,6 +136,8 @@ def test_load_vocoder_griffin_lim_and_refusals(tmp_path: Path) -> None:
     assert isinstance(voc, vocoder.Vocoder) and voc.sample_rate == 16000
     log_mel = MEL(harmonic(0.3))
     assert torch.equal(voc(log_mel), voc(log_mel))  # seeded per call
+    fewer = vocoder.load_vocoder("griffin-lim", MEL, n_iter=1, seed=3)
+    assert torch.equal(fewer(log_mel), vocoder.griffin_lim(log_mel, MEL, 1, generator=seeded(3)))
     with pytest.raises(CheckpointError, match="neither 'griffin-lim' nor a directory"):
         vocoder.load_vocoder("griffinlim", MEL)
     (tmp_path / "whisper").mkdir()

@@ -163,13 +163,15 @@ class HiFiGANVocoder:
         return self.model(log_mel.float().to(self.device)).float().cpu()
 
 
-def load_vocoder(spec: str, mel: TTSMel, device: str = "cpu") -> Vocoder:
-    """The vocoder ``spec`` names: ``griffin-lim``, a seqformer HiFi-GAN directory (config.json
-    family ``hifigan``) or a Hugging Face ``SpeechT5HifiGan`` ``save_pretrained`` directory
-    (converted in memory). A HiFi-GAN must fit ``mel``: its mel bins, its upsampling (= the
-    hop), its sampling rate and, when the directory records them, the exact mel settings."""
+def load_vocoder(spec: str, mel: TTSMel, device: str = "cpu", n_iter: int = 32,
+                 momentum: float = 0.99, seed: int = 0) -> Vocoder:
+    """The vocoder ``spec`` names: ``griffin-lim`` (with ``n_iter`` / ``momentum`` / ``seed``,
+    on the CPU), a seqformer HiFi-GAN directory (config.json family ``hifigan``) or a Hugging
+    Face ``SpeechT5HifiGan`` ``save_pretrained`` directory (converted in memory), run on
+    ``device``. A HiFi-GAN must fit ``mel``: its mel bins, its upsampling (= the hop), its
+    sampling rate and, when the directory records them, the exact mel settings."""
     if spec == GRIFFIN_LIM:
-        return GriffinLimVocoder(mel)
+        return GriffinLimVocoder(mel, n_iter, momentum, seed)
     path = Path(spec)
     if not path.is_dir():
         raise CheckpointError(f"--vocoder {spec}: neither '{GRIFFIN_LIM}' nor a directory; pass "
