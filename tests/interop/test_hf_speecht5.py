@@ -68,16 +68,16 @@ def ours_from(hf) -> SpeechT5TTS:
     return model.eval()
 
 
-def batch(speaker: bool = True) -> TTSBatch:
-    """Three utterances of 9, 6 and 4 tokens; 10, 7 and 4 frames (7: a reduction group
-    half real)."""
+def batch(speaker: bool = True, lengths: tuple[int, ...] = (10, 10, 10)) -> TTSBatch:
+    """Three utterances of 9, 6 and 4 tokens; ``lengths`` frames (HF's batched forward is
+    exactly ours when they are equal; (10, 7, 4) has a reduction group half real)."""
     g = torch.Generator().manual_seed(3)
     ids = torch.randint(3, 20, (3, 9), generator=g)
     ids[1, 6:] = PAD
     ids[2, 4:] = PAD
     mel = torch.randn(3, 10, MELS, generator=g)
     spk = torch.randn(3, SPEAKER, generator=g) if speaker else None
-    return TTSBatch(ids, mel, torch.tensor([10, 7, 4]), spk)
+    return TTSBatch(ids, mel, torch.tensor(lengths), spk)
 
 
 def hf_forward(hf, b: TTSBatch):
@@ -93,25 +93,62 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
+def hf_pieces(hf, b: TTSBatch, inputs: torch.Tensor):
+    """HF's spectrogram before the postnet and its stop logits (its forward returns only the
+    post-net spectrogram), from HF's own modules."""
+    dec = hf.speecht5(input_values=b.input_ids, attention_mask=b.input_ids.ne(PAD).long(),
+                      decoder_input_values=inputs, speaker_embeddings=b.speaker)
+    before, _, stop = hf.speech_decoder_postnet(dec.last_hidden_state)
+    return before, stop
+
+
+def item(b: TTSBatch, i: int) -> TTSBatch:
+    """Utterance ``i`` alone: its tokens, its frames rounded up to whole decoder steps (HF's
+    loss needs that; the extra frame is past mel_lengths, so ignored)."""
+    k = int(b.input_ids[i].ne(PAD).sum())
+    n = int(b.mel_lengths[i])
+    frames = -(-n // 2) * 2
+    return TTSBatch(b.input_ids[i: i + 1, :k], b.mel[i: i + 1, :frames], b.mel_lengths[i: i + 1],
+                    None if b.speaker is None else b.speaker[i: i + 1])
+
+
 @pytest.mark.parametrize("speaker", [True, False])
-def test_forward_matches_hf_on_a_padded_batch(speaker: bool, one_thread) -> None:
+def test_forward_matches_hf_on_padded_text(speaker: bool, one_thread) -> None:
+    """Text of three lengths, spectrograms of one: HF's batched forward is ours exactly."""
     hf = hf_model()
     ours = ours_from(hf)
     b = batch(speaker)
     with torch.no_grad():
         theirs = hf_forward(hf, b)
         out = ours(b)
-        # HF returns only the post-net spectrogram; its pieces come from its own modules.
-        dec = hf.speecht5(input_values=b.input_ids, attention_mask=b.input_ids.ne(PAD).long(),
-                          decoder_input_values=ours.decoder_inputs(b.mel, b.mel_lengths)[0],
-                          speaker_embeddings=b.speaker).last_hidden_state
-        before, after, stop = hf.speech_decoder_postnet(dec)
+        before, stop = hf_pieces(hf, b, ours.decoder_inputs(b.mel, b.mel_lengths)[0])
     assert max_diff(out.mel_after, theirs.spectrogram) <= TOL
-    assert max_diff(out.mel_after, after) <= TOL
     assert max_diff(out.mel_before, before) <= TOL
     assert max_diff(out.stop_logits, stop) <= TOL
     assert out.attention is not None and float(out.attention) > 0
     assert abs(float(out.loss) - float(theirs.loss)) <= TOL
+    assert out.n_frames == 30
+
+
+@pytest.mark.parametrize("speaker", [True, False])
+def test_forward_on_padded_spectrograms_matches_hf_per_utterance(speaker: bool,
+                                                                 one_thread) -> None:
+    """Spectrograms of 10, 7 and 4 frames: each utterance of our padded batch equals HF's
+    forward on it alone (outputs, and the loss of it alone)."""
+    hf = hf_model()
+    ours = ours_from(hf)
+    b = batch(speaker, lengths=(10, 7, 4))
+    with torch.no_grad():
+        out = ours(b)
+        for i, n in enumerate(b.mel_lengths.tolist()):
+            one = item(b, i)
+            theirs = hf_forward(hf, one)
+            before, stop = hf_pieces(hf, one, ours.decoder_inputs(one.mel, one.mel_lengths)[0])
+            frames = before.shape[1]
+            assert max_diff(out.mel_after[i, :frames], theirs.spectrogram[0]) <= TOL
+            assert max_diff(out.mel_before[i, :frames], before[0]) <= TOL
+            assert max_diff(out.stop_logits[i, :n], stop[0, :n]) <= TOL
+            assert abs(float(ours(one).loss) - float(theirs.loss)) <= TOL
     assert out.n_frames == 21
 
 

@@ -26,9 +26,13 @@ caches (cross-attention keys/values projected once), so each step runs the prene
 on one frame instead of the whole prefix. ``tests/models/test_speecht5.py`` checks both
 against a full recompute and against HF.
 
-Departure from HF: the prenet dropout keeps units with probability ``1 - p`` (HF keeps them
+Departures from HF: the prenet dropout keeps units with probability ``1 - p`` (HF keeps them
 with probability ``p``, the same at SpeechT5's p = 0.5; see ``consistent_dropout``), and it can
-draw from a ``torch.Generator`` so an inference is repeatable.
+draw from a ``torch.Generator`` so an inference is repeatable. In a padded training batch the
+postnet sees zeros after each utterance's last decoder step (HF's sees the predictions at the
+padded steps), so an utterance gives the same outputs and loss terms alone or batched -- and
+the same as HF's forward on that utterance alone; HF's batched forward differs from both only
+on the last few frames of its shorter utterances.
 """
 
 from __future__ import annotations
@@ -288,13 +292,25 @@ class SpeechT5TTS(nn.Module, SavedModel):
 
     def decode(self, frames: Tensor, memory: Tensor, memory_padding_mask: Tensor | None,
                speaker: Tensor | None = None, generator: torch.Generator | None = None,
-               need_weights: bool = False) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
+               need_weights: bool = False, steps: Tensor | None = None
+               ) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:
         """All steps at once from the decoder inputs ``frames`` (batch, steps, num_mel_bins)
         -> (mel before the postnet, mel after it, stop logits, cross-attention weights of each
-        layer when ``need_weights``)."""
+        layer when ``need_weights``).
+
+        ``steps`` (batch,) counts each utterance's real decoder steps: every postnet
+        convolution then reads zeros after them, as after a generated utterance, never the
+        predictions at padded steps (HF's forward reads those, so there a padded item differs
+        from the same item alone)."""
         x = self.prenet(frames, speaker, 0, generator)
         h, weights = self.decoder(x, memory, memory_padding_mask, need_weights=need_weights)
-        before, after, stop = self.postnet(h)
+        before, stop = self.postnet.frames(h), self.postnet.stop_logits(h)
+        padding = None
+        if steps is not None:
+            r = self.config.reduction_factor
+            frame_steps = torch.arange(before.shape[1], device=before.device) // r
+            padding = frame_steps[None, :] >= steps[:, None]
+        after = self.postnet.refine(before, padding)
         return before, after, stop, [w[1] for w in weights] if need_weights else []
 
     def forward(self, batch: TTSBatch) -> TTSOutput:
@@ -302,8 +318,9 @@ class SpeechT5TTS(nn.Module, SavedModel):
         memory, mask = self.encode(batch.input_ids)
         inputs, real = self.decoder_inputs(batch.mel, batch.mel_lengths)
         guided = c.guided_attention_loss  # HF adds it to every loss with labels, eval too
+        steps = -(-batch.mel_lengths // c.reduction_factor)
         before, after, stop, cross = self.decode(inputs, memory, mask, batch.speaker,
-                                                 need_weights=guided)
+                                                 need_weights=guided, steps=steps)
         target = F.pad(batch.mel, (0, 0, 0, real.shape[1] - batch.mel.shape[1]))
         l1, bce, n_frames = spectrogram_loss(before.float(), after.float(), stop.float(),
                                              target.float(), real)

@@ -229,11 +229,15 @@ class SpeechDecoderPostnet(nn.Module):
         """(batch, steps, dim) -> (batch, steps * reduction_factor)."""
         return self.prob_out(h).view(h.shape[0], -1)
 
-    def refine(self, mel: Tensor) -> Tensor:
-        """The residual conv stack over a whole (batch, frames, num_mel_bins) spectrogram."""
+    def refine(self, mel: Tensor, padding: Tensor | None = None) -> Tensor:
+        """The residual conv stack over a whole (batch, frames, num_mel_bins) spectrogram.
+        ``padding`` (batch, frames) True past an utterance's end: every convolution then reads
+        zeros there, exactly the zero padding it reads at the end of that utterance alone
+        (masking only the input would not do: BatchNorm's shift makes padding non-zero)."""
         x = mel.transpose(1, 2)
+        keep = None if padding is None else (~padding)[:, None, :].to(x.dtype)
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x if keep is None else x * keep)
         return mel + x.transpose(1, 2)
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
