@@ -26,8 +26,8 @@ from seqformer.models.encodec import Encodec
 BANDWIDTHS = (0.8, 3.2)  # 1 and 4 codebooks: 200 frames/s x 4 bits = 0.8 kbps per codebook
 
 
-def tiny_hf(causal: bool = True, norm_type: str = "weight_norm",
-            normalize: bool = False) -> EncodecModel:
+def tiny_hf(causal: bool = True, norm_type: str = "weight_norm", normalize: bool = False,
+            **overrides: object) -> EncodecModel:
     """A tiny random HF EnCodec whose every weight and codebook is seeded randn: latent frames
     every 6 samples at 1.2 kHz, 16-entry codebooks, up to 4 of them. Each codebook is scaled to
     the residual it codes (on a probe signal) so the codes spread over the codebook instead of
@@ -35,7 +35,7 @@ def tiny_hf(causal: bool = True, norm_type: str = "weight_norm",
     config = HFEncodecConfig(num_filters=4, upsampling_ratios=[2, 3], hidden_size=8,
                              codebook_size=16, target_bandwidths=[0.8, 1.6, 3.2],
                              sampling_rate=1200, use_causal_conv=causal, norm_type=norm_type,
-                             normalize=normalize, num_lstm_layers=2)
+                             normalize=normalize, **{"num_lstm_layers": 2, **overrides})
     model = EncodecModel(config).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -90,6 +90,17 @@ def test_parity_with_hf(one_thread, causal: bool, norm_type: str, normalize: boo
     with torch.no_grad():  # HF's forward trims to the input length; ours with length=
         full = hf(x, bandwidth=3.2).audio_values
         assert (full - ours.decode(codes, ours.encode(x, 3.2).scale, 101)).abs().max() <= 1e-5
+
+
+def test_parity_with_hf_other_architecture_settings(one_thread) -> None:
+    """Two residual blocks with dilation growth 3, identity shortcuts, zero padding, a causal
+    trim split 50/50, a narrower residual branch and one LSTM layer: each field is read."""
+    hf = tiny_hf(trim_right_ratio=0.5, num_residual_layers=2, dilation_growth_rate=3,
+                 use_conv_shortcut=False, pad_mode="constant", compress=4, num_lstm_layers=1,
+                 residual_kernel_size=5, last_kernel_size=3)
+    ours = ours_from(hf)
+    assert ours.config.trim_right_ratio == 0.5 and not ours.config.use_conv_shortcut
+    assert_same_codec(hf, ours, wave(samples=77))
 
 
 def test_short_input_reflect_padding(one_thread) -> None:
