@@ -1,11 +1,15 @@
 """Recipes of ``task: audio-classify``: the Audio Spectrogram Transformer (``model.kind: ast``,
-the default) or a wav2vec 2.0 / HuBERT encoder with a classification head (``kind: wav2vec2``).
+the default), a wav2vec 2.0 / HuBERT encoder with a classification head (``kind: wav2vec2``),
+or the hand-crafted baseline, a small MLP on openSMILE functionals (``kind: opensmile``).
 :func:`seqformer.recipe.recipe_from_dict` hands this task to :func:`audio_recipe_from_dict`.
 
 Sections: ``data`` (:class:`AudioDataConfig`), ``model`` (``kind`` and the fields of
 :class:`~seqformer.models.audio.ASTConfig` -- including the input shape ``num_mel_bins`` x
-``max_frames`` -- or of :class:`~seqformer.models.wav2vec2.Wav2Vec2Config`; ``num_labels`` comes
-from the data), ``train`` (:class:`AudioTrainConfig`: by epochs, like the ViT's).
+``max_frames`` --, of :class:`~seqformer.models.wav2vec2.Wav2Vec2Config` or of
+:class:`~seqformer.models.smile.SmileClassifierConfig` -- ``feature_set``, ``hidden_sizes``,
+``dropout``; ``num_labels`` comes from the data), ``train`` (:class:`AudioTrainConfig`: by
+epochs, like the ViT's). ``kind: opensmile`` needs the ``opensmile`` package (the
+``seqformer[opensmile]`` extra), checked when training starts, not when the recipe is read.
 
 ``kind: wav2vec2`` only: ``init_from`` (a ``speech-pretrain`` run, an imported HF wav2vec2 /
 HuBERT encoder or another wav2vec2-family run: the encoder's shape and weights come from it, so
@@ -29,17 +33,20 @@ from seqformer.config import (
 )
 from seqformer.errors import ConfigError, DataError
 from seqformer.models.audio import ASTConfig
+from seqformer.models.smile import SmileClassifierConfig
 from seqformer.models.wav2vec2 import Wav2Vec2Config
 from seqformer.recipe_encoder import ScratchTrainConfig
 from seqformer.recipe_ssl import FINETUNE_MODEL_FIELDS, FREEZE_PRESETS
 
 AUDIO_TASKS = ("audio-classify",)
-MODEL_KINDS = ("ast", "wav2vec2")
+MODEL_KINDS = ("ast", "wav2vec2", "opensmile")
 # What a recipe may set on an encoder that comes from init_from: regularisation, masking and
 # the head's projection, never the encoder's shape.
 FINETUNE_FIELDS = (*FINETUNE_MODEL_FIELDS, "classifier_proj_size")
 # Filled in by the task (num_labels from the data) or meaningless for a classifier.
 WAV2VEC2_DERIVED = {"num_labels", "vocab_size", "target_dim"}
+# The openSMILE classifier's: from the data, and from model.feature_set.
+SMILE_DERIVED = {"num_labels", "num_features"}
 # wav2vec 2.0's fine-tuning mask rate (HF Wav2Vec2Config's default), unless model sets one.
 FINETUNE_MASK_TIME_PROB = 0.05
 AUDIO_CORPORA = ("speech-commands", "files")
@@ -135,11 +142,10 @@ class AudioRecipe:
             raise ConfigError(f"model.kind={kind!r}; use one of {', '.join(MODEL_KINDS)}")
         if self.freeze != "auto" and self.freeze not in FREEZE_PRESETS:
             raise ConfigError(f"freeze={self.freeze!r}; use one of {', '.join(FREEZE_PRESETS)}")
-        if kind == "ast" and self.init_from is not None:
+        if kind != "wav2vec2" and self.init_from is not None:
             raise ConfigError(f"init_from={self.init_from}: a pretrained encoder needs "
-                              "model.kind: wav2vec2; the AST (model.kind: ast) trains from "
-                              "scratch")
-        if kind == "ast" and self.freeze not in ("auto", "none"):
+                              f"model.kind: wav2vec2; model.kind: {kind} trains from scratch")
+        if kind != "wav2vec2" and self.freeze not in ("auto", "none"):
             raise ConfigError(f"freeze: {self.freeze} names wav2vec2 modules; use it with "
                               "model.kind: wav2vec2")
         check_finetune_fields(self.model, self.init_from, FINETUNE_FIELDS, ignored=("kind",))
@@ -157,14 +163,18 @@ class AudioRecipe:
         return "feature-encoder" if self.init_from else "none"
 
     def model_config(self, num_labels: int, base: dict[str, Any] | None = None
-                     ) -> ASTConfig | Wav2Vec2Config:
-        """The model's shape with the data's ``num_labels``: an :class:`ASTConfig`, or for
-        ``kind: wav2vec2`` a :class:`Wav2Vec2Config` -- ``base`` (the ``init_from`` run's
-        config, when fine-tuning) with the recipe's ``model`` fields over it."""
+                     ) -> ASTConfig | Wav2Vec2Config | SmileClassifierConfig:
+        """The model's shape with the data's ``num_labels``: an :class:`ASTConfig`, a
+        :class:`SmileClassifierConfig` for ``kind: opensmile``, or for ``kind: wav2vec2`` a
+        :class:`Wav2Vec2Config` -- ``base`` (the ``init_from`` run's config, when fine-tuning)
+        with the recipe's ``model`` fields over it."""
         fields = {k: v for k, v in self.model.items() if k != "kind"}
         if self.kind == "ast":
             return from_dict(ASTConfig, {**fields, "num_labels": num_labels}, "recipe",
                              "model.")
+        if self.kind == "opensmile":
+            return from_dict(SmileClassifierConfig, {**fields, "num_labels": num_labels},
+                             "recipe", "model.")
         base = {k: v for k, v in (base or {}).items() if k not in WAV2VEC2_DERIVED}
         return from_dict(Wav2Vec2Config, {**base, "mask_time_prob": FINETUNE_MASK_TIME_PROB,
                                           **fields, "num_labels": num_labels},
@@ -189,6 +199,8 @@ def audio_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Audio
     fields = {k: v for k, v in model.items() if k != "kind"}
     if kind == "ast":
         model_section({**tree, "model": fields}, ASTConfig, where, {"num_labels"})
+    elif kind == "opensmile":
+        model_section({**tree, "model": fields}, SmileClassifierConfig, where, SMILE_DERIVED)
     else:
         model_section({**tree, "model": fields}, Wav2Vec2Config, where, WAV2VEC2_DERIVED)
     with located(where):

@@ -1,5 +1,6 @@
 """Audio classification (``task: audio-classify``) with the Audio Spectrogram Transformer
-(``model.kind: ast``) or a wav2vec 2.0 / HuBERT encoder (``kind: wav2vec2``).
+(``model.kind: ast``), a wav2vec 2.0 / HuBERT encoder (``kind: wav2vec2``) or an MLP on
+openSMILE functionals (``kind: opensmile``), the hand-crafted baseline.
 
 The task owns what the trainer must not know: making or reading the clips and their split,
 the label names, the front end, the validation metrics (loss, accuracy, macro-F1) and the run
@@ -11,10 +12,15 @@ waveform normalised per clip (``tasks.speech_ssl.normalise``; ``features`` says 
 zero-padded to the batch's longest with their lengths; fine-tuned from ``init_from`` it starts
 from that run's encoder, its CNN feature encoder frozen by default, and is trained with
 wav2vec 2.0's time masking (``model.mask_time_prob``) -- so the same labelled clips show what
-self-supervised pretraining buys.
+self-supervised pretraining buys. The openSMILE classifier (``family: smile-classify``)
+reads one vector of functionals per clip (``data/smile.py``: eGeMAPSv02, GeMAPSv01b or
+ComParE_2016, cached per clip), standardised by the training split's mean / std (saved in
+``features``), on the same splits and the same Trainer path -- so its test accuracy is
+directly comparable with the AST's and HuBERT's.
 
 :class:`AudioClassifier` is the inference side: ``AudioClassifier.load(run)`` -- a
-:class:`WaveClassifier` for a wav2vec2 run -- ``.predict(waveforms or WAV paths)``.
+:class:`WaveClassifier` for a wav2vec2 run, a :class:`SmileAudioClassifier` for an openSMILE
+one -- ``.predict(waveforms or WAV paths)``.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from seqformer.data import speech
+from seqformer.data import smile, speech
 from seqformer.data.fbank import Fbank
 from seqformer.data.masking import span_mask
 from seqformer.data.mlm import ExampleStream
@@ -43,6 +49,8 @@ from seqformer.data.speech import (
 )
 from seqformer.errors import CheckpointError, DataError
 from seqformer.models.audio import AST, AudioBatch, read_ast_config
+from seqformer.models.smile import FAMILY as FAMILY_SMILE
+from seqformer.models.smile import SmileClassifier, SmileClassifierConfig
 from seqformer.models.wav2vec2 import (
     FAMILY_CLASSIFY,
     Wav2Vec2Config,
@@ -123,9 +131,9 @@ class AudioStream(ExampleStream):
 
 def train_audio_classifier(recipe: AudioRecipe, out_dir: str | Path, resume: bool = False
                            ) -> tuple[dict, dict[str, float]]:
-    """Train an AST or a wav2vec2 classifier (``model.kind``) into ``out_dir``; returns the
-    trainer summary and the test metrics (empty without a test split), which are also written
-    to ``test_metrics.json``."""
+    """Train an AST, a wav2vec2 or an openSMILE classifier (``model.kind``) into ``out_dir``;
+    returns the trainer summary and the test metrics (empty without a test split), which are
+    also written to ``test_metrics.json``."""
     from seqformer.tasks.encoder import check_resumable
 
     out = Path(out_dir)
@@ -133,6 +141,8 @@ def train_audio_classifier(recipe: AudioRecipe, out_dir: str | Path, resume: boo
         check_resumable(out)
     if recipe.kind == "wav2vec2":
         return train_wave_classifier(recipe, out, resume)
+    if recipe.kind == "opensmile":
+        return train_smile_classifier(recipe, out, resume)
     splits = load_audio_splits(recipe)
     train = splits["train"]
     assert train is not None
@@ -159,6 +169,45 @@ def train_audio_classifier(recipe: AudioRecipe, out_dir: str | Path, resume: boo
         + f" clips, {len(labels)} classes; {train_config.max_steps} steps")
     return classify.train_and_test(model, recipe, frontend.to_dict(), fingerprint(splits),
                                    stream, train_config, encoded, audio_metrics, out, resume)
+
+
+# -- openSMILE functionals -----------------------------------------------------------------------
+
+
+def train_smile_classifier(recipe: AudioRecipe, out: Path, resume: bool
+                           ) -> tuple[dict, dict[str, float]]:
+    """``train_audio_classifier`` for ``model.kind: opensmile``: functionals of every split
+    (cached), z-scored by the training split's stats, then the AST's Trainer path."""
+    smile.require_opensmile()  # before any audio is made: a missing package fails in a second
+    splits = load_audio_splits(recipe)
+    train = splits["train"]
+    assert train is not None
+    labels = sorted(set(train.labels))
+    classify.check_classes(labels)
+    torch.manual_seed(recipe.train.seed)
+    config = recipe.model_config(len(labels))
+    assert isinstance(config, SmileClassifierConfig)
+    model = SmileClassifier(config, labels)
+    raw = {name: smile.extract(data.waveforms, config.feature_set, log=log,
+                               sources=data.sources)
+           for name, data in splits.items() if data is not None}
+    scaler = smile.Standardiser.fit(raw["train"])
+    encoded = {name: (scaler(x), label_ids(splits[name], labels, f"data.{name}"))
+               for name, x in raw.items()}
+    features, ids = encoded["train"]
+    stream = AudioStream(list(zip(features, ids.tolist())), recipe.data.batch_size,
+                         recipe.train.seed)
+    train_config = recipe.train.for_epochs(stream.per_epoch)
+    shape = " x ".join(str(h) for h in config.hidden_sizes) or "none (logistic regression)"
+    log(f"model: openSMILE {config.feature_set} functionals ({config.num_features} per clip, "
+        f"opensmile {smile.opensmile_version()}) -> MLP, hidden {shape}, "
+        f"{model.num_parameters() / 1e3:.1f}k parameters; "
+        + ", ".join(f"{len(v[1])} {k}" for k, v in encoded.items())
+        + f" clips, {len(labels)} classes; {train_config.max_steps} steps")
+    return classify.train_and_test(model, recipe,
+                                   {**smile.settings(config.feature_set), **scaler.to_dict()},
+                                   fingerprint(splits), stream, train_config, encoded,
+                                   audio_metrics, out, resume)
 
 
 # -- wav2vec 2.0 / HuBERT classifier ------------------------------------------------------------
@@ -295,8 +344,11 @@ class AudioClassifier(classify.Classifier):
         from seqformer.models.seq2seq import read_model_config
 
         run_dir = Path(run_dir)
-        if read_model_config(run_dir).get("family") == FAMILY_CLASSIFY:
+        family = read_model_config(run_dir).get("family")
+        if family == FAMILY_CLASSIFY:
             return WaveClassifier.load(run_dir, device)
+        if family == FAMILY_SMILE:
+            return SmileAudioClassifier.load(run_dir, device)
         data = read_ast_config(run_dir)
         model = AST.load(run_dir, device)
         c = model.config
@@ -329,7 +381,7 @@ class AudioClassifier(classify.Classifier):
                  ) -> tuple[dict[str, float], list[str]]:
         """(loss / accuracy / macro-F1, the predicted label of each clip) on labelled clips."""
         gold = label_ids(data, self.labels, where)
-        features = self.frontend(data.waveforms)
+        features = self.inputs(data.waveforms)
         preds, loss = classify.predictions(self.model, AudioBatch, features, gold, EVAL_BATCH)
         metrics = classify.scores(gold.tolist(), preds, loss, self.model.config.num_labels)
         return metrics, [self.labels[i] for i in preds]
@@ -393,3 +445,34 @@ class WaveClassifier(AudioClassifier):
                                            gold, EVAL_BATCH)
         metrics = classify.scores(gold.tolist(), preds, loss, self.model.config.num_labels)
         return metrics, [self.labels[i] for i in preds]
+
+
+class SmileAudioClassifier(AudioClassifier):
+    """A trained openSMILE classifier: functionals of each clip (the run's feature set,
+    through the same per-clip cache as training) z-scored by the saved training stats."""
+
+    def __init__(self, model: SmileClassifier, scaler: smile.Standardiser,
+                 recipe: AudioRecipe | None = None) -> None:
+        classify.Classifier.__init__(self, model, recipe)
+        self.frontend = None  # type: ignore[assignment]  # openSMILE is the front end
+        self.scaler = scaler
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "cpu") -> SmileAudioClassifier:
+        run_dir = Path(run_dir)
+        smile.require_opensmile()
+        where = f"{run_dir}/config.json"
+        features = SmileClassifier.read_config(run_dir).get("features") or {}
+        rate = int(features.get("sample_rate", speech.SAMPLE_RATE))
+        if rate != speech.SAMPLE_RATE:
+            raise CheckpointError(f"{where}: features.sample_rate={rate}; audio is read at "
+                                  f"{speech.SAMPLE_RATE} Hz")
+        model = SmileClassifier.load(run_dir, device)
+        scaler = smile.Standardiser.from_dict(features, model.config.num_features, where)
+        classifier = cls(model, scaler, recipe_if_saved(run_dir, audio_recipe_from_dict))
+        classifier.run_dir = run_dir
+        return classifier
+
+    def inputs(self, clips: list[np.ndarray | str | Path] | np.ndarray) -> torch.Tensor:
+        """Standardised functionals (N, num_features) of N clips (waveforms or WAV paths)."""
+        return self.scaler(smile.extract(self.waveforms(clips), self.model.config.feature_set))
