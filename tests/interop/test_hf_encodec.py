@@ -42,7 +42,7 @@ def tiny_hf(causal: bool = True, norm_type: str = "weight_norm", normalize: bool
         for name, tensor in model.state_dict().items():
             if tensor.is_floating_point() and "codebook" not in name:
                 tensor.copy_(torch.randn(tensor.shape, generator=g) * 0.5)
-        residual = model.encoder(torch.randn(4, 1, 300, generator=g))
+        residual = model.encoder(torch.randn(4, config.audio_channels, 300, generator=g))
         for layer in model.quantizer.layers:
             book = layer.codebook
             mean, std = residual.mean(dim=(0, 2)), residual.std(dim=(0, 2))
@@ -59,8 +59,8 @@ def ours_from(hf: EncodecModel) -> Encodec:
     return model.eval()
 
 
-def wave(batch: int = 2, samples: int = 101, seed: int = 1) -> torch.Tensor:
-    return torch.randn(batch, 1, samples, generator=torch.Generator().manual_seed(seed))
+def wave(batch: int = 2, samples: int = 101, seed: int = 1, channels: int = 1) -> torch.Tensor:
+    return torch.randn(batch, channels, samples, generator=torch.Generator().manual_seed(seed))
 
 
 def assert_same_codec(hf: EncodecModel, ours: Encodec, x: torch.Tensor) -> None:
@@ -101,6 +101,34 @@ def test_parity_with_hf_other_architecture_settings(one_thread) -> None:
     ours = ours_from(hf)
     assert ours.config.trim_right_ratio == 0.5 and not ours.config.use_conv_shortcut
     assert_same_codec(hf, ours, wave(samples=77))
+
+
+@pytest.mark.parametrize(("normalize", "channels"), [(True, 2), (False, 1)])
+def test_parity_with_hf_chunked(one_thread, normalize: bool, channels: int) -> None:
+    """The 48 kHz model's mode (stereo, normalised, chunked): 60-sample chunks every 54
+    samples, so 150 samples are three chunks of 10, 10 and 7 frames (HF pads the last to 10;
+    ours concatenates them)."""
+    hf = tiny_hf(normalize=normalize, chunk_length_s=0.05, overlap=0.1,
+                 audio_channels=channels)
+    ours = ours_from(hf)
+    assert (ours.config.chunk_length, ours.config.chunk_stride) == (60, 54)
+    x = wave(samples=150, channels=channels)
+    with torch.no_grad():
+        for bandwidth in BANDWIDTHS:
+            theirs = hf.encode(x, bandwidth=bandwidth)
+            mine = ours.encode(x, bandwidth)
+            assert theirs.audio_codes.shape[0] == 3 and theirs.last_frame_pad_length == 3
+            chunks = list(theirs.audio_codes)
+            chunks[-1] = chunks[-1][..., :7]
+            assert torch.equal(torch.cat(chunks, dim=-1), mine.codes)
+            if normalize:
+                assert torch.equal(torch.cat(theirs.audio_scales, dim=1), mine.scale)
+            else:
+                assert mine.scale is None
+            audio = hf.decode(theirs.audio_codes, theirs.audio_scales,
+                              last_frame_pad_length=3)[0]
+            assert audio.shape == (2, channels, 150)
+            assert (audio - ours.decode(mine.codes, mine.scale)).abs().max() <= 1e-5
 
 
 def test_short_input_reflect_padding(one_thread) -> None:
@@ -155,8 +183,8 @@ def test_state_mapping_round_trip() -> None:
 
 def test_refusals(tmp_path: Path) -> None:
     hf = tiny_hf().config.to_dict()
-    with pytest.raises(CheckpointError, match="chunked EnCodec"):
-        config_from_hf({**hf, "chunk_length_s": 1.0, "overlap": 0.01})
+    with pytest.raises(CheckpointError, match="model.overlap in"):
+        config_from_hf({**hf, "chunk_length_s": 1.0, "overlap": None})
     with pytest.raises(CheckpointError, match="not encodec"):
         config_from_hf({**hf, "model_type": "wav2vec2"})
     with pytest.raises(CheckpointError, match="codebook_dim"):

@@ -12,7 +12,7 @@ import torch
 
 from seqformer.config import from_dict
 from seqformer.errors import CheckpointError, ConfigError
-from seqformer.models.encodec import Encodec, EncodecConfig, load_encodec
+from seqformer.models.encodec import Encodec, EncodecConfig, linear_overlap_add, load_encodec
 
 # 2 kHz, hop 8 (250 frames/s), 32-entry codebooks: 1.25 kbps per codebook, up to 2 of them.
 TINY = dict(sampling_rate=2000, upsampling_ratios=(2, 4), num_filters=4, hidden_size=8,
@@ -94,6 +94,39 @@ def test_normalize_returns_the_scale_and_undoes_it() -> None:
                               10 * model.decode(enc.codes, enc.scale), rtol=1e-4, atol=1e-5)
 
 
+def test_chunked_codes_are_one_sequence() -> None:
+    """Chunks of 64 samples every 48: a signal of at most one stride is one chunk and codes
+    as the unchunked model does (HF starts a chunk every stride, even inside the first); a
+    longer one gives every chunk's codes in turn and one scale per chunk."""
+    plain = tiny(normalize=True)
+    chunked = tiny(normalize=True, chunk_length_s=0.032, overlap=0.25)
+    chunked.load_state_dict(plain.state_dict())
+    assert (chunked.config.chunk_length, chunked.config.chunk_stride,
+            chunked.config.chunk_frames) == (64, 48, 8)
+    with torch.no_grad():
+        short = torch.randn(2, 1, 48)
+        a, b = plain.encode(short, 2.5), chunked.encode(short, 2.5)
+        assert torch.equal(a.codes, b.codes) and torch.equal(a.scale, b.scale)
+        long = torch.randn(2, 1, 130)  # chunks at 0, 48, 96: 64, 64 and 34 samples
+        enc = chunked.encode(long, 2.5)
+        assert enc.codes.shape == (2, 2, 8 + 8 + 5) and enc.scale.shape == (2, 3)
+        second = plain.encode(long[..., 48:112], 2.5)
+        assert torch.equal(enc.codes[..., 8:16], second.codes)
+        assert torch.equal(enc.scale[:, 1:2], second.scale)
+        assert chunked.decode(enc.codes, enc.scale).shape == (2, 1, 48 + 48 + 40)
+        with pytest.raises(ValueError, match="scale"):
+            chunked.decode(enc.codes, enc.scale[:, :2])
+
+
+def test_linear_overlap_add_cross_fades() -> None:
+    one = torch.randn(2, 1, 10)
+    assert torch.allclose(linear_overlap_add([one], 8), one)
+    flat = linear_overlap_add([torch.ones(1, 10), torch.ones(1, 10), torch.ones(1, 4)], 8)
+    assert flat.shape == (1, 20) and torch.allclose(flat, torch.ones(1, 20))
+    ramp = linear_overlap_add([torch.zeros(1, 10), torch.ones(1, 10)], 6)[0, 6:10]
+    assert (ramp.diff() > 0).all() and 0 < ramp[0] and ramp[-1] < 1  # a fade, not a jump
+
+
 def test_training_lowers_reconstruction_loss() -> None:
     """100 Adam steps on four tones: the reconstruction (time L1 and mel loss, at the higher
     bandwidth) improves clearly over the model after its first step (codebooks k-means
@@ -160,19 +193,20 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path: Path) -> None:
         load_encodec(bigger)
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("codebook_size", 48, "power of 2"),
-    ("chunk_length_s", 1.0, "chunked encoding"),
-    ("norm_type", "batch_norm", "weight_norm, time_group_norm"),
-    ("target_bandwidths", (2.5, 1.25), "increasing"),
-    ("target_bandwidths", (0.5,), "less than one codebook"),
-    ("codebook_dim", 4, "must equal model.hidden_size"),
-    ("upsampling_ratios", (), "positive integers"),
-    ("trim_right_ratio", 0.5, "use_causal_conv"),
-    ("ema_decay", 1.0, "ema_decay"),
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"codebook_size": 48}, "power of 2"),
+    ({"chunk_length_s": 1.0}, "model.overlap in"),
+    ({"chunk_length_s": 1e-4, "overlap": 0.0}, "less than one sample"),
+    ({"norm_type": "batch_norm"}, "weight_norm, time_group_norm"),
+    ({"target_bandwidths": (2.5, 1.25)}, "increasing"),
+    ({"target_bandwidths": (0.5,)}, "less than one codebook"),
+    ({"codebook_dim": 4}, "must equal model.hidden_size"),
+    ({"upsampling_ratios": ()}, "positive integers"),
+    ({"trim_right_ratio": 0.5}, "use_causal_conv"),
+    ({"ema_decay": 1.0}, "ema_decay"),
 ])
-def test_bad_configs_are_one_line_errors(field: str, value: object, message: str) -> None:
-    data = {**TINY, "use_causal_conv": False, field: value}
+def test_bad_configs_are_one_line_errors(overrides: dict, message: str) -> None:
+    data = {**TINY, "use_causal_conv": False, **overrides}
     with pytest.raises(ConfigError, match=message) as err:
         from_dict(EncodecConfig, data, "model.yaml")
     assert "\n" not in str(err.value)

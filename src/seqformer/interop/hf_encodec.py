@@ -6,9 +6,12 @@ builds the same module tree); weight norm is read as torch's parametrization
 (``conv.parametrizations.weight.original0`` / ``original1``, g / v, what transformers 5 saves)
 or the legacy ``conv.weight_g`` / ``conv.weight_v`` (the Hub's facebook/encodec_* files). The
 codebooks drop one level: HF's ``quantizer.layers.{i}.codebook.{embed, embed_avg,
-cluster_size, inited}`` are our ``quantizer.layers.{i}.{...}``. Chunked configs
-(``chunk_length_s``, the 48 kHz model) and ``codebook_dim`` != ``hidden_size`` are refused.
-Safetensors only, unless ``trust_pickle``.
+cluster_size, inited}`` are our ``quantizer.layers.{i}.{...}``. ``codebook_dim`` !=
+``hidden_size`` (which HF's model could not run either) is refused. Chunked models (the 48 kHz
+one: ``chunk_length_s``, ``overlap``, ``normalize``) import as they are; their codes are one
+sequence on our side, the chunks' codes concatenated (``models/encodec.py``), where HF gives
+(chunks, batch, n_q, frames) with the last chunk padded. Safetensors only, unless
+``trust_pickle``.
 
 Write (:func:`export_dir`, alias :func:`export_encodec`): the inverse, in transformers 5's
 parametrization names, with our training-only fields (EMA, k-means, loss weights) in a
@@ -54,10 +57,7 @@ def config_from_hf(hf: Mapping[str, Any], where: str = "config.json") -> Encodec
 
     if hf.get("model_type") != MODEL_TYPE:
         raise CheckpointError(f"{where}: model_type={hf.get('model_type')!r}, not encodec")
-    if hf.get("chunk_length_s") is not None:
-        raise CheckpointError(f"{where}: chunk_length_s={hf['chunk_length_s']}: chunked EnCodec "
-                              "(the 48 kHz model) is not supported by seqformer")
-    data = {name: hf[name] for name in _HF_FIELDS if name in hf and name != "overlap"}
+    data = {name: hf[name] for name in _HF_FIELDS if name in hf}
     if data.get("codebook_dim") == data.get("hidden_size", EncodecConfig.hidden_size):
         data["codebook_dim"] = None  # HF fills it in from hidden_size
     ours = hf.get("seqformer") or {}

@@ -11,10 +11,12 @@ VALL-E models the codes of the 6 kbps setting.
 API (B = batch, C = audio_channels):
 
 - :meth:`Encodec.encode` ``(wave (B, C, samples), bandwidth=None) -> EncodedAudio(codes (B, n_q,
-  frames) long, scale (B, 1) or None)``; ``bandwidth`` must be one of ``target_bandwidths``
-  (None: the smallest, as Hugging Face does); frames = ceil(samples / hop);
-- :meth:`Encodec.decode` ``(codes, scale=None, length=None) -> wave (B, C, frames x hop)``, cut to
-  ``length`` samples when given (the encoder pads the input up to whole frames);
+  frames) long, scale (B, chunks) or None)``; ``bandwidth`` must be one of
+  ``target_bandwidths`` (None: the smallest, as Hugging Face does); frames = ceil(samples /
+  hop) for an unchunked model;
+- :meth:`Encodec.decode` ``(codes, scale=None, length=None) -> wave (B, C, samples')``, cut to
+  ``length`` samples when given (the encoder pads the input up to whole frames, so samples' =
+  frames x hop for an unchunked model);
 - :meth:`Encodec.forward` ``(wave, bandwidth=None) -> EncodecOutput`` for training: the
   reconstruction, the codes, and the losses -- time-domain L1, multi-scale mel L1 + L2
   (:func:`mel_reconstruction_loss`) and the RVQ commitment loss, weighted by the config. In
@@ -23,10 +25,16 @@ API (B = batch, C = audio_channels):
   feature-matching losses (multi-scale STFT discriminator) and its loss balancer are *not*
   included: the model trains as a plain auto-encoder, which reconstructs but sounds duller.
 
-``normalize`` (the 48 kHz model's setting) divides the input by its RMS (over channels and
+The 48 kHz model's two settings. ``normalize`` divides the input by its RMS (over channels and
 time, + 1e-8) before encoding and returns that scale with the codes; decoding multiplies it
-back. Hugging Face's chunked mode (``chunk_length_s``: overlapping windows encoded separately and
-cross-faded on decoding, also the 48 kHz model's) is not implemented; such configs are refused.
+back. ``chunk_length_s`` / ``overlap`` encode the waveform in windows of ``chunk_length``
+samples every ``chunk_stride`` samples, each coded (and normalised: one scale per chunk) on its
+own, and decoding cross-fades the decoded windows linearly where they overlap (HF's
+``_linear_overlap_add``). The codes stay one sequence: the chunks' codes concatenated in time,
+every chunk ``chunk_frames`` frames but the last, which has what is left (HF pads it and
+returns ``last_frame_pad_length`` instead); :meth:`Encodec.decode` splits them again. Training
+(:meth:`Encodec.forward`) codes its segments whole: chunking is an inference device for long
+signals, and training segments are chunk-sized anyway (1 s in the paper).
 
 Inference equals Hugging Face's ``EncodecModel`` (``interop/hf_encodec.py``; same codes, audio
 within float rounding), with the state-dict names of the encoder and decoder unchanged.
@@ -153,9 +161,15 @@ class EncodecConfig:
             raise ConfigError(f"model.target_bandwidths: {bands[-1]} kbps is less than one "
                               f"codebook costs ({self.bandwidth_per_codebook} kbps at "
                               f"{self.frame_rate} frames/s); raise it")
-        if self.chunk_length_s is not None or self.overlap is not None:
-            raise ConfigError("model.chunk_length_s / overlap: chunked encoding (Hugging "
-                              "Face's 48 kHz EnCodec) is not supported; set both to null")
+        if self.chunk_length_s is None:
+            return
+        if not self.chunk_length_s > 0 or self.overlap is None or not 0 <= self.overlap < 1:
+            raise ConfigError(f"model.chunk_length_s={self.chunk_length_s} needs "
+                              f"chunk_length_s > 0 and model.overlap in [0, 1), got overlap="
+                              f"{self.overlap}")
+        if self.chunk_length < 1:
+            raise ConfigError(f"model.chunk_length_s={self.chunk_length_s} is less than one "
+                              f"sample at {self.sampling_rate} Hz")
 
     def _check_training(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0 or not self.ema_epsilon > 0:
@@ -171,6 +185,26 @@ class EncodecConfig:
     def hop_length(self) -> int:
         """Samples per latent frame."""
         return math.prod(self.upsampling_ratios)
+
+    @property
+    def chunk_length(self) -> int | None:
+        """Samples per chunk (None: unchunked); HF's arithmetic, so the same count."""
+        if self.chunk_length_s is None:
+            return None
+        return int(self.chunk_length_s * self.sampling_rate)
+
+    @property
+    def chunk_stride(self) -> int | None:
+        """Samples between chunk starts (None: unchunked)."""
+        if self.chunk_length is None or self.overlap is None:
+            return None
+        return max(1, int((1.0 - self.overlap) * self.chunk_length))
+
+    @property
+    def chunk_frames(self) -> int | None:
+        """Frames of a whole chunk (None: unchunked)."""
+        return None if self.chunk_length is None else math.ceil(self.chunk_length
+                                                                 / self.hop_length)
 
     @property
     def frame_rate(self) -> int:
@@ -196,8 +230,8 @@ class EncodecConfig:
 
 @dataclass
 class EncodedAudio:
-    """``codes`` (B, n_q, frames) long; ``scale`` (B, 1) when the model normalises its input
-    (pass it back to :meth:`Encodec.decode`), else None."""
+    """``codes`` (B, n_q, frames) long; ``scale`` (B, chunks) -- (B, 1) unchunked -- when the
+    model normalises its input (pass it back to :meth:`Encodec.decode`), else None."""
 
     codes: Tensor
     scale: Tensor | None = None
@@ -251,6 +285,25 @@ def mel_reconstruction_loss(pred: Tensor, target: Tensor, mels: nn.ModuleList) -
     return torch.stack(losses).mean() if losses else pred.new_zeros(())
 
 
+def linear_overlap_add(frames: list[Tensor], stride: int) -> Tensor:
+    """Decoded chunks (..., length_i) starting every ``stride`` samples -> one signal: each
+    chunk weighted by a triangle peaking at its centre, the sum divided by the summed weights,
+    so a lone chunk passes unchanged and two overlapping ones cross-fade linearly (EnCodec's
+    and HF's ``_linear_overlap_add``)."""
+    length = frames[0].shape[-1]
+    total = stride * (len(frames) - 1) + frames[-1].shape[-1]
+    ramp = torch.linspace(0, 1, length + 2, device=frames[0].device,
+                          dtype=frames[0].dtype)[1:-1]
+    weight = 0.5 - (ramp - 0.5).abs()
+    out = frames[0].new_zeros(*frames[0].shape[:-1], total)
+    weights = frames[0].new_zeros(total)
+    for i, frame in enumerate(frames):
+        span = frame.shape[-1]
+        out[..., i * stride:i * stride + span] += weight[:span] * frame
+        weights[i * stride:i * stride + span] += weight[:span]
+    return out / weights
+
+
 class Encodec(SavedModel, nn.Module):
     """SEANet encoder -> RVQ -> SEANet decoder; see the module docstring."""
 
@@ -300,21 +353,41 @@ class Encodec(SavedModel, nn.Module):
         return self.encoder(wave)
 
     def encode(self, wave: Tensor, bandwidth: float | None = None) -> EncodedAudio:
-        """(B, C, samples) -> codes (B, n_q, ceil(samples / hop)) and the input's scale."""
+        """(B, C, samples) -> codes (B, n_q, frames) and the input's scale (one per chunk)."""
         n_q = self.n_q(bandwidth)
         self._check_wave(wave)
-        wave, scale = self._normalise(wave)
-        return EncodedAudio(self.quantizer.encode(self.encoder(wave), n_q), scale)
+        samples = wave.shape[-1]
+        if samples < 1:
+            raise ValueError("cannot encode a waveform of 0 samples")
+        window = self.config.chunk_length or samples
+        codes, scales = [], []
+        for start in range(0, samples, self.config.chunk_stride or samples):
+            normalised, scale = self._normalise(wave[..., start:start + window])
+            codes.append(self.quantizer.encode(self.encoder(normalised), n_q))
+            scales.append(scale)
+        scale = None if scales[0] is None else torch.cat(scales, dim=1)
+        return EncodedAudio(torch.cat(codes, dim=-1), scale)
+
+    def _decode_chunk(self, codes: Tensor, scale: Tensor | None) -> Tensor:
+        wave = self.decoder(self.quantizer.decode(codes))
+        return wave if scale is None else wave * scale.reshape(-1, 1, 1)
 
     def decode(self, codes: Tensor, scale: Tensor | None = None,
                length: int | None = None) -> Tensor:
-        """(B, n_q, frames) codes -> (B, C, frames x hop), cut to ``length`` samples."""
-        if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.config.num_quantizers:
+        """(B, n_q, frames) codes (and the scales :meth:`encode` gave) -> (B, C, samples),
+        cut to ``length`` samples."""
+        if (codes.dim() != 3 or not 1 <= codes.shape[1] <= self.config.num_quantizers
+                or codes.shape[-1] < 1):
             raise ValueError(f"expected codes (batch, n_q <= {self.config.num_quantizers}, "
                              f"frames), got shape {tuple(codes.shape)}")
-        wave = self.decoder(self.quantizer.decode(codes))
-        if scale is not None:
-            wave = wave * scale.view(-1, 1, 1)
+        chunks = codes.split(self.config.chunk_frames or codes.shape[-1], dim=-1)
+        if scale is not None and scale.shape != (codes.shape[0], len(chunks)):
+            raise ValueError(f"expected scale (batch, chunks) = {(codes.shape[0], len(chunks))}"
+                             f" for these codes, got {tuple(scale.shape)}")
+        waves = [self._decode_chunk(chunk, None if scale is None else scale[:, i])
+                 for i, chunk in enumerate(chunks)]
+        wave = waves[0] if len(waves) == 1 else linear_overlap_add(waves,
+                                                                   self.config.chunk_stride)
         return wave if length is None else wave[..., :length]
 
     def forward(self, wave: Tensor, bandwidth: float | None = None) -> EncodecOutput:
