@@ -22,6 +22,11 @@ Training follows EnCodec / SoundStream (van den Oord et al. 2017's VQ-VAE with E
 - a codebook that starts uninitialised (``kmeans_init``) is set by k-means on the first batch it
   sees in training (or by :meth:`ResidualVectorQuantizer.initialise`), seeded by a generator.
 
+The EMA statistics are buffers updated in place by each process on its own batch; under DDP
+(``broadcast_buffers``, the default) every forward starts from rank 0's copy, so the codebooks
+follow rank 0's batches only; all-reducing the counts and sums across processes is not done
+here.
+
 Two departures from audiocraft's code, both to make what it intends actually happen: a
 replaced dead code also resets its EMA statistics (audiocraft overwrites ``embed`` only, and
 the EMA step right after undoes the replacement), and k-means initialisation stores the cluster
