@@ -119,6 +119,39 @@ def test_forward_ignores_padding_of_the_text_and_of_the_targets() -> None:
     assert out.n_frames == 18
 
 
+def test_training_batchnorm_statistics_come_from_real_frames_only() -> None:
+    """More padding changes nothing in training mode: not the loss, not the running
+    statistics the postnet's BatchNorms keep for inference."""
+    quiet = dict(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                 positional_dropout=0.0, postnet_dropout=0.0)
+    short, long = tiny(**quiet).train(), tiny(**quiet).train()
+    ids, speaker = inputs()
+    mel = torch.randn(3, 9, MELS, generator=torch.Generator().manual_seed(4))
+    lengths = torch.tensor([9, 6, 3])
+    padded = torch.cat([mel, torch.randn(3, 6, MELS)], dim=1)
+    a = short(TTSBatch(ids, mel, lengths, speaker))
+    b = long(TTSBatch(ids, padded, lengths, speaker))
+    assert abs(float(a.loss.detach()) - float(b.loss.detach())) <= 1e-5
+    for name, buffer in short.postnet.named_buffers():
+        assert torch.allclose(buffer.float(), dict(long.postnet.named_buffers())[name].float(),
+                              atol=1e-6), name
+
+
+def test_masked_batchnorm_without_padding_is_batchnorm() -> None:
+    from seqformer.models.speecht5_nets import MaskedBatchNorm1d
+
+    torch.manual_seed(0)
+    ours, plain = MaskedBatchNorm1d(4), torch.nn.BatchNorm1d(4)
+    with torch.no_grad():
+        for p, q in zip(ours.parameters(), plain.parameters(), strict=True):
+            p.normal_()
+            q.copy_(p)
+    x = torch.randn(3, 4, 7)
+    assert torch.allclose(ours(x, torch.ones(3, 1, 7)), plain(x), atol=1e-5)
+    for (name, a), b in zip(ours.named_buffers(), plain.buffers(), strict=True):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6), name
+
+
 def test_the_stop_label_is_the_last_real_frame() -> None:
     """The BCE term is lowest when the stop logits say 'stop' exactly on each last frame."""
     from seqformer.models.speecht5 import spectrogram_loss

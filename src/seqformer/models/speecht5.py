@@ -37,8 +37,9 @@ on the last few frames of its shorter utterances.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -155,7 +156,7 @@ class TTSBatch:
     mel: Tensor
     mel_lengths: Tensor
     speaker: Tensor | None = None
-    count_unit: str = field(default="frames", init=False)  # what n_tgt_tokens counts
+    count_unit: ClassVar[str] = "frames"  # what n_tgt_tokens counts (not a field: shards)
 
     def to(self, device: torch.device | str) -> TTSBatch:
         return TTSBatch(self.input_ids.to(device), self.mel.to(device),
@@ -270,6 +271,9 @@ class SpeechT5TTS(nn.Module, SavedModel):
         if input_ids.dim() != 2:
             raise ValueError(f"expected input_ids (batch, src), got {tuple(input_ids.shape)}")
         mask = input_ids.eq(self.pad_id)
+        if bool(mask.all(dim=1).any()):
+            raise ValueError("an input has no tokens (every id is pad_id); give each text at "
+                             "least one token")
         mask = mask if bool(mask.any()) else None
         x = self.text_positions(self.embed_tokens(input_ids))
         return self.encoder(x, mask), mask

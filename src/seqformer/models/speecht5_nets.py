@@ -189,6 +189,34 @@ class SpeechDecoderPrenet(nn.Module):
         return x
 
 
+class MaskedBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics (and running averages) come from real frames
+    only: padding would otherwise pull every channel's statistics towards whatever padded
+    frames hold, and inference would then normalise with statistics of padding. Without a
+    mask, or in eval mode, it is ``nn.BatchNorm1d`` (same parameters and buffers)."""
+
+    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:  # type: ignore[override]
+        """``x`` (batch, channels, frames); ``keep`` (batch, 1, frames), 1 at real frames."""
+        if keep is None or not self.training or not self.track_running_stats:
+            return super().forward(x)
+        n = keep.sum().clamp(min=2.0)
+        mean = (x * keep).sum(dim=(0, 2)) / n
+        var = (((x - mean[None, :, None]) * keep) ** 2).sum(dim=(0, 2)) / n
+        with torch.no_grad():
+            assert self.running_mean is not None and self.running_var is not None
+            momentum = 0.1 if self.momentum is None else self.momentum
+            self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), momentum)
+            unbiased = var.detach() * n / (n - 1)
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), momentum)
+            if self.num_batches_tracked is not None:
+                self.num_batches_tracked.add_(1)
+        scale = torch.rsqrt(var + self.eps)
+        out = (x - mean[None, :, None]) * scale[None, :, None]
+        if self.affine:
+            out = out * self.weight[None, :, None] + self.bias[None, :, None]
+        return out
+
+
 class PostnetLayer(nn.Module):
     """Conv1d (no bias: BatchNorm follows) -> BatchNorm -> tanh (not on the last) -> dropout."""
 
@@ -197,12 +225,13 @@ class PostnetLayer(nn.Module):
         super().__init__()
         self.conv = nn.Conv1d(channels_in, channels_out, kernel, padding=(kernel - 1) // 2,
                               bias=False)
-        self.norm = nn.BatchNorm1d(channels_out)
+        self.norm = MaskedBatchNorm1d(channels_out)
         self.last = last
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.norm(self.conv(x))
+    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        """``keep`` (batch, 1, frames): 1 at real frames, whose input alone the conv reads."""
+        x = self.norm(self.conv(x if keep is None else x * keep), keep)
         return self.dropout(x if self.last else torch.tanh(x))
 
 
@@ -233,11 +262,12 @@ class SpeechDecoderPostnet(nn.Module):
         """The residual conv stack over a whole (batch, frames, num_mel_bins) spectrogram.
         ``padding`` (batch, frames) True past an utterance's end: every convolution then reads
         zeros there, exactly the zero padding it reads at the end of that utterance alone
-        (masking only the input would not do: BatchNorm's shift makes padding non-zero)."""
+        (masking only the input would not do: BatchNorm's shift makes padding non-zero), and
+        in training BatchNorm takes its statistics from the real frames only."""
         x = mel.transpose(1, 2)
         keep = None if padding is None else (~padding)[:, None, :].to(x.dtype)
         for layer in self.layers:
-            x = layer(x if keep is None else x * keep)
+            x = layer(x, keep)
         return mel + x.transpose(1, 2)
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
