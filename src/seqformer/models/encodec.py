@@ -352,8 +352,11 @@ class Encodec(SavedModel, nn.Module):
         self._check_wave(wave)
         return self.encoder(wave)
 
+    @torch.no_grad()
     def encode(self, wave: Tensor, bandwidth: float | None = None) -> EncodedAudio:
-        """(B, C, samples) -> codes (B, n_q, frames) and the input's scale (one per chunk)."""
+        """(B, C, samples) -> codes (B, n_q, frames) and the input's scale (one per chunk).
+        Without autograd: codes are integers, nothing flows back through them (training goes
+        through :meth:`forward`), and encoding a corpus should not hold activations."""
         n_q = self.n_q(bandwidth)
         self._check_wave(wave)
         samples = wave.shape[-1]
