@@ -53,15 +53,20 @@ def inputs(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_cached_generation_equals_a_full_recompute_one_position_per_step() -> None:
+    """Each step feeds the decoder one new position per unfinished utterance; the result is
+    what teacher forcing the generated frames through the whole decoder gives."""
     model = tiny()
     ids, speaker = inputs()
-    fed: list[int] = []
-    hook = model.decoder.register_forward_pre_hook(lambda m, args: fed.append(args[0].shape[1]))
+    fed: list[tuple[int, int]] = []  # (rows, positions) of each decoder call
+    hook = model.decoder.register_forward_pre_hook(lambda m, args: fed.append(args[0].shape[:2]))
     try:
         out = model.synthesize(ids, speaker, max_len_ratio=6.0)
     finally:
         hook.remove()
-    assert set(fed) == {1} and len(fed) == max(o.stop_probs.shape[0] for o in out)
+    steps = [o.stop_probs.shape[0] for o in out]
+    assert {p for _, p in fed} == {1} and len(fed) == max(steps)
+    # Finished utterances leave the batch: one decoder row per utterance and step, no more.
+    assert len(set(steps)) > 1 and sum(rows for rows, _ in fed) == sum(steps)
     r = model.config.reduction_factor
     for i, o in enumerate(out):
         assert o.mel.shape[0] > 2

@@ -208,6 +208,13 @@ class TTSState:
     caches: list[LayerCache]
     step: int = 0
 
+    def select(self, indices: Tensor) -> TTSState:
+        """The rows ``indices`` (finished utterances leave the batch during generation)."""
+        mask = self.memory_padding_mask
+        return TTSState(self.memory.index_select(0, indices),
+                        None if mask is None else mask.index_select(0, indices),
+                        [cache.select(indices) for cache in self.caches], self.step)
+
 
 class SpeechT5TTS(nn.Module, SavedModel):
     """Text ids -> mel spectrogram (see the module docstring). Saved with ``family:
@@ -393,30 +400,37 @@ class SpeechT5TTS(nn.Module, SavedModel):
         if max_frames is not None:
             cap = min(cap, max(1, max_frames // r))
         frame = state.memory.new_zeros(batch, c.num_mel_bins)
-        chunks: list[Tensor] = []
-        probs: list[Tensor] = []
-        done: dict[int, int] = {}  # item -> steps generated when it stopped
+        frames_of: list[list[Tensor]] = [[] for _ in range(batch)]
+        probs_of: list[list[Tensor]] = [[] for _ in range(batch)]
+        active = list(range(batch))  # the utterance of each row still generating
         step = 0
-        while len(done) < batch:
+        while active:
             step += 1
             frames, stop, state = self.step(frame, state, speaker, generator)
-            chunks.append(frames)
-            probs.append(torch.sigmoid(stop).sum(-1))
-            frame = frames[:, -1]
-            met = probs[-1].ge(threshold).tolist()
-            for i in range(batch):
+            probs = torch.sigmoid(stop).sum(-1)
+            met = probs.ge(threshold).tolist()
+            keep = []
+            for row, i in enumerate(active):
+                frames_of[i].append(frames[row])
+                probs_of[i].append(probs[row])
                 # HF's order: nothing stops before min_steps, even past max_steps; the
                 # position table (cap) ends generation regardless.
-                if i not in done and (step >= cap or (step >= min_steps[i] and (
-                        met[i] or step >= max_steps[i]))):
-                    done[i] = step
-        mel_before = torch.cat(chunks, dim=1)
-        stop_probs = torch.stack(probs, dim=1)
+                if not (step >= cap or (step >= min_steps[i] and (
+                        met[row] or step >= max_steps[i]))):
+                    keep.append(row)
+            if len(keep) < len(active) and keep:
+                # Finished utterances leave the batch: no decoder work on them from here.
+                index = torch.tensor(keep, device=frames.device)
+                state = state.select(index)
+                speaker = None if speaker is None else speaker.index_select(0, index)
+                frames = frames.index_select(0, index)
+            active = [active[row] for row in keep]
+            frame = frames[:, -1]
         out = []
         for i in range(batch):
-            before = mel_before[i: i + 1, : done[i] * r]
-            out.append(Synthesis(self.postnet.refine(before)[0], before[0],
-                                 stop_probs[i, : done[i]]))
+            before = torch.cat(frames_of[i])
+            out.append(Synthesis(self.postnet.refine(before[None])[0], before,
+                                 torch.stack(probs_of[i])))
         return out
 
     @torch.no_grad()
