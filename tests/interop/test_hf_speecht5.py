@@ -303,7 +303,26 @@ def test_foreign_weights_and_other_heads_are_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="SpeechT5ForSpeechToText"):
         import_speecht5(tmp_path / "hf", tmp_path / "ours")
     config["architectures"] = ["SpeechT5ForTextToSpeech"]
-    config["decoder_ffn_dim"] = 64
+    for field, value, message in (("decoder_ffn_dim", 64, "decoder_ffn_dim"),
+                                  ("hidden_act", "mish", "hidden_act")):
+        broken = {**config, field: value}
+        (tmp_path / "hf" / "config.json").write_text(json.dumps(broken))
+        with pytest.raises(CheckpointError, match=message):
+            import_speecht5(tmp_path / "hf", tmp_path / "ours")
     (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="decoder_ffn_dim"):
+    # A pickled checkpoint can run code when loaded: refused unless trusted.
+    torch.save(hf.state_dict(), tmp_path / "hf" / "pytorch_model.bin")
+    (tmp_path / "hf" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="pickle"):
         import_speecht5(tmp_path / "hf", tmp_path / "ours")
+    assert import_speecht5(tmp_path / "hf", tmp_path / "ours", trust_pickle=True)
+
+
+def test_activation_names_map_both_ways() -> None:
+    hf = hf_model()
+    hf.config.hidden_act = "gelu_new"
+    ours = SpeechT5TTS(config_from_hf(hf.config))
+    assert ours.config.activation == "gelu_tanh"
+    from seqformer.interop.hf_speecht5 import config_to_hf
+
+    assert config_to_hf(ours)["hidden_act"] == "gelu_pytorch_tanh"

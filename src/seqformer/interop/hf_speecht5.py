@@ -37,6 +37,11 @@ from seqformer.errors import CheckpointError, ConfigError
 from seqformer.models.speecht5 import SpeechT5TTS, SpeechT5TTSConfig
 
 MODEL_TYPE = "speecht5"
+# HF activation names -> ours (nn/feedforward.py); the inverse is used on export.
+_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh",
+                "gelu_pytorch_tanh": "gelu_tanh", "silu": "silu", "swish": "silu"}
+_ACTIVATIONS_OUT = {"gelu": "gelu", "relu": "relu", "gelu_tanh": "gelu_pytorch_tanh",
+                    "silu": "silu"}
 _ENCODER_LAYER = {
     "attention.q_proj": "self_attn.q_proj",
     "attention.k_proj": "self_attn.k_proj",
@@ -109,8 +114,10 @@ def config_from_hf(hf: Mapping[str, Any] | Any, where: str = "config.json"
         raise CheckpointError(f"{where}: scale_embedding=true (a text-decoder setting) is not "
                               "supported by the text-to-speech model")
     act = get("hidden_act", "gelu")
-    if not isinstance(act, str):
-        raise CheckpointError(f"{where}: hidden_act={act!r} must be an activation name")
+    if act not in _ACTIVATIONS:
+        raise CheckpointError(f"{where}: hidden_act={act!r} has no seqformer counterpart; "
+                              f"supported: {', '.join(_ACTIVATIONS)}")
+    act = _ACTIVATIONS[act]
     try:
         return SpeechT5TTSConfig(
             vocab_size=get("vocab_size", 81), pad_id=get("pad_token_id", 1),
@@ -216,7 +223,8 @@ def config_to_hf(model: SpeechT5TTS) -> dict[str, Any]:
         "encoder_layers": c.encoder_layers, "decoder_layers": c.decoder_layers,
         "encoder_attention_heads": c.heads, "decoder_attention_heads": c.heads,
         "encoder_ffn_dim": c.ffn_dim, "decoder_ffn_dim": c.ffn_dim,
-        "encoder_layerdrop": 0.0, "decoder_layerdrop": 0.0, "hidden_act": c.activation,
+        "encoder_layerdrop": 0.0, "decoder_layerdrop": 0.0,
+        "hidden_act": _ACTIVATIONS_OUT[c.activation],
         "hidden_dropout": c.dropout, "attention_dropout": c.attention_dropout,
         "activation_dropout": c.activation_dropout, "positional_dropout": c.positional_dropout,
         "layer_norm_eps": c.layer_norm_eps, "scale_embedding": False,

@@ -32,7 +32,8 @@ draw from a ``torch.Generator`` so an inference is repeatable. In a padded train
 postnet sees zeros after each utterance's last decoder step (HF's sees the predictions at the
 padded steps), so an utterance gives the same outputs and loss terms alone or batched -- and
 the same as HF's forward on that utterance alone; HF's batched forward differs from both only
-on the last few frames of its shorter utterances.
+on the last few frames of its shorter utterances. In training the postnet's BatchNorms take
+their statistics (and running averages) from real frames only (HF's include the padding).
 """
 
 from __future__ import annotations
