@@ -14,6 +14,7 @@ architecture is one entry in ``IMPORTERS`` (and, to write it back, one branch of
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -80,6 +81,17 @@ def _import_decision(src: Path, out: Path, trust_pickle: bool) -> str:
     return hf_decision.import_dir(src, out, trust_pickle)
 
 
+def _module_importer(module: str) -> Callable[[Path, Path, bool], str]:
+    """The importer of an interop module with ``import_dir(src, out, trust_pickle)``, imported
+    only when used (each pulls in its model code)."""
+
+    def run(src: Path, out: Path, trust_pickle: bool) -> str:
+        return importlib.import_module(f"seqformer.interop.{module}").import_dir(
+            src, out, trust_pickle)
+
+    return run
+
+
 # model_type in config.json -> (description, importer)
 IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
     "bert": ("BERT (BertModel, BertForMaskedLM/SequenceClassification/TokenClassification/"
@@ -97,7 +109,13 @@ IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
     "hubert": ("HuBERT (HubertModel, HubertForCTC/SequenceClassification)", _import_wav2vec2),
     "wav2vec2-conformer": ("W2v-Conformer, relative positions (Wav2Vec2ConformerModel, "
                            "ForPreTraining/CTC/SequenceClassification)", _import_wav2vec2),
+    "speecht5_hifigan": ("HiFi-GAN vocoder (SpeechT5HifiGan)", _module_importer("hf_hifigan")),
+    "encodec": ("EnCodec neural audio codec (EncodecModel; 24 kHz, and chunked 48 kHz)",
+                _module_importer("hf_encodec")),
 }
+# seqformer family -> the interop module whose export_dir writes it, and the HF type written
+EXPORT_MODULES = {"hifigan": "hf_hifigan", "encodec": "hf_encodec"}
+EXPORT_NAMES = {"hifigan": "speecht5_hifigan", "encodec": "encodec"}
 
 
 def supported() -> str:
@@ -171,8 +189,12 @@ def export_hf(model_dir: str | Path, out: str | Path) -> str:
         from seqformer.interop import hf_wav2vec2
 
         return hf_wav2vec2.export_dir(model_dir, out)
+    if family in EXPORT_MODULES:
+        return importlib.import_module(f"seqformer.interop.{EXPORT_MODULES[family]}"
+                                       ).export_dir(model_dir, out)
     raise ConfigError(f"{model_dir}: a {family!r} model cannot be exported to Hugging Face "
                       "format yet; supported: gpt (as gpt2), seq2seq (as marian), bert, vit, "
                       "decision (as decision_transformer), ast (as "
                       "audio-spectrogram-transformer), whisper (transformer encoder only), "
-                      "wav2vec2 families (as wav2vec2, hubert or wav2vec2-conformer)")
+                      "wav2vec2 families (as wav2vec2, hubert or wav2vec2-conformer), "
+                      f"{', '.join(f'{k} (as {v})' for k, v in EXPORT_NAMES.items())}")
