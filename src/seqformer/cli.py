@@ -79,6 +79,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from seqformer.cli_caption import train_caption
 
         return train_caption(args, recipe, out)
+    if getattr(recipe, "task", None) in ("codec", "codec-tts"):
+        from seqformer.cli_codec import train_codec
+
+        return train_codec(args, recipe, out)
     if getattr(recipe, "task", None) == "text-to-speech":
         from seqformer.cli_tts import train_tts
 
@@ -331,6 +335,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from seqformer.cli_tts import evaluate_tts
 
         return evaluate_tts(args)
+    if _family(args.model[0]) in ("encodec", "valle"):  # codec / VALL-E: --data or test split
+        from seqformer.cli_codec import evaluate_codec
+
+        return evaluate_codec(args)
     if _family(args.model[0]) in ("bert", "cnn"):  # encoder runs: BERT heads, CNN classifier
         from seqformer.cli_encoder import evaluate_encoder
 
@@ -536,6 +544,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", nargs="+", help="text file(s) for a language model: perplexity "
                    "and bits per character (default: the recipe's held-out text)")
     p.add_argument("--out", help="where to write hypotheses (default MODEL/eval.hyp.tsv)")
+    p.add_argument("--asr", metavar="RUN", help="text to speech: also transcribe the generated "
+                   "speech with this speech-to-text run (the round trip)")
+    p.add_argument("--vocoder", default=None, help="text to speech: griffin-lim (default) or "
+                   "a HiFi-GAN directory, for --asr")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("attention", parents=[decode_args],

@@ -40,7 +40,7 @@ METRICS = ("valid_loss", "valid_nll", "per", "wer", "cer", "ter", "bleu", "chrf"
 HIGHER_IS_BETTER = ("bleu", "chrf", "exact")
 TASKS = ("transduction", "lm", "mlm", "classify", "tag", "qa", "distil", "decision",
          "image-classify", "audio-classify", "speech-to-text", "speech-pretrain", "speech-ctc",
-         "image-caption", "text-to-speech")
+         "image-caption", "text-to-speech", "codec", "codec-tts")
 # Language-model corpora: plain text files, or a Bible read from its installed SWORD module.
 LM_CORPORA = {"files": None, "kjv": "engKJV2006eb", "web": "engWEB2015eb",
               "rv1909": "spaRV1909eb"}
@@ -325,6 +325,10 @@ def recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Recipe | LM
         from seqformer.recipe_tts import tts_recipe_from_dict
 
         return tts_recipe_from_dict(tree, where)
+    if tree.get("task") in ("codec", "codec-tts"):  # EnCodec and VALL-E: recipe_codec
+        from seqformer.recipe_codec import codec_recipe_from_dict
+
+        return codec_recipe_from_dict(tree, where)
     model = tree.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"{where}: model must be a mapping of fields")
