@@ -23,17 +23,19 @@ Generation (:meth:`SpeechT5TTS.generate`) is HF's ``generate_speech`` stop rule 
 differences that only make it per-utterance: the length limits come from each utterance's own
 encoder length (HF uses the padded length of the batch), and the decoder keeps per-layer KV
 caches (cross-attention keys/values projected once), so each step runs the prenet and decoder
-on one frame instead of the whole prefix. ``tests/models/test_speecht5.py`` checks both
-against a full recompute and against HF.
+on one frame instead of the whole prefix; utterances that have stopped leave the batch.
+``tests/models/test_speecht5.py`` checks it against a full recompute,
+``tests/interop/test_hf_speecht5.py`` against HF.
 
 Departures from HF: the prenet dropout keeps units with probability ``1 - p`` (HF keeps them
 with probability ``p``, the same at SpeechT5's p = 0.5; see ``consistent_dropout``), and it can
-draw from a ``torch.Generator`` so an inference is repeatable. In a padded training batch the
-postnet sees zeros after each utterance's last decoder step (HF's sees the predictions at the
-padded steps), so an utterance gives the same outputs and loss terms alone or batched -- and
-the same as HF's forward on that utterance alone; HF's batched forward differs from both only
-on the last few frames of its shorter utterances. In training the postnet's BatchNorms take
-their statistics (and running averages) from real frames only (HF's include the padding).
+draw from a ``torch.Generator`` so an inference is repeatable. In a padded training batch
+every postnet convolution reads zeros after each utterance's last decoder step, as at the end
+of that utterance alone (HF's reads the predictions at the padded steps), so an utterance
+gives the same outputs and loss terms alone or batched -- and the same as HF's forward on it
+alone; HF's batched forward differs from both only on the last few frames of its shorter
+utterances. In training the postnet's BatchNorms take their statistics (and running
+averages) from real frames only (HF's include the padding).
 """
 
 from __future__ import annotations
