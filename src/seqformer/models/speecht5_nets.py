@@ -14,9 +14,10 @@ Each mirrors one Hugging Face SpeechT5 module, so checkpoints map one to one
   the input.
 - :class:`SpeechDecoderPrenet`: mel frame -> Linear + ReLU + dropout (x layers) -> Linear ->
   scaled positions -> optional speaker embedding (L2-normalised, concatenated, projected,
-  ReLU). The dropout is *always on*, also at inference (Tacotron 2, section 2.2: it is the
-  only source of variation the autoregressive decoder sees, and without it the model copies
-  its previous frame); one mask per (time, unit) is shared by the batch, as in SpeechT5.
+  ReLU). The dropout is *always on*, also at inference (Tacotron 2, section 2.2: it is how
+  the autoregressive decoder gets output variation, and the model was trained with it, so
+  turning it off gives inputs it never saw); one mask per (time, unit) is shared by the
+  batch, as in SpeechT5.
 - :class:`SpeechDecoderPostnet`: ``feat_out`` (reduction_factor frames per decoder step),
   ``prob_out`` (one stop logit per frame) and a residual stack of Conv1d + BatchNorm (+ tanh
   except the last) refining the whole spectrogram.
