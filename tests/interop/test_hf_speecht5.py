@@ -224,9 +224,16 @@ def test_generate_without_speakers_matches_a_greedy_loop_of_hf_forward(one_threa
 
 
 def test_export_loads_in_transformers_and_gives_our_outputs(tmp_path: Path, one_thread) -> None:
+    from seqformer.data.tts_mel import TTSMel
+
     ours = ours_from(hf_model())
-    ours.save(tmp_path / "run")
+    features = TTSMel(num_mel_bins=MELS, fmax=7000.0)
+    ours.save(tmp_path / "run", features.to_dict())
     assert export_speecht5(tmp_path / "run", tmp_path / "hf") == "speecht5"
+    extractor = transformers.SpeechT5FeatureExtractor.from_pretrained(tmp_path / "hf")
+    wave = torch.randn(4000, generator=torch.Generator().manual_seed(0)).numpy() * 0.1
+    theirs = extractor(audio_target=wave, sampling_rate=16000, return_tensors="pt")
+    assert max_diff(theirs["input_values"][0], features(wave)) <= 1e-4
     hf = transformers.SpeechT5ForTextToSpeech.from_pretrained(tmp_path / "hf").eval()
     hf.speecht5.decoder.prenet._consistent_dropout = lambda x, p: x
     assert hf.config.pad_token_id == PAD
@@ -274,7 +281,12 @@ def test_import_of_a_save_pretrained_directory(tmp_path: Path, one_thread) -> No
     hf = hf_model()
     hf.save_pretrained(tmp_path / "hf")
     _spm_char_model(tmp_path / "hf")
+    preprocessor = {"feature_extractor_type": "SpeechT5FeatureExtractor", "num_mel_bins": MELS,
+                    "fmax": 7000, "feature_size": 1}
+    (tmp_path / "hf" / "preprocessor_config.json").write_text(json.dumps(preprocessor))
     assert import_speecht5(tmp_path / "hf", tmp_path / "ours") == "speecht5-tts"
+    features = SpeechT5TTS.read_config(tmp_path / "ours")["features"]
+    assert (features["num_mel_bins"], features["fmax"], features["fmin"]) == (MELS, 7000, 80)
     ours = SpeechT5TTS.load(tmp_path / "ours")
     assert (ours.pad_id, ours.bos_id, ours.eos_id) == (1, 0, 2)
     b = batch()
@@ -310,6 +322,10 @@ def test_foreign_weights_and_other_heads_are_refused(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError, match=message):
             import_speecht5(tmp_path / "hf", tmp_path / "ours")
     (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "hf" / "preprocessor_config.json").write_text(json.dumps({"num_mel_bins": 80}))
+    with pytest.raises(CheckpointError, match="num_mel_bins=80"):
+        import_speecht5(tmp_path / "hf", tmp_path / "ours")
+    (tmp_path / "hf" / "preprocessor_config.json").unlink()
     # A pickled checkpoint can run code when loaded: refused unless trusted.
     torch.save(hf.state_dict(), tmp_path / "hf" / "pytorch_model.bin")
     (tmp_path / "hf" / "model.safetensors").unlink()

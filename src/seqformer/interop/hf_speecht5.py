@@ -20,7 +20,8 @@ to every input. :func:`speecht5_tokenizer` wraps it as ``hf_tokenizers``'
 ``SentencePieceTokenizer`` with a vocabulary read from the model itself and ``append_eos``;
 SpeechT5Tokenizer's optional number normalisation (``normalize=True``) is not reproduced.
 Export writes no tokenizer: a trained model's ids are seqformer's own tokenizer's (the run's
-``tokenizer/``).
+``tokenizer/``). The target-spectrogram settings travel both ways between config.json's
+``features`` (``data/tts_mel.py``) and ``preprocessor_config.json``.
 """
 
 from __future__ import annotations
@@ -296,27 +297,76 @@ def speecht5_tokenizer(directory: str | Path, config: SpeechT5TTSConfig) -> Any 
     return SentencePieceTokenizer(spm_path, vocab, ids, append_eos=True)
 
 
+def features_from_hf(directory: str | Path, config: SpeechT5TTSConfig) -> dict[str, Any]:
+    """Our target-spectrogram settings (``data/tts_mel.py``) from ``preprocessor_config.json``
+    (SpeechT5FeatureExtractor) when there is one, SpeechT5's defaults otherwise; their mel
+    bins must be the model's."""
+    from seqformer.data.tts_mel import TTSMel
+
+    path = Path(directory) / "preprocessor_config.json"
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: unreadable ({exc}); restore or remove it") from None
+        try:
+            features = TTSMel.from_hf(data, str(path))
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from None
+    else:
+        features = TTSMel(num_mel_bins=config.num_mel_bins)
+    if features.num_mel_bins != config.num_mel_bins:
+        raise CheckpointError(f"{path}: num_mel_bins={features.num_mel_bins} but the model "
+                              f"predicts {config.num_mel_bins}; the files do not belong together")
+    return features.to_dict()
+
+
 def import_speecht5(src_dir: str | Path, out_dir: str | Path,
                     trust_pickle: bool = False) -> str:
     """Write the HF ``SpeechT5ForTextToSpeech`` directory ``src_dir`` as a seqformer model
-    directory ``out_dir`` (``config.json`` with ``family: speecht5-tts`` and the weights, and
-    ``tokenizer/`` when the checkpoint has ``spm_char.model``). Returns the family."""
+    directory ``out_dir``: ``config.json`` with ``family: speecht5-tts`` and ``features``
+    (:func:`features_from_hf`), the weights, and ``tokenizer/`` when the checkpoint has
+    ``spm_char.model``. Returns the family."""
     model = load(src_dir, trust_pickle)
-    model.save(out_dir)
+    features = features_from_hf(src_dir, model.config)
     tokenizer = speecht5_tokenizer(src_dir, model.config)
+    model.save(out_dir, features)
     if tokenizer is not None:
         tokenizer.save(Path(out_dir) / "tokenizer")
     return model.family
 
 
+def features_to_hf(features: Mapping[str, Any] | None, config: SpeechT5TTSConfig
+                   ) -> dict[str, Any]:
+    """``preprocessor_config.json`` for ``SpeechT5FeatureExtractor`` computing the model's
+    target spectrogram (``features`` from config.json; SpeechT5's defaults when absent)."""
+    from seqformer.data.tts_mel import TTSMel
+
+    mel = TTSMel.from_dict(dict(features)) if features else TTSMel(
+        num_mel_bins=config.num_mel_bins)
+    if mel.num_mel_bins != config.num_mel_bins:
+        raise ConfigError(f"features.num_mel_bins={mel.num_mel_bins} does not match "
+                          f"model.num_mel_bins={config.num_mel_bins}")
+    return {"feature_extractor_type": "SpeechT5FeatureExtractor", "processor_class":
+            "SpeechT5Processor", "feature_size": 1, "padding_value": 0.0,
+            "padding_side": "right", "do_normalize": False, "return_attention_mask": True,
+            **mel.to_hf()}
+
+
 def export_speecht5(model_dir: str | Path, out_dir: str | Path) -> str:
     """Write the seqformer model directory ``model_dir`` (family speecht5-tts) as a directory
-    ``SpeechT5ForTextToSpeech.from_pretrained`` loads: ``config.json`` and
-    ``model.safetensors``. No tokenizer (see the module docstring). Returns the model_type."""
+    ``SpeechT5ForTextToSpeech.from_pretrained`` loads (``config.json``, ``model.safetensors``,
+    ``generation_config.json``) and ``SpeechT5FeatureExtractor.from_pretrained`` reads
+    (``preprocessor_config.json``). No tokenizer (see the module docstring). Returns the
+    model_type."""
     from seqformer.interop.hf_io import save_hf_dir
 
     model = SpeechT5TTS.load(model_dir)
+    processor = features_to_hf(SpeechT5TTS.read_config(model_dir).get("features"),
+                               model.config)
     save_hf_dir(out_dir, config_to_hf(model), state_to_hf(model))
+    (Path(out_dir) / "preprocessor_config.json").write_text(json.dumps(processor, indent=2)
+                                                            + "\n", encoding="utf-8")
     generation = {"pad_token_id": model.pad_id, "bos_token_id": model.bos_id,
                   "eos_token_id": model.eos_id, "decoder_start_token_id": model.eos_id}
     (Path(out_dir) / "generation_config.json").write_text(json.dumps(generation, indent=2)
