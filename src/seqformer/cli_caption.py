@@ -25,8 +25,13 @@ def train_caption(args: argparse.Namespace, recipe: Any, out: Path) -> int:
     summary, results, shown = train_caption(recipe, out, resume=args.resume)
     if _interrupted(args, summary, out):
         return 130
-    novel = " (colour-shape pairs unseen in training)" if recipe.data.corpus == "shapes" else ""
+    shapes = recipe.data.corpus == "shapes"
     for name, metrics in results.items():
+        if name == "valid":
+            seen = ", colour-shape pairs seen in training" if shapes else ""
+            print(f"valid ({int(metrics['n'])} images{seen}), greedy: {describe(metrics)}")
+            continue
+        novel = ", each with a colour-shape pair unseen in training" if shapes else ""
         print(f"test ({int(metrics['n'])} images{novel}), {name}: {describe(metrics)}")
     for source, caption, reference in shown:
         mark = "ok" if caption == reference else f"reference: {reference}"

@@ -50,13 +50,23 @@ def test_train_caption_evaluate(tmp_path: Path, capsys) -> None:
     assert main(["train", "caption-shapes", "--out", str(run), *TINY]) == 0
     out = capsys.readouterr().out
     assert "greedy: BLEU" in out and "beam2: BLEU" in out and "shapes/test/0:" in out
+    assert "valid (8 images, colour-shape pairs seen in training), greedy: BLEU" in out
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert set(metrics) == {"greedy", "beam2"} and metrics["greedy"]["n"] == 8
+    assert json.loads((run / "valid_metrics.json").read_text())["greedy"]["n"] == 8
     assert {"bleu", "exact", "colour_acc", "pair_acc"} <= set(metrics["greedy"])
     assert json.loads((run / "config.json").read_text())["family"] == "captioner"
 
     assert main(["evaluate", "--model", str(run), "--beam", "1"]) == 0
     assert "recipe's test split (8 images, greedy): BLEU" in capsys.readouterr().out
+    # A recipe whose data no longer gives the trained-on split is refused, not scored.
+    recipe_file = run / "recipe.yaml"
+    saved = recipe_file.read_text()
+    split = saved.split("  split: ")[1].split()[0]
+    recipe_file.write_text(saved.replace(f"split: {split}", "split: ffffffffffffffff"))
+    assert main(["evaluate", "--model", str(run)]) == 2
+    assert "trained on split ffffffffffffffff" in error_line(capsys)
+    recipe_file.write_text(saved)
 
     test = shapes.make_split(0, "test", 2)
     png, npy = tmp_path / "a.png", tmp_path / "b.npy"
@@ -71,9 +81,16 @@ def test_train_caption_evaluate(tmp_path: Path, capsys) -> None:
     assert "(2 images, beam 2)" in capsys.readouterr().out
     assert (run / "eval.hyp.tsv").read_text().count("\n") == 3
 
-    assert main(["caption", "--model", str(run), str(png), str(npy), "--beam", "1"]) == 0
+    npz = tmp_path / "c.npz"
+    np.savez(npz, images=test.images)
+    assert main(["caption", "--model", str(run), str(png), str(npy), str(npz),
+                 "--beam", "1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split("\t")[0] for line in lines] == [str(png), str(npy)]
+    assert [line.split("\t")[0] for line in lines] == [str(png), str(npy), f"{npz}[0]",
+                                                        f"{npz}[1]"]
+    assert lines[2:] == [f"{npz}[0]\t" + lines[0].split("\t", 1)[1],
+                         f"{npz}[1]\t" + lines[1].split("\t", 1)[1]]
+    lines = lines[:2]
     from seqformer.tasks.caption import ImageCaptioner
 
     # The PNG and the array are the same pixels: the CLI and the API caption them alike.

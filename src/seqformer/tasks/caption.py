@@ -178,7 +178,9 @@ def train_caption(recipe: CaptionRecipe, out_dir: str | Path, resume: bool = Fal
                   ) -> tuple[dict, dict[str, dict[str, float]], list[tuple[str, str, str]]]:
     """Train into ``out_dir``; returns the trainer summary, the test metrics of the best
     checkpoint for greedy and for ``decode.beam`` (empty without a test split), also written
-    to ``test_metrics.json``, and a few (source, caption, reference) test examples."""
+    to ``test_metrics.json``, with the best checkpoint's greedy scores on the validation split
+    under ``valid`` (also ``valid_metrics.json``), and a few (source, caption, reference) test
+    examples."""
     from seqformer.tasks.encoder import check_resumable
 
     out = Path(out_dir)
@@ -236,9 +238,15 @@ def train_caption(recipe: CaptionRecipe, out_dir: str | Path, resume: bool = Fal
     shown: list[tuple[str, str, str]] = []
     if test is not None and not summary.get("interrupted"):
         best = ImageCaptioner.load(out, str(trainer.device))
+        # In-distribution next to the test split's (held-out pairs for shapes): the gap is
+        # what composition costs. Written apart, so test_metrics.json holds test scores only.
+        valid_scores = best.evaluate(valid, beam=1)
+        (out / "valid_metrics.json").write_text(json.dumps({"greedy": valid_scores}, indent=2)
+                                                + "\n", encoding="utf-8")
         results = score_test(best, test, recipe.decode.beam, out)
         shown = [(s, h, refs[0]) for s, h, refs in
                  zip(test.sources, best.last_hypotheses, test.references)][:5]
+        results = {**results, "valid": valid_scores}
     return summary, results, shown
 
 
