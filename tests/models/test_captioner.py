@@ -108,7 +108,7 @@ def test_a_tiny_model_learns_a_tiny_caption_set() -> None:
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     batch = collate(pixels, captions)
-    for _ in range(150):
+    for _ in range(80):
         loss = model(batch).loss
         opt.zero_grad()
         loss.backward()
