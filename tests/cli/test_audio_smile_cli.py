@@ -23,8 +23,8 @@ DATA = ["data.words=['yes','no','stop']", "data.accents=[en,en-us,en-gb-scotland
         "data.variants=[m1,m2,m3,m4,f1,f2]", "data.valid_variants=1", "data.test_variants=1",
         "data.renditions=1", "data.clip_seconds=0.6", "data.batch_size=8"]
 # Test accuracy over train.seed 0-4: 0.89 0.89 0.78 0.78 0.89 (7-8 of 9; chance is 3).
-TINY = [*DATA, "model.hidden_sizes=[64]", "model.dropout=0.0", "train.epochs=60",
-        "train.lr=3e-3", "train.progress=false", "train.device=cpu"]
+TINY = [*DATA, "model.feature_set=eGeMAPSv02", "model.hidden_sizes=[64]", "model.dropout=0.0",
+        "train.epochs=60", "train.lr=3e-3", "train.progress=false", "train.device=cpu"]
 
 
 def sets(overrides: list[str]) -> list[str]:
@@ -54,9 +54,9 @@ def test_recipe_dispatch_and_validation() -> None:
     assert isinstance(recipe, AudioRecipe) and recipe.kind == "opensmile"
     assert recipe.data == load_recipe("ast-speech-commands").data  # the same clips and split
     config = recipe.model_config(10)
-    assert config.num_features == 88 and config.num_labels == 10
-    assert load_recipe("smile-speech-commands", ["model.feature_set=ComParE_2016"]
-                       ).model_config(10).num_features == 6373
+    assert config.num_features == 6373 and config.num_labels == 10
+    assert load_recipe("smile-speech-commands", ["model.feature_set=eGeMAPSv02"]
+                       ).model_config(10).num_features == 88
     with pytest.raises(Exception, match="model.hiden_sizes.*hidden_sizes"):
         recipe_from_dict({"task": "audio-classify",
                           "model": {"kind": "opensmile", "hiden_sizes": [8]}})
