@@ -1,7 +1,8 @@
 """Bodies of the audio classification commands; ``cli.py`` only dispatches to them.
 
-``train`` with ``task: audio-classify`` (an AST or a wav2vec2 classifier) and ``evaluate`` of
-a ``family: ast`` or ``wav2vec2-classify`` run (imported ones included). Errors a user can
+``train`` with ``task: audio-classify`` (an AST, a wav2vec2 classifier or an MLP on openSMILE
+functionals) and ``evaluate`` of a ``family: ast``, ``wav2vec2-classify`` or ``smile-classify``
+run (imported ones included; ``AudioClassifier.load`` tells them apart). Errors a user can
 cause are :class:`~seqformer.errors.UserError`.
 """
 
@@ -14,8 +15,8 @@ from typing import Any
 
 
 def train_audio(args: argparse.Namespace, recipe: Any, out: Path) -> int:
-    """Train an AST or a wav2vec2 classifier; print the test accuracy and macro-F1 of the best
-    checkpoint."""
+    """Train an AST, a wav2vec2 or an openSMILE classifier; print the test accuracy and
+    macro-F1 of the best checkpoint."""
     from seqformer.cli import classifier_trained
     from seqformer.tasks.audio import train_audio_classifier
 
@@ -24,7 +25,7 @@ def train_audio(args: argparse.Namespace, recipe: Any, out: Path) -> int:
 
 
 def evaluate_audio(args: argparse.Namespace) -> int:
-    """Score an audio classifier run (AST or wav2vec2) on a clip list (``--data`` TSV of
+    """Score an audio classifier run (AST, wav2vec2 or openSMILE) on a clip list (``--data`` TSV of
     path.wav<TAB>label, or a directory of LABEL/*.wav) or on its recipe's test split; print the
     metrics and the confusions."""
     from seqformer.cli import data_or_test_split
