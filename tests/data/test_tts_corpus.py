@@ -3,11 +3,9 @@ espeak-ng phonemes, and a fingerprint that names the input kind."""
 
 import pytest
 
-from seqformer.data import speech
 from seqformer.data.spoken_words import select_words
 from seqformer.data.tts_corpus import load_tts_words
 from seqformer.errors import DataError
-
 
 
 def test_every_word_by_every_voice_with_spoken_words_split():

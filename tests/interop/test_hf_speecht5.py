@@ -342,3 +342,35 @@ def test_activation_names_map_both_ways() -> None:
     from seqformer.interop.hf_speecht5 import config_to_hf
 
     assert config_to_hf(ours)["hidden_act"] == "gelu_pytorch_tanh"
+
+
+def test_an_imported_speecht5_speaks_through_the_cli(tmp_path: Path, one_thread, capsys) -> None:
+    """`seqformer import` of a SpeechT5 with its tokenizer, then `seqformer speak` with a
+    speaker embedding file gives HF's spectrogram, vocoded (the vocoder itself is tested in
+    tests/decoding/test_vocoder.py); without the embedding: one line and exit 2."""
+    import numpy as np
+
+    from seqformer.cli import main
+    from seqformer.data.speech import read_wav
+    from seqformer.tasks.tts import Synthesizer
+
+    hf = hf_model(prenet_dropout=0.0)
+    hf.save_pretrained(tmp_path / "hf")
+    _spm_char_model(tmp_path / "hf")
+    assert main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "ours")]) == 0
+    xvector = np.random.default_rng(0).standard_normal(SPEAKER).astype(np.float32)
+    np.save(tmp_path / "x.npy", xvector)
+    wav = tmp_path / "hello.wav"
+    capsys.readouterr()
+    assert main(["speak", "--model", str(tmp_path / "ours"), "--speaker",
+                 str(tmp_path / "x.npy"), "--out", str(wav), "hello world"]) == 0
+    synthesizer = Synthesizer.load(tmp_path / "ours")
+    mel = synthesizer.spectrograms(["hello world"], speaker_embedding=xvector)[0]
+    slow = transformers.SpeechT5Tokenizer(str(tmp_path / "hf" / "spm_char.model"))
+    ids = slow("hello world", return_tensors="pt").input_ids
+    with torch.no_grad():
+        reference = hf.generate_speech(ids, torch.from_numpy(xvector)[None], threshold=0.5)
+    assert mel.shape == reference.shape and max_diff(mel, reference) <= 1e-4
+    assert len(read_wav(wav)) > 0
+    assert main(["speak", "--model", str(tmp_path / "ours"), "hello"]) == 2
+    assert "--speaker FILE.npy" in capsys.readouterr().err

@@ -8,10 +8,13 @@ MCD then averages the cepstral distance over that path:
 
     MCD = (10 / ln 10) * sqrt(2 * sum_d (c_d - c'_d)^2)   dB, per aligned frame pair,
 
-with c the mel cepstrum (DCT-II of the natural-log mel spectrum), coefficients 1..13 (c_0, the
-frame energy, is left out as is customary). The cepstra here come from log-mel spectrograms
-rather than the mel-generalised cepstra of SPTK, so figures compare between seqformer runs,
-not with published MCDs.
+with c the mel cepstrum of the natural-log mel spectrum in the convention that formula assumes,
+ln S(w) = c_0 + 2 sum_n c_n cos(n w) -- i.e. c_n = (1/M) sum_m ln S_m cos(pi n (m + 1/2) / M)
+over the M mel bins, the orthonormal DCT-II divided by sqrt(2M) -- coefficients 1..13 (c_0, the
+frame energy, is left out as is customary). The cepstra come from the model's log-mel
+spectrogram rather than from SPTK's all-pass-warped mel-generalised cepstra of a vocoder
+analysis, so figures compare between seqformer runs and are only roughly comparable with
+published MCDs (same units and order of magnitude).
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ def mel_cepstrum(log_mel: Tensor, log_base: float = 10.0, n_coeffs: int = 13) ->
     """Cepstral coefficients 1..``n_coeffs`` of each frame of a (frames, bins) log-mel
     spectrogram whose logarithm has base ``log_base``."""
     natural = log_mel.double() * math.log(log_base)
-    dct = dct_matrix(n_coeffs + 1, natural.shape[-1]).double()
+    bins = natural.shape[-1]
+    dct = dct_matrix(n_coeffs + 1, bins).double() / math.sqrt(2.0 * bins)
     return (natural @ dct.T)[:, 1:]
 
 
