@@ -50,6 +50,9 @@ SMILE_DERIVED = {"num_labels", "num_features"}
 # wav2vec 2.0's fine-tuning mask rate (HF Wav2Vec2Config's default), unless model sets one.
 FINETUNE_MASK_TIME_PROB = 0.05
 AUDIO_CORPORA = ("speech-commands", "files")
+# What a speech-commands clip is labelled with: the word, or the sex of the espeak-ng voice
+# variant (m1..m7 male, f1..f5 female) -- a paralinguistic task on the same clips.
+AUDIO_LABELS = ("word", "voice-sex")
 # Metrics the validation returns, and which way is better.
 AUDIO_METRICS = {"valid_loss": "min", "valid_accuracy": "max", "valid_macro_f1": "max"}
 
@@ -61,11 +64,15 @@ class AudioDataConfig:
     ``valid_variants`` voice variants are held out of training in every accent (split by
     ``split_seed``); each clip is ``clip_seconds`` long with a random time shift (``shift``) and
     white noise at an SNR in ``snr_db``, a function of ``seed``. Empty lists mean the built-in
-    ones. ``corpus: files``: ``train`` (required), ``valid``, ``test`` are TSVs of
-    ``path.wav<TAB>label`` or directories of ``LABEL/*.wav``; a missing ``valid`` is a seeded
+    ones. ``label``: ``word`` (the default) or ``voice-sex`` (``male`` / ``female`` from the
+    voice variant; every split needs both: hold out two variants for each, the default, as
+    the split takes males and females in turn). ``corpus:
+    files``: ``train`` (required), ``valid``, ``test`` are TSVs of ``path.wav<TAB>label`` or
+    directories of ``LABEL/*.wav``; a missing ``valid`` is a seeded
     ``valid_fraction`` of train."""
 
     corpus: str = "speech-commands"
+    label: str = "word"
     words: list[str] = field(default_factory=list)
     accents: list[str] = field(default_factory=list)
     variants: list[str] = field(default_factory=list)
@@ -90,6 +97,11 @@ class AudioDataConfig:
         if self.corpus == "files" and not self.train:
             raise ConfigError("data.train is required with data.corpus: files (a TSV of "
                               "'path.wav<TAB>label' lines or a directory of LABEL/*.wav)")
+        if self.label not in AUDIO_LABELS:
+            raise ConfigError(f"data.label={self.label!r}; use one of {', '.join(AUDIO_LABELS)}")
+        if self.label != "word" and self.corpus != "speech-commands":
+            raise ConfigError(f"data.label: {self.label} labels the built-in speech-commands "
+                              "clips; with data.corpus: files the labels are the TSV's")
         if self.corpus == "speech-commands" and (self.train or self.valid or self.test):
             raise ConfigError("data.train/valid/test are files for data.corpus: files; "
                               "corpus: speech-commands splits by voice (data.split_seed)")
@@ -99,10 +111,16 @@ class AudioDataConfig:
             try:
                 if self.words:
                     check_words(self.words)
-                split_variants(self.variants or VARIANTS, self.valid_variants,
-                               self.test_variants, self.split_seed)
+                groups = split_variants(self.variants or VARIANTS, self.valid_variants,
+                                        self.test_variants, self.split_seed)
             except DataError as exc:
                 raise ConfigError(str(exc)) from None
+            for name, held in groups.items():
+                if self.label == "voice-sex" and len({v[:1] for v in held}) < 2:
+                    raise ConfigError(f"data.label: voice-sex needs male (m*) and female (f*) "
+                                      f"voices in every split; {name} has only "
+                                      f"{', '.join(held)} (hold out 2 variants for valid and "
+                                      "for test, and give data.variants of both sexes)")
         if not 1 <= self.renditions <= 9:
             raise ConfigError(f"data.renditions must be in [1, 9], got {self.renditions}")
         if not 0.1 <= self.clip_seconds <= 30:
@@ -185,6 +203,8 @@ class AudioRecipe:
         for key, unset in (("init_from", None), ("freeze", "auto")):  # AST recipes: as before
             if data[key] == unset:
                 del data[key]
+        if data["data"].get("label") == "word":
+            del data["data"]["label"]
         return data
 
 

@@ -1,7 +1,8 @@
 """``task: audio-classify`` with the openSMILE baseline (``model.kind: opensmile``) end to end:
 recipe validation, a tiny MLP on eGeMAPS functionals of espeak-ng words (held-out voices)
 trained through the CLI, evaluated on its test split and on WAV files, predicted from the
-Python API; a missing opensmile package and bad fields as exit code 2 with one line."""
+Python API; the voice-sex labels (``data.label``); a missing opensmile package and bad fields
+as exit code 2 with one line."""
 
 from __future__ import annotations
 
@@ -112,6 +113,27 @@ def test_train_evaluate_and_predict_end_to_end(tmp_path: Path, capsys) -> None:
     assert sum(a == b for a, b in zip(from_paths, from_arrays)) >= 8
 
 
+def test_voice_sex_is_a_paralinguistic_task_on_the_same_clips(tmp_path: Path) -> None:
+    """data.label: voice-sex labels each clip by its espeak-ng variant (m* male, f* female);
+    held-out voices of both sexes (2 variants each for valid and test) are told apart."""
+    out = tmp_path / "run"
+    voices = ["data.variants=[m1,m2,m3,f1,f2,f3]", "data.valid_variants=2",
+              "data.test_variants=2", "data.label=voice-sex", "model.hidden_sizes=[]"]
+    assert main(["train", "smile-speech-commands", "--out", str(out),
+                 *sets([*TINY, *voices])]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["labels"] == ["female", "male"] and config["hidden_sizes"] == []
+    assert "label: voice-sex" in (out / "recipe.yaml").read_text()
+    from seqformer.tasks.audio import AudioClassifier
+
+    test = AudioClassifier.load(out).test_split()
+    assert test is not None and sorted(set(test.labels)) == ["female", "male"]
+    assert all(label == ("female" if "+f" in voice else "male")
+               for label, voice in zip(test.labels, test.speakers))
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.8  # 18 clips of two unheard voices; chance 0.5
+
+
 def test_missing_opensmile_exits_2_naming_the_package(tmp_path: Path, capsys,
                                                       monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "opensmile", None)  # import opensmile -> ImportError
@@ -127,9 +149,11 @@ def test_missing_opensmile_exits_2_naming_the_package(tmp_path: Path, capsys,
     ("model.feature_set=eGeMAPS", "model.feature_set='eGeMAPS'; use one of eGeMAPSv02"),
     ("model.hidden_size=[8]", "model.hidden_size"),
     ("model.dropout=1.5", "model.dropout must be in [0, 1)"),
+    ("data.label=accent", "data.label='accent'; use one of word, voice-sex"),
+    ("data.label=voice-sex", "train has only m1, m2"),
 ])
 def test_bad_fields_exit_2_with_one_line(tmp_path: Path, capsys, override: str,
                                          message: str) -> None:
     code = main(["train", "smile-speech-commands", "--out", str(tmp_path / "run"),
-                 "--set", override])
+                 "--set", "data.variants=[m1,m2,m3,m4,f1,f2]", "--set", override])
     assert message in one_line_error(capsys, code)

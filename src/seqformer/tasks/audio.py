@@ -72,14 +72,24 @@ FEATURE_ENCODER = ["wav2vec2.feature_extractor.*"]
 WAVE_FEATURES = {"sample_rate": speech.SAMPLE_RATE, "normalize": True}
 
 
+def voice_sex(voice: str) -> str:
+    """``male`` or ``female``: espeak-ng's voice variants are m1..m7 and f1..f5."""
+    return "female" if voice.rsplit("+", 1)[-1].startswith("f") else "male"
+
+
 def load_audio_splits(recipe: AudioRecipe) -> dict[str, SpeechSet | None]:
-    """train / valid / test clips of the recipe (test may be None for files)."""
+    """train / valid / test clips of the recipe (test may be None for files), labelled by
+    ``data.label`` (the word, or the voice variant's sex)."""
     d = recipe.data
     if d.corpus == "speech-commands":
-        return dict(speech_commands_splits(
+        splits = speech_commands_splits(
             d.words or WORDS, d.accents or ACCENTS, d.variants or VARIANTS, d.renditions,
             d.valid_variants, d.test_variants, d.split_seed, d.seed, d.clip_seconds,
-            tuple(d.snr_db), d.shift, log=log))
+            tuple(d.snr_db), d.shift, log=log)
+        if d.label == "voice-sex":  # both sexes in every split: checked by the recipe
+            for data in splits.values():
+                data.labels = [voice_sex(v) for v in data.speakers]
+        return dict(splits)
     train = read_clip_list(d.train, "data.train")
     if d.valid:
         valid = read_clip_list(d.valid, "data.valid")
