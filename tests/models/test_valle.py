@@ -132,7 +132,7 @@ def test_tiny_model_overfits_and_generates_its_training_codes() -> None:
         opt.step()
     model.eval()
     out = model(b)
-    assert float(out.loss) < 0.1 * first
+    assert float(out.nll) < 0.1 * first
     assert out.ar_correct == out.ar_count and out.nar_correct == out.nar_count
     # greedy generation reproduces example 0's target, every codebook
     text = b.text[0, :4]
