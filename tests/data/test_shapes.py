@@ -89,6 +89,13 @@ def test_attribute_scores_and_parse() -> None:
     assert half["colour_acc"] == pytest.approx(200 / 3) and half["shape_acc"] == pytest.approx(
         100 / 3) and half["relation_acc"] == 0.0 and half["wellformed"] == 50.0
     assert shapes.attribute_scores(["x"], ["a photo of a dog"]) is None
+    # Split by held-out pairs: the red circle (named right) is novel; the blue square and the
+    # white diamond (both named wrong) were seen.
+    split = shapes.attribute_scores(["a small red circle left of a large blue circle",
+                                     "a large white square"], refs,
+                                    frozenset({("red", "circle")}))
+    assert split is not None
+    assert split["novel_pair_acc"] == 100.0 and split["seen_pair_acc"] == 0.0
 
 
 def test_tsv_and_npz_readers(tmp_path: Path) -> None:

@@ -409,15 +409,20 @@ def parse_caption(text: str) -> tuple[list[tuple[str, str, str]], str | None] | 
     return objects, rel
 
 
-def attribute_scores(hypotheses: list[str], references: list[str]) -> dict[str, float] | None:
+def attribute_scores(hypotheses: list[str], references: list[str],
+                     novel: frozenset[tuple[str, str]] | None = None
+                     ) -> dict[str, float] | None:
     """Percent of reference objects whose size / colour / shape (and colour + shape together:
     ``pair``, the compositional part) the hypothesis names in the same slot, percent of
     two-shape references whose relation it names (``relation``), percent of hypotheses in the
-    grammar (``wellformed``). None unless every reference is a shapes caption."""
+    grammar (``wellformed``). With ``novel`` (the held-out pairs), ``pair`` is also split into
+    ``novel_pair`` and ``seen_pair`` by the reference object's pair. None unless every
+    reference is a shapes caption."""
     parsed_refs = [parse_caption(r) for r in references]
     if not references or any(p is None for p in parsed_refs):
         return None
     right = {"size": 0, "colour": 0, "shape": 0, "pair": 0}
+    split = {True: [0, 0], False: [0, 0]}  # novel? -> [right, objects]
     objects = relations = relation_right = wellformed = 0
     for hyp, ref in zip(hypotheses, parsed_refs):
         assert ref is not None
@@ -426,16 +431,23 @@ def attribute_scores(hypotheses: list[str], references: list[str]) -> dict[str, 
         hyp_objects, hyp_rel = got if got is not None else ([], None)
         for k, (size, colour, shape) in enumerate(ref[0]):
             objects += 1
+            tally = split[novel is not None and (colour, shape) in novel]
+            tally[1] += 1
             if k < len(hyp_objects):
                 h = hyp_objects[k]
                 right["size"] += h[0] == size
                 right["colour"] += h[1] == colour
                 right["shape"] += h[2] == shape
                 right["pair"] += h[1] == colour and h[2] == shape
+                tally[0] += h[1] == colour and h[2] == shape
         if ref[1] is not None:
             relations += 1
             relation_right += hyp_rel == ref[1]
     out = {f"{k}_acc": 100.0 * v / objects for k, v in right.items()}
+    if novel is not None:
+        for is_novel, (hits, count) in split.items():
+            if count:
+                out[f"{'novel' if is_novel else 'seen'}_pair_acc"] = 100.0 * hits / count
     if relations:
         out["relation_acc"] = 100.0 * relation_right / relations
     out["wellformed"] = 100.0 * wellformed / len(hypotheses)

@@ -30,6 +30,7 @@ from seqformer.data.shapes import (
     CaptionSet,
     attribute_scores,
     fingerprint,
+    held_out_pairs,
     load_shapes,
     read_captions,
     read_images,
@@ -117,12 +118,14 @@ class CaptionStream(ExampleStream):
         return collate(torch.stack([p for p, _ in examples]), [y for _, y in examples])
 
 
-def scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
-    """BLEU, exact match (percent), ``n``, and on shapes captions the per-attribute scores."""
+def scores(hypotheses: list[str], references: list[list[str]],
+           novel: frozenset[tuple[str, str]] | None = None) -> dict[str, float]:
+    """BLEU, exact match (percent), ``n``, and on shapes captions the per-attribute scores
+    (with ``novel``, the held-out colour-shape pairs, colour + shape split by them)."""
     exact = sum(h in refs for h, refs in zip(hypotheses, references))
     out = {"bleu": bleu(hypotheses, references),
            "exact": 100.0 * exact / max(len(hypotheses), 1)}
-    attributes = attribute_scores(hypotheses, [refs[0] for refs in references])
+    attributes = attribute_scores(hypotheses, [refs[0] for refs in references], novel)
     if attributes:
         out.update(attributes)
     out["n"] = float(len(hypotheses))
@@ -329,7 +332,10 @@ class ImageCaptioner:
             raise DataError("nothing to evaluate: no images")
         hyps = self._texts(data.images, beam, alpha, None, where)
         self.last_hypotheses = hyps
-        return scores(hyps, data.references)
+        novel = None
+        if self.recipe is not None and self.recipe.data.corpus == "shapes":
+            novel = held_out_pairs(self.recipe.data.split_seed)
+        return scores(hyps, data.references, novel)
 
     def test_split(self) -> CaptionSet | None:
         """The recipe's test split, re-made; a DataError when the data now gives another split
@@ -344,6 +350,8 @@ class ImageCaptioner:
 
 def describe(metrics: dict[str, Any]) -> str:
     names = {"bleu": "BLEU", "exact": "exact", "size_acc": "size", "colour_acc": "colour",
-             "shape_acc": "shape", "pair_acc": "colour+shape", "relation_acc": "relation",
+             "shape_acc": "shape", "pair_acc": "colour+shape",
+             "novel_pair_acc": "unseen-pair", "seen_pair_acc": "seen-pair",
+             "relation_acc": "relation",
              "wellformed": "well-formed"}
     return "  ".join(f"{names.get(k, k)} {v:.1f}" for k, v in metrics.items() if k != "n")
