@@ -10,6 +10,7 @@ cli.py dispatches here on the recipe's task and on config.json's family; cli_tts
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,9 @@ def speak_valle(args: argparse.Namespace) -> int:
     if prompt is None and args.prompt_text is not None:
         raise UserError("--prompt-text says what --prompt WAV says; give --prompt too")
     waves = speaker.speak(texts, prompt, max_frames=args.max_frames)
+    if speaker.unknown:
+        print(f"warning: {speaker.unknown} character(s) unknown to the model were read as "
+              "<unk>", file=sys.stderr)
     out = Path(args.out)
     one_file = len(texts) == 1 and out.suffix.lower() == ".wav"
     if not one_file:
