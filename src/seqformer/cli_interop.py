@@ -10,23 +10,32 @@ import argparse
 
 from seqformer.errors import ConfigError
 
+# What to try with an imported model, by its seqformer family ({out} = the new directory).
+NEXT_STEP = {
+    "seq2seq": "seqformer transduce --model {out} TEXT",
+    "gpt": "seqformer generate --model {out}",
+    "vit": "seqformer evaluate --data IMAGES.npz --model {out}",
+    "ast": "seqformer evaluate --data CLIPS.tsv --model {out}",
+    "whisper": "seqformer transcribe --model {out} CLIP.wav",
+    "captioner": "seqformer caption --model {out} IMAGE.png",
+    "speecht5-tts": "seqformer speak --model {out} --speaker XVECTOR.npy 'hello'",
+    "hifigan": "seqformer speak --model TTS_RUN --vocoder {out} 'hello'",
+    "decision": "from Python: DecisionTransformer.load({out!r}).predict(...)",
+    "encodec": "from Python: seqformer.models.encodec.load_encodec({out!r}).encode(wave)",
+}
+
 
 def cmd_import(args: argparse.Namespace) -> int:
     from seqformer.interop.hf import import_hf
+    from seqformer.models.seq2seq import read_model_config
 
-    family = import_hf(args.path, args.out, trust_pickle=args.trust_pickle)
-    if family == "decision":  # no command takes it: evaluate rolls out a run's gridworld
-        print(f"imported {args.path} -> {args.out} ({family}); use it from Python: "
-              f"DecisionTransformer.load({str(args.out)!r}).predict(...)")
-        return 0
-    if family.startswith("wav2vec2"):  # no command takes them yet: the Python API does
-        print(f"imported {args.path} -> {args.out} ({family}); use it from Python: "
-              f"seqformer.models.wav2vec2.load_wav2vec2({str(args.out)!r})")
-        return 0
-    use = ("transduce --model" if family == "seq2seq" else
-           "evaluate --data IMAGES.npz --model" if family == "vit" else
-           "evaluate --data CLIPS.tsv --model" if family == "ast" else "generate --model")
-    print(f"imported {args.path} -> {args.out} ({family}); try: seqformer {use} {args.out}")
+    import_hf(args.path, args.out, trust_pickle=args.trust_pickle)
+    family = str(read_model_config(args.out).get("family", "seq2seq"))
+    hint = NEXT_STEP.get(family)
+    if hint is None and family.startswith("wav2vec2"):
+        hint = "from Python: seqformer.models.wav2vec2.load_wav2vec2({out!r})"
+    hint = (hint or "seqformer evaluate --model {out}").format(out=str(args.out))
+    print(f"imported {args.path} -> {args.out} ({family}); try: {hint}")
     return 0
 
 

@@ -119,3 +119,23 @@ def test_what_does_not_map_is_refused(tmp_path: Path, one_thread) -> None:
     (tmp_path / "eps" / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="enc_to_dec_proj"):
         hf_caption.load(tmp_path / "eps")
+
+
+def test_cli_import_export_round_trip(tmp_path: Path, one_thread, capsys) -> None:
+    """`seqformer export` then `seqformer import` of a captioner keep every weight, and the
+    import says how to use the model."""
+    from seqformer.cli import main
+
+    torch.manual_seed(3)
+    model = Captioner(CaptionerConfig(vocab_size=30, image_size=16, patch_size=4, channels=3,
+                                      d_model=32, heads=4, encoder_layers=1, decoder_layers=1,
+                                      ffn_dim=40, decoder_ffn_dim=56, max_target_positions=20,
+                                      dropout=0.0)).eval()
+    model.save(tmp_path / "run", {"pixel_max": 255.0, "mean": [0.5] * 3, "std": [0.5] * 3})
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "hf")]) == 0
+    assert "vision-encoder-decoder" in capsys.readouterr().out
+    assert main(["import", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
+    assert "seqformer caption --model" in capsys.readouterr().out
+    back = Captioner.load(tmp_path / "back")
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, back.state_dict()[name]), name

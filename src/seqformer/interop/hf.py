@@ -109,6 +109,8 @@ IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
     "hubert": ("HuBERT (HubertModel, HubertForCTC/SequenceClassification)", _import_wav2vec2),
     "wav2vec2-conformer": ("W2v-Conformer, relative positions (Wav2Vec2ConformerModel, "
                            "ForPreTraining/CTC/SequenceClassification)", _import_wav2vec2),
+    "vision-encoder-decoder": ("image captioning, ViT encoder + GPT-2 decoder "
+                               "(VisionEncoderDecoderModel)", _module_importer("hf_caption")),
     "speecht5": ("SpeechT5 text to speech (SpeechT5ForTextToSpeech)",
                  _module_importer("hf_speecht5")),
     "speecht5_hifigan": ("HiFi-GAN vocoder (SpeechT5HifiGan)", _module_importer("hf_hifigan")),
@@ -116,8 +118,10 @@ IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
                 _module_importer("hf_encodec")),
 }
 # seqformer family -> the interop module whose export_dir writes it, and the HF type written
-EXPORT_MODULES = {"speecht5-tts": "hf_speecht5", "hifigan": "hf_hifigan", "encodec": "hf_encodec"}
-EXPORT_NAMES = {"speecht5-tts": "speecht5", "hifigan": "speecht5_hifigan", "encodec": "encodec"}
+EXPORT_MODULES = {"captioner": "hf_caption", "speecht5-tts": "hf_speecht5",
+                  "hifigan": "hf_hifigan", "encodec": "hf_encodec"}
+EXPORT_NAMES = {"captioner": "vision-encoder-decoder", "speecht5-tts": "speecht5",
+                "hifigan": "speecht5_hifigan", "encodec": "encodec"}
 
 
 def supported() -> str:
