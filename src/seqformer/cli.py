@@ -323,7 +323,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from seqformer.cli_speech import evaluate_speech
 
         return evaluate_speech(args)
-    if _family(args.model[0]) in ("ast", "wav2vec2-classify"):  # audio: --data FILE.tsv or test
+    if _family(args.model[0]) in ("ast", "wav2vec2-classify", "smile-classify"):  # audio
         from seqformer.cli_audio import evaluate_audio
 
         return evaluate_audio(args)

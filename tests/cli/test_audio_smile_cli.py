@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from seqformer.cli import build_parser, main
+from seqformer.cli import main
 from seqformer.data import smile, speech
 from seqformer.recipe import load_recipe, recipe_from_dict
 from seqformer.recipe_audio import AudioRecipe
@@ -70,7 +70,6 @@ def test_recipe_dispatch_and_validation() -> None:
 
 
 def test_train_evaluate_and_predict_end_to_end(tmp_path: Path, capsys) -> None:
-    from seqformer.cli_audio import evaluate_audio
     from seqformer.tasks.audio import AudioClassifier, SmileAudioClassifier
 
     out = tmp_path / "run"
@@ -88,7 +87,7 @@ def test_train_evaluate_and_predict_end_to_end(tmp_path: Path, capsys) -> None:
     assert min(features["std"]) > 0 and "split" in (out / "recipe.yaml").read_text()
 
     # evaluate (cli.py sends family smile-classify here): the recipe's test split, re-made.
-    assert evaluate_audio(build_parser().parse_args(["evaluate", "--model", str(out)])) == 0
+    assert main(["evaluate", "--model", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "(9 clips)" in printed and f"accuracy {metrics['test_accuracy']:.4f}" in printed
     assert "most confused:" in printed and "recall by class:" in printed
@@ -102,9 +101,8 @@ def test_train_evaluate_and_predict_end_to_end(tmp_path: Path, capsys) -> None:
         speech.write_wav(tmp_path / f"{i}.wav", wave_)
         rows.append(f"{i}.wav\t{label}")
     (tmp_path / "clips.tsv").write_text("\n".join(rows) + "\n")
-    args = build_parser().parse_args(["evaluate", "--model", str(out),
-                                      "--data", str(tmp_path / "clips.tsv")])
-    assert evaluate_audio(args) == 0 and "(9 clips)" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(out), "--data", str(tmp_path / "clips.tsv")]) == 0
+    assert "(9 clips)" in capsys.readouterr().out
     from_arrays = classifier.predict(test.waveforms)
     hits = sum(p == g for p, g in zip(from_arrays, test.labels))
     assert hits / 9 == pytest.approx(metrics["test_accuracy"])
