@@ -22,7 +22,8 @@ def describe(metrics: dict[str, float]) -> str:
     parts = [f"MCD {metrics['mcd']:.2f} dB", f"length ratio {metrics['len_ratio']:.2f}"]
     if "asr_cer_generated" in metrics:
         parts.append(f"ASR CER on generated speech {metrics['asr_cer_generated']:.1f} "
-                     f"(on the recordings {metrics['asr_cer_recorded']:.1f})")
+                     f"(on the recordings {metrics['asr_cer_recorded']:.1f}, on the recordings "
+                     f"through the vocoder {metrics['asr_cer_vocoded']:.1f})")
     return "  ".join(parts)
 
 

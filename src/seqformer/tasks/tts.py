@@ -421,18 +421,25 @@ class Synthesizer:
 
 def round_trip(synthesizer: Synthesizer, data: SpokenSet, words: Sequence[str],
                transcriber: Any, vocoder: str = "griffin-lim") -> dict[str, float]:
-    """A speech-recognition run's CER (percent) on ``data``'s recordings and on the vocoded
-    generations of the same texts, against ``words`` (what was said): the intelligibility the
-    TTS keeps. Generations are those of the last :meth:`Synthesizer.evaluate` when it scored
+    """A speech-recognition run's CER (percent) against ``words`` (what was said) on ``data``'s
+    recordings, on the recordings' spectrograms put through the vocoder (copy synthesis) and on
+    the vocoded generations of the same texts: the intelligibility the vocoder and the TTS
+    keep. Generations are those of the last :meth:`Synthesizer.evaluate` when it scored
     ``data``."""
     mels = getattr(synthesizer, "last_generated", None)
     if mels is None or len(mels) != len(data):
         synthesizer.evaluate(data)
         mels = synthesizer.last_generated
-    audio = [prepare(w) if len(w) else np.zeros(1600, np.float32)
-             for w in synthesizer.vocode(mels, vocoder)]
+    def heard(mels: Sequence[torch.Tensor]) -> list[str]:
+        audio = [prepare(w) if len(w) else np.zeros(1600, np.float32)
+                 for w in synthesizer.vocode(mels, vocoder)]
+        return transcriber.transcribe(audio)
+
     real = transcriber.transcribe(list(data.waveforms))
-    spoken = transcriber.transcribe(audio)
+    # The recordings' own spectrograms through the same vocoder: what the vocoder alone loses.
+    copied = heard([synthesizer.features(w) for w in data.waveforms])
+    spoken = heard(mels)
     return {"asr_cer_recorded": char_error_rate(real, list(words)),
+            "asr_cer_vocoded": char_error_rate(copied, list(words)),
             "asr_cer_generated": char_error_rate(spoken, list(words)),
             "n": float(len(words))}
