@@ -87,7 +87,14 @@ def evaluate_codec(args: argparse.Namespace) -> int:
                                      "one --data TSV of path.wav<TAB>text lines",
                                      "FILE.tsv (path.wav<TAB>text lines)")
     metrics = speaker.evaluate(data)
-    print(f"{where} ({int(metrics['n'])} utterances): {describe_valle(metrics)}")
+    line = describe_valle(metrics)
+    if getattr(args, "asr", None):
+        from seqformer.cli_speech import load_transcriber
+
+        trip = speaker.round_trip(data, load_transcriber(args.asr, _device(args.device)))
+        line += (f"  ASR CER on generated speech {trip['asr_cer_generated']:.1f} (on the "
+                 f"recordings {trip['asr_cer_recorded']:.1f})")
+    print(f"{where} ({int(metrics['n'])} utterances): {line}")
     return 0
 
 

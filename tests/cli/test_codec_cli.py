@@ -137,3 +137,24 @@ def test_user_errors(runs, capsys, tmp_path) -> None:
     assert "--prompt-text" in error_line(capsys)
     assert main(["speak", "--model", str(valle), "--voice", "en-us+m3", "hello"]) == 2
     assert "--prompt" in error_line(capsys)
+
+
+@needs_espeak
+def test_round_trip_scores_generations_not_recordings(runs) -> None:
+    from seqformer.tasks.valle import CodecSpeaker
+
+    _, _, valle = runs
+    speaker = CodecSpeaker.load(valle)
+    test = speaker.test_split()
+    words = [s.split("/")[1] for s in test.sources]
+
+    class Oracle:
+        """Knows the recordings (by identity); hears nothing in anything else."""
+
+        def transcribe(self, waves: list) -> list[str]:
+            known = {id(w): word for w, word in zip(test.waveforms, words)}
+            return [known.get(id(w), "") for w in waves]
+
+    trip = speaker.round_trip(test, Oracle())
+    assert trip["asr_cer_recorded"] == 0.0 and trip["asr_cer_generated"] == 100.0
+    assert len(speaker.last_generated) == len(test)

@@ -487,6 +487,23 @@ class CodecSpeaker:
         return self.score_pairs([(p.ids, p.codes, t.ids, w)
                                  for (p, t), w in zip(pairs, data.waveforms)])
 
+    def round_trip(self, data: SpokenSet, transcriber: Any) -> dict[str, float]:
+        """A speech-recognition run's CER (percent) on ``data``'s recordings and on the
+        generations of the same words (those of the last :meth:`evaluate` of ``data``): MCD
+        cannot tell a word from another word of the same voice, a recogniser can."""
+        from seqformer.metrics.edit import char_error_rate
+
+        if len(self.last_generated) != len(data):
+            self.evaluate(data)
+        words = [s.split("/")[1] if s.count("/") == 2 and not s.endswith(".wav") else t
+                 for s, t in zip(data.sources or [""] * len(data), data.texts)]
+        audio = [prepare(a) if len(a) > 1 else np.zeros(1600, np.float32)
+                 for a in self.last_generated]
+        real = transcriber.transcribe(list(data.waveforms))
+        spoken = transcriber.transcribe(audio)
+        return {"asr_cer_recorded": char_error_rate(real, words),
+                "asr_cer_generated": char_error_rate(spoken, words)}
+
     def test_split(self) -> SpokenSet | None:
         """The recipe's test split (re-made from the audio cache), or None."""
         if self.recipe is None:
