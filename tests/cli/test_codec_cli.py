@@ -158,3 +158,26 @@ def test_round_trip_scores_generations_not_recordings(runs) -> None:
     trip = speaker.round_trip(test, Oracle())
     assert trip["asr_cer_recorded"] == 0.0 and trip["asr_cer_generated"] == 100.0
     assert len(speaker.last_generated) == len(test)
+
+
+@needs_espeak
+def test_resume_is_exact(runs, tmp_path, monkeypatch) -> None:
+    """Crops, prompts and NAR stages are functions of (seed, batch position), the bandwidth
+    draw and dropout come from the restored RNG: 2 steps + --resume to 4 ends with the weights
+    of one run straight to 4, for the codec and for VALL-E."""
+    import torch
+    from safetensors.torch import load_file
+
+    root, codec, _ = runs
+    monkeypatch.setenv("SEQFORMER_CACHE", str(root / "cache"))
+    common = ["--set", "train.schedule=constant", "--set", "train.save_every=2",
+              "--set", "train.eval_every=4"]
+    for recipe, args in (("encodec-spoken-words", CODEC), ("valle-spoken-words",
+                                                           valle_args(codec))):
+        straight, split = tmp_path / f"{recipe}-straight", tmp_path / f"{recipe}-split"
+        base = ["train", recipe, *args, *common]
+        assert main([*base, "--out", str(straight), "--set", "train.max_steps=4"]) == 0
+        assert main([*base, "--out", str(split), "--set", "train.max_steps=2"]) == 0
+        assert main([*base, "--out", str(split), "--set", "train.max_steps=4", "--resume"]) == 0
+        a, b = (load_file(d / "last" / "model.safetensors") for d in (straight, split))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), recipe
