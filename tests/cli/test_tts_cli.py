@@ -110,3 +110,31 @@ def test_two_voices_and_bad_inputs(tmp_path: Path, monkeypatch, capsys) -> None:
     assert "d_model" in error_line(capsys)
     assert main(["train", "tts-spoken-words", "--set", "data.input=ipa"]) == 2
     assert "data.input" in error_line(capsys)
+
+
+@needs_espeak
+def test_your_own_recordings(tmp_path: Path, monkeypatch, capsys) -> None:
+    """data.corpus: files: a TSV of path.wav<TAB>text; the last lines become validation when
+    there is no valid file, and evaluate --data scores another TSV."""
+    monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path / "cache"))
+    words = ["apple", "banana", "cherry", "dates", "elder", "figs", "grape", "hazel", "kiwi",
+             "lemon"]
+    rows = []
+    for w in words:
+        speech.write_wav(tmp_path / f"{w}.wav", speech.synthesize(w, "en-us+m3"))
+        rows.append(f"{w}.wav\t{w}")
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "test.tsv").write_text("\n".join(rows[:3]) + "\n")
+    run = tmp_path / "mine"
+    assert main(["train", "tts-spoken-words", "--out", str(run), *TINY,
+                 "--set", "data.corpus=files", "--set", "data.input=spelling",
+                 "--set", f"data.train={tmp_path / 'train.tsv'}",
+                 "--set", "data.valid_fraction=0.2"]) == 0
+    assert "data: 8 train / 2 valid / 0 test" in capsys.readouterr().err  # 10 lines, 20%
+    assert main(["evaluate", "--model", str(run), "--data", str(tmp_path / "test.tsv")]) == 0
+    assert "(3 utterances): MCD" in capsys.readouterr().out
+    (tmp_path / "bad.tsv").write_text("apple.wav\n")
+    assert main(["train", "tts-spoken-words", "--out", str(tmp_path / "bad"), *TINY,
+                 "--set", "data.corpus=files", "--set", "data.input=spelling",
+                 "--set", f"data.train={tmp_path / 'bad.tsv'}"]) == 2
+    assert "bad.tsv" in error_line(capsys)

@@ -198,3 +198,26 @@ def read_transcripts(path: str | Path, field_name: str = "--data") -> SpokenSet:
     clips = speech.read_clip_list(path, field_name, "transcript")
     return SpokenSet([prepare(w) for w in clips.waveforms], list(clips.labels),
                      list(clips.sources), list(clips.speakers))
+
+
+def read_transcript_splits(train: str, valid: str | None, test: str | None,
+                           valid_fraction: float) -> tuple[dict[str, SpokenSet | None], str]:
+    """``data.corpus: files`` of the speech tasks (speech to text, text to speech): the train /
+    valid / test TSVs of ``path.wav<TAB>text`` (a missing valid is the last ``valid_fraction``
+    of train -- the TSV's order is the user's, so the cut is deterministic; test may be None)
+    and a fingerprint of their texts and paths."""
+    train_set = read_transcripts(train, "data.train")
+    if valid:
+        valid_set = read_transcripts(valid, "data.valid")
+    else:
+        cut = max(1, int(round(len(train_set) * (1 - valid_fraction))))
+        if cut >= len(train_set):
+            raise DataError(f"data.train: {len(train_set)} utterance(s) leave none for "
+                            "validation; give data.valid or more lines")
+        valid_set = train_set.subset(range(cut, len(train_set)))
+        train_set = train_set.head(cut)
+    test_set = read_transcripts(test, "data.test") if test else None
+    splits = {"train": train_set, "valid": valid_set, "test": test_set}
+    content = {name: s.texts + s.sources for name, s in splits.items() if s is not None}
+    fingerprint = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    return splits, fingerprint

@@ -23,7 +23,6 @@ same text gives the same audio.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch
 import yaml
 
 from seqformer.data.mlm import ExampleStream
-from seqformer.data.spoken_words import SpokenSet, prepare, read_transcripts
+from seqformer.data.spoken_words import SpokenSet, prepare, read_transcript_splits
 from seqformer.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from seqformer.data.tts_corpus import input_texts, load_tts_words
 from seqformer.data.tts_mel import TTSMel
@@ -64,21 +63,8 @@ def load_tts_splits(recipe: TTSRecipe) -> tuple[dict[str, SpokenSet | None], str
         splits, fingerprint = load_tts_words(d.max_words, d.min_letters, d.max_letters,
                                              d.voices, d.input, d.espeak, log)
         return dict(splits), fingerprint
-    train = read_transcripts(d.train, "data.train")
-    if d.valid:
-        valid = read_transcripts(d.valid, "data.valid")
-    else:  # the last lines of train: the TSV's order is the user's, so this is deterministic
-        cut = max(1, int(round(len(train) * (1 - d.valid_fraction))))
-        if cut >= len(train):
-            raise DataError(f"data.train: {len(train)} utterance(s) leave none for validation; "
-                            "give data.valid or more lines")
-        valid = train.subset(range(cut, len(train)))
-        train = train.head(cut)
-    test = read_transcripts(d.test, "data.test") if d.test else None
-    content = {name: s.texts + s.sources for name, s in
-               (("train", train), ("valid", valid), ("test", test)) if s is not None}
-    fingerprint = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-    return {"train": train, "valid": valid, "test": test}, fingerprint
+    assert d.train is not None  # the recipe requires it with corpus: files
+    return read_transcript_splits(d.train, d.valid, d.test, d.valid_fraction)
 
 
 def encode_inputs(texts: Sequence[str], tokenizer: Tokenizer, limit: int, where: str
