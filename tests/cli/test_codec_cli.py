@@ -135,6 +135,12 @@ def test_user_errors(runs, capsys, tmp_path) -> None:
     assert main(["speak", "--model", str(valle), "--prompt", str(bad), "--out",
                  str(tmp_path / "z"), "hello"]) == 2
     assert "--prompt-text" in error_line(capsys)
+    long = tmp_path / "long.wav"
+    t = np.arange(16000 * 3) / 16000
+    speech.write_wav(long, 0.3 * np.sin(2 * np.pi * 200 * t))
+    assert main(["speak", "--model", str(valle), "--prompt", str(long), "--prompt-text", "hi",
+                 "--out", str(tmp_path / "w"), "hello"]) == 2
+    assert "shorter one" in error_line(capsys)
     assert main(["speak", "--model", str(valle), "--voice", "en-us+m3", "hello"]) == 2
     assert "--prompt" in error_line(capsys)
 

@@ -412,8 +412,12 @@ class CodecSpeaker:
             raise UserError(f"--prompt {path}: too short to code (under one codec frame)")
         codes = self.codec.encode(samples)
         limit = self.model.config.max_frames // 2
-        if codes.shape[1] > limit:
-            codes = codes[:, -limit:]  # the end of a long prompt: what the speech continues
+        if codes.shape[1] > limit:  # cutting it would leave text the codes no longer say
+            rate = self.codec.model.config.frame_rate
+            raise UserError(f"--prompt {path}: {codes.shape[1] / rate:.1f} s after trimming "
+                            f"silence; this model takes prompts of up to {limit / rate:.1f} s "
+                            f"(model.max_frames={self.model.config.max_frames}); give a "
+                            "shorter one")
         return self.model_texts([prompt_text])[0], codes
 
     # -- generation ---------------------------------------------------------------------------
