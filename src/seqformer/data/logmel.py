@@ -16,6 +16,13 @@ with zeros *after* the features are computed, and returns the frame counts; the 
 masks those frames (``models/whisper.py``), so padding never changes a transcription. The
 clamp to max - 8 is computed per utterance from its own frames only, as the feature extractor
 does for an unpadded input.
+
+An imported Whisper is the exception (``pad_to_frames``, set by ``interop/hf_whisper.py``): it
+was trained on 30 s windows only, its encoder is never told where speech ends, and its outputs
+on a bare word differ from those on the padded window HF feeds it. There the waveform itself is
+zero-padded to ``pad_to_frames * hop_length`` samples *before* the STFT, exactly as
+``WhisperFeatureExtractor`` pads, so the silence is log-mel of zeros (floored at max - 8), the
+last speech frames see zeros rather than a reflection, and the clamp sees the whole window.
 """
 
 from __future__ import annotations
@@ -73,12 +80,21 @@ class LogMel:
     hop_length: int = 160
     sample_rate: int = 16000
     f_max: float = 8000.0
+    # 0: features of the waveform as it is (our trained models). N > 0: the waveform is first
+    # zero-padded to N frames' worth of samples, as WhisperFeatureExtractor pads to 30 s
+    # (imported Whispers: N = 3000). Left out of to_dict when 0, so trained runs' config.json
+    # stay as they were.
+    pad_to_frames: int = 0
 
     def __post_init__(self) -> None:
         for name in ("n_mels", "n_fft", "hop_length", "sample_rate"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"features.{name} must be a positive integer, got {value!r}")
+        if (not isinstance(self.pad_to_frames, int) or isinstance(self.pad_to_frames, bool)
+                or self.pad_to_frames < 0):
+            raise ConfigError("features.pad_to_frames must be an integer >= 0 (0 = no padding), "
+                              f"got {self.pad_to_frames!r}")
         if self.hop_length > self.n_fft:
             raise ConfigError(f"features.hop_length={self.hop_length} must be <= "
                               f"features.n_fft={self.n_fft}")
@@ -99,9 +115,13 @@ class LogMel:
     def __call__(self, waveform: np.ndarray | Tensor, where: str = "audio") -> Tensor:
         """(n_mels, frames) float32 features of one mono waveform in [-1, 1] at
         ``sample_rate``. Computed in float64 so the result matches the numpy reference to
-        float32 precision."""
+        float32 precision. With ``pad_to_frames`` a shorter waveform is zero-padded to that
+        many frames first (a longer one is left for the caller to refuse)."""
         wave = torch.as_tensor(np.asarray(waveform) if not isinstance(waveform, Tensor)
                                else waveform).to(torch.float64).flatten()
+        short = self.pad_to_frames * self.hop_length - wave.numel()
+        if short > 0:
+            wave = torch.nn.functional.pad(wave, (0, short))
         if wave.numel() < max(self.min_samples, self.hop_length):
             raise DataError(f"{where}: {wave.numel()} samples is too short for features "
                             f"(at least {max(self.min_samples, self.hop_length)} at "
@@ -124,7 +144,10 @@ class LogMel:
         return pad_features(feats)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "whisper-logmel", **asdict(self)}
+        data = asdict(self)
+        if not self.pad_to_frames:
+            del data["pad_to_frames"]
+        return {"kind": "whisper-logmel", **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> LogMel:

@@ -7,7 +7,8 @@ the search after :func:`~seqformer.decoding.search.restrict` and compose in any 
 Two kinds, and why it matters for the scores a search reports:
 
 - *Masking* processors (:class:`MinLength`, :class:`NoRepeatNGram`, :class:`BadWords`,
-  :class:`ForcedPrefix`) only set scores to -inf. A token they leave is untouched, so a chosen
+  :class:`ForcedPrefix`, :class:`ForcedPrefixes`, :class:`SuppressTokens`,
+  :class:`SuppressAtStep`) only set scores to -inf. A token they leave is untouched, so a chosen
   token's score is still its true log-prob and nothing needs renormalising.
 - *Rescaling* processors (:class:`RepetitionPenalty`) change the scores of allowed tokens. The
   searches rank by these processed scores (``Hypothesis.score``) but accumulate the model's own
@@ -132,6 +133,66 @@ class ForcedPrefix:
         token = self.ids[step]
         out = torch.full_like(log_probs, NEG_INF)
         out[:, token] = log_probs[:, token]
+        return out
+
+
+class ForcedPrefixes:
+    """:class:`ForcedPrefix` with a prefix per sentence: hypothesis row ``r`` is forced to
+    ``prefixes[r // group]`` (``group`` = the beam size in beam search, whose rows are
+    sentence-major and stay inside their sentence's group; 1 for greedy). A multilingual
+    Whisper needs it: each utterance's prompt carries the language detected for it."""
+
+    def __init__(self, prefixes: Sequence[Sequence[int]], group: int = 1) -> None:
+        if group < 1:
+            raise ValueError(f"group must be >= 1, got {group}")
+        width = max((len(p) for p in prefixes), default=0)
+        table = torch.full((len(prefixes), width), -1, dtype=torch.long)
+        for i, prefix in enumerate(prefixes):
+            table[i, : len(prefix)] = torch.tensor(list(prefix), dtype=torch.long)
+        self.table, self.group = table, group
+
+    def __call__(self, log_probs: Tensor, history: Tensor, step: int) -> Tensor:
+        if step >= self.table.shape[1]:
+            return log_probs
+        rows = torch.arange(log_probs.shape[0]) // self.group
+        token = self.table[rows, step].to(log_probs.device)
+        forced = token.ge(0)
+        if not bool(forced.any()):
+            return log_probs
+        keep = torch.full_like(log_probs, NEG_INF)
+        index = token.clamp(min=0).unsqueeze(1)
+        keep.scatter_(1, index, log_probs.gather(1, index))
+        return torch.where(forced.unsqueeze(1), keep, log_probs)
+
+
+class SuppressTokens:
+    """``ids`` are never emitted from step ``from_step`` on (Hugging Face's ``suppress_tokens``
+    when ``from_step`` is the length of a forced prompt: HF feeds the prompt as input, so its
+    suppression never touches it; here the prompt is forced output, so it must not either)."""
+
+    def __init__(self, ids: Sequence[int], from_step: int = 0) -> None:
+        self.ids, self.from_step = sorted({int(i) for i in ids}), from_step
+
+    def __call__(self, log_probs: Tensor, history: Tensor, step: int) -> Tensor:
+        if step < self.from_step or not self.ids:
+            return log_probs
+        out = log_probs.clone()
+        out[:, self.ids] = NEG_INF
+        return out
+
+
+class SuppressAtStep:
+    """``ids`` are banned at exactly step ``step``: Whisper's ``begin_suppress_tokens`` (no
+    blank or end of text as the first token after the prompt)."""
+
+    def __init__(self, ids: Sequence[int], step: int) -> None:
+        self.ids, self.step = sorted({int(i) for i in ids}), step
+
+    def __call__(self, log_probs: Tensor, history: Tensor, step: int) -> Tensor:
+        if step != self.step or not self.ids:
+            return log_probs
+        out = log_probs.clone()
+        out[:, self.ids] = NEG_INF
         return out
 
 

@@ -23,6 +23,20 @@ its own special tokens): map ids to text with ``tokenizer/`` of the run (seqform
 ``load_tokenizer``). HF's encoder takes exactly ``2 * max_source_positions`` frames and masks
 nothing, so pad the features to that length (the feature extractor does, see
 :func:`features_to_hf`); ours masks padding, so the two agree exactly only on full-length input.
+
+Running an imported checkpoint the way it was trained (:func:`import_dir`): a real Whisper only
+ever saw 30 s windows and a prompt, so its ``config.json`` gets ``features.pad_to_frames`` =
+``2 * max_source_positions`` (the waveform zero-padded to 30 s before the log-mel, as
+``WhisperFeatureExtractor`` does) and a ``generation`` entry copied from
+``generation_config.json`` (``decoder_start_token_id``, ``lang_to_id``, ``task_to_id``,
+``no_timestamps_token_id``, ``forced_decoder_ids``, ``suppress_tokens``,
+``begin_suppress_tokens``, ``is_multilingual``, ``language``, ``task``). :class:`WhisperPrompt`
+turns it into what ``generate()`` does for short-form audio without timestamps: the prompt
+<|startoftranscript|> <|lang|> <|task|> <|notimestamps|> (the language detected per utterance
+when none is given, as HF does), ``suppress_tokens`` at every generated step and
+``begin_suppress_tokens`` at the first; the transcript is the ids below the first special id.
+A directory our own export wrote (its config carries a ``seqformer`` entry) imports without
+either, so a trained model round-trips unchanged.
 """
 
 from __future__ import annotations
@@ -152,37 +166,207 @@ def load(directory: str | Path, trust_pickle: bool = False) -> Whisper:
                            trust_pickle)
 
 
-def features_from_hf(directory: str | Path) -> dict[str, Any]:
-    """Our log-mel settings from ``preprocessor_config.json`` (WhisperFeatureExtractor) when
-    there is one; Whisper's defaults otherwise."""
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file of the checkpoint as a dict; None when absent (a CheckpointError when
+    broken: silently falling back to defaults would transcribe differently)."""
     import json
 
-    from seqformer.data.logmel import LogMel
-
-    path = Path(directory) / "preprocessor_config.json"
     if not path.is_file():
-        return LogMel().to_dict()
+        return None
     try:
-        hf = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable ({exc}); restore or remove it") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: not a JSON object; restore or remove it")
+    return data
+
+
+def features_from_hf(directory: str | Path, pad_to_frames: int = 0) -> dict[str, Any]:
+    """Our log-mel settings from ``preprocessor_config.json`` (WhisperFeatureExtractor) when
+    there is one; Whisper's defaults otherwise. ``pad_to_frames``: see ``data/logmel.py``."""
+    from seqformer.data.logmel import LogMel
+
+    hf = _read_json(Path(directory) / "preprocessor_config.json")
+    if hf is None:
+        return LogMel(pad_to_frames=pad_to_frames).to_dict()
     return LogMel(n_mels=int(hf.get("feature_size", 80)), n_fft=int(hf.get("n_fft", 400)),
                   hop_length=int(hf.get("hop_length", 160)),
-                  sample_rate=int(hf.get("sampling_rate", 16000))).to_dict()
+                  sample_rate=int(hf.get("sampling_rate", 16000)),
+                  pad_to_frames=pad_to_frames).to_dict()
+
+
+# generation_config.json fields an imported Whisper's transcription follows (WhisperPrompt).
+GENERATION_FIELDS = ("decoder_start_token_id", "eos_token_id", "no_timestamps_token_id",
+                     "lang_to_id", "task_to_id", "is_multilingual", "forced_decoder_ids",
+                     "suppress_tokens", "begin_suppress_tokens", "language", "task")
+
+
+def generation_from_hf(directory: str | Path, hf_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The :data:`GENERATION_FIELDS` of ``generation_config.json``, or of ``config.json`` for
+    checkpoints older than generation configs (where transformers reads them too)."""
+    source = _read_json(Path(directory) / "generation_config.json") or hf_config
+    out = {k: source[k] for k in GENERATION_FIELDS if source.get(k) is not None}
+    out.setdefault("decoder_start_token_id", hf_config.get("decoder_start_token_id", 50258))
+    out.setdefault("eos_token_id", hf_config.get("eos_token_id", 50257))
+    WhisperPrompt.from_dict(out, str(Path(directory) / "generation_config.json"))  # checked now
+    return out
 
 
 def import_dir(src: str | Path, out: str | Path, trust_pickle: bool = False) -> str:
     """Write the HF Whisper directory ``src`` as a seqformer model directory ``out``
-    (``config.json`` with ``family: whisper`` and ``features``, the weights, and
-    ``tokenizer/`` when the checkpoint has one)."""
+    (``config.json`` with ``family: whisper``, ``features`` and, for a real Whisper,
+    ``generation``; the weights; ``tokenizer/`` when the checkpoint has one). A real Whisper
+    gets 30 s padding and its prompt (module docstring); a directory our export wrote does not
+    (it never saw either)."""
+    from seqformer.interop.hf_io import read_hf_config
     from seqformer.interop.hf_tokenizers import gpt2_tokenizer
+    from seqformer.models.common import save_model_dir
+    from seqformer.models.whisper import GENERATION_KEY
 
     model = load(src, trust_pickle)
-    model.save(out, features_from_hf(src))
+    hf_config = read_hf_config(src)
+    if hf_config.get("seqformer"):  # our own export: unpadded, no prompt
+        model.save(out, features_from_hf(src))
+    else:
+        data = model.config_json(features_from_hf(src, model.config.max_frames))
+        data[GENERATION_KEY] = generation_from_hf(src, hf_config)
+        save_model_dir(model, data, out)
     tokenizer = gpt2_tokenizer(src, special_ids(model.config))
     if tokenizer is not None:
         tokenizer.save(Path(out) / "tokenizer")
     return "whisper"
+
+
+class WhisperPrompt:
+    """What ``WhisperForConditionalGeneration.generate`` does around the model for short-form
+    audio without timestamps, from an imported checkpoint's ``generation`` settings:
+
+    - :meth:`template`: the decoder prompt. <|startoftranscript|>; then, when neither a language
+      nor a task is asked for, the consecutive ``forced_decoder_ids`` of positions 1, 2, ...
+      (the old way checkpoints name a task); the language token (``None`` in the template when
+      it is to be detected: multilingual models, no language given); the task token (asked
+      for, or <|transcribe|> when a language was given and no task is in the prompt);
+      <|notimestamps|>. Timestamps are not supported, so it always ends the prompt.
+    - :attr:`language_ids`: the candidates of detection, which takes the most likely of them
+      after <|startoftranscript|> alone, per utterance;
+    - :attr:`suppress` (every generated step) and :attr:`begin_suppress` (the first one);
+    - :attr:`text_below`: ids from the lowest special id up (<|endoftext|>, the prompt
+      tokens, timestamps) are not text, which is how Whisper vocabularies are laid out.
+
+    Languages are accepted as codes (``en``), tokens (``<|en|>``) or, where transformers is
+    installed, English names (``english``); tasks as ``transcribe`` / ``translate``."""
+
+    def __init__(self, data: Mapping[str, Any], where: str = "config.json: generation") -> None:
+        def ids(name: str) -> list[int]:
+            value = data.get(name) or []
+            if not isinstance(value, list) or not all(isinstance(i, int) for i in value):
+                raise CheckpointError(f"{where}.{name} must be a list of token ids")
+            return [int(i) for i in value]
+
+        def table(name: str) -> dict[str, int]:
+            value = data.get(name) or {}
+            if not isinstance(value, dict) or not all(isinstance(i, int)
+                                                      for i in value.values()):
+                raise CheckpointError(f"{where}.{name} must map names to token ids")
+            return {str(k): int(v) for k, v in value.items()}
+
+        self.where = where
+        self.start = int(data.get("decoder_start_token_id", 50258))
+        self.eos = int(data.get("eos_token_id", 50257))
+        self.lang_to_id, self.task_to_id = table("lang_to_id"), table("task_to_id")
+        no_ts = data.get("no_timestamps_token_id")
+        self.no_timestamps = None if no_ts is None else int(no_ts)
+        self.multilingual = bool(data.get("is_multilingual", bool(self.lang_to_id)))
+        forced = data.get("forced_decoder_ids") or []
+        if not isinstance(forced, list) or not all(
+                isinstance(f, list | tuple) and len(f) == 2 and isinstance(f[0], int)
+                and (f[1] is None or isinstance(f[1], int)) for f in forced):
+            raise CheckpointError(f"{where}.forced_decoder_ids must be [position, id or null] "
+                                  "pairs")
+        self.forced = [(int(p), None if t is None else int(t)) for p, t in forced]
+        self.suppress, self.begin_suppress = ids("suppress_tokens"), ids("begin_suppress_tokens")
+        self.language, self.task = data.get("language"), data.get("task")
+        specials = [self.start, self.eos, *self.lang_to_id.values(), *self.task_to_id.values()]
+        if self.no_timestamps is not None:
+            specials.append(self.no_timestamps)
+        self.text_below = min(specials)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, where: str = "config.json: generation"
+                  ) -> WhisperPrompt | None:
+        """None for a model without generation settings (a trained one)."""
+        return None if not data else cls(data, where)
+
+    @property
+    def language_ids(self) -> list[int]:
+        return sorted(set(self.lang_to_id.values()))
+
+    def language_id(self, language: str) -> int:
+        """The token of ``language`` (code, token or English name); a ConfigError listing
+        the model's codes otherwise."""
+        name = language.strip().lower()
+        if name in self.lang_to_id:
+            return self.lang_to_id[name]
+        if f"<|{name}|>" in self.lang_to_id:
+            return self.lang_to_id[f"<|{name}|>"]
+        try:
+            from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+        except ImportError:
+            TO_LANGUAGE_CODE = {}
+        code = TO_LANGUAGE_CODE.get(name)
+        if code is not None and f"<|{code}|>" in self.lang_to_id:
+            return self.lang_to_id[f"<|{code}|>"]
+        codes = ", ".join(sorted(k.strip("<|>") for k in self.lang_to_id))
+        raise ConfigError(f"language {language!r} is not one this Whisper knows; give one of "
+                          f"its codes: {codes}")
+
+    def template(self, language: str | None = None, task: str | None = None
+                 ) -> list[int | None]:
+        """The prompt (start token first); a ``None`` marks the language to detect. Explicit
+        ``language`` / ``task`` win over the checkpoint's own defaults."""
+        language = language if language is not None else self.language
+        task = task if task is not None else self.task
+        if not self.multilingual and (language is not None or task is not None):
+            raise ConfigError("this Whisper is English-only: it takes no language or task")
+        prompt: list[int | None] = [self.start]
+        if language is None and task is None and self.forced and self.forced[0][0] == 1:
+            for i, (position, token) in enumerate(self.forced, start=1):
+                if position != i:
+                    raise CheckpointError(f"{self.where}.forced_decoder_ids: position "
+                                          f"{position} does not follow {i - 1}; Whisper's "
+                                          "prompt takes consecutive positions from 1")
+                prompt.append(token)
+        undefined = len(prompt) <= 1 or prompt[1] is None
+        if language is not None:
+            if not self.lang_to_id:
+                raise ConfigError("this Whisper's generation config has no lang_to_id; it "
+                                  "takes no language")
+            lang = self.language_id(language)
+            if len(prompt) > 1:
+                prompt[1] = lang
+            else:
+                prompt.append(lang)
+        elif self.lang_to_id and undefined:  # detect it
+            if len(prompt) <= 1:
+                prompt.append(None)
+        else:
+            prompt = [t for t in prompt if t is not None]
+        if task is not None:
+            if task not in ("transcribe", "translate") or task not in self.task_to_id:
+                raise ConfigError(f"task {task!r}: this Whisper knows "
+                                  f"{sorted(self.task_to_id) or 'no tasks'}")
+            prompt.append(self.task_to_id[task])
+        elif language is not None and "transcribe" in self.task_to_id:
+            if not any(t in prompt for t in self.task_to_id.values()):
+                prompt.append(self.task_to_id["transcribe"])
+        if self.no_timestamps is not None and prompt[-1] != self.no_timestamps:
+            prompt.append(self.no_timestamps)
+        return prompt
+
+    def text_ids(self, ids: list[int]) -> list[int]:
+        """The transcript's ids: everything special (timestamps included) dropped."""
+        return [i for i in ids if i < self.text_below]
 
 
 # -- export: seqformer Whisper -> WhisperForConditionalGeneration --------------------------------

@@ -54,6 +54,9 @@ from seqformer.nn.positional import LearnedPositionalEmbedding
 from seqformer.training.loss import label_smoothed_cross_entropy
 
 FAMILY = "whisper"
+# config.json entry of an imported Whisper with its checkpoint's generation settings (prompt,
+# suppressed tokens; ``interop/hf_whisper.py`` writes it, ``tasks/speech.py`` reads it).
+GENERATION_KEY = "generation"
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,12 @@ class Whisper(nn.Module, SavedModel):
         memory, mask = self.encode(features, lengths)
         return DecoderState(memory, mask, [LayerCache() for _ in self.decoder.layers])
 
+    def fresh_state(self, memory: Tensor, memory_padding_mask: Tensor | None) -> DecoderState:
+        """A decoder state at step 0 over an already-encoded batch: lets one encoder pass
+        serve both language detection (a probe step) and the search that follows."""
+        return DecoderState(memory, memory_padding_mask,
+                            [LayerCache() for _ in self.decoder.layers])
+
     def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """One token per hypothesis (batch,) -> log-probs (batch, vocab) of the next one; the
         prefix is never re-run (self-attention keys/values are cached)."""
@@ -290,6 +299,7 @@ class Whisper(nn.Module, SavedModel):
 
         data = cls.read_config(directory)
         data.pop(cls.settings_key, None)
+        data.pop(GENERATION_KEY, None)  # an imported Whisper's prompt settings: the task's
         model = cls(from_dict(WhisperConfig, data, f"{directory}/config.json"))
         path = Path(directory) / "model.safetensors"
         state = read_weights(path)
@@ -332,3 +342,24 @@ class _BoundLengths:
 def with_lengths(model: Whisper, lengths: Tensor | None) -> Whisper | _BoundLengths:
     """``model`` for ``greedy_search`` / ``beam_search`` on features padded after ``lengths``."""
     return model if lengths is None else _BoundLengths(model, lengths)
+
+
+class _Encoded:
+    """The model with one batch's encoder output bound into ``start``: ``start(features)``
+    ignores the features and returns a fresh state over the stored memory, so search.py
+    decodes without running the encoder a second time."""
+
+    def __init__(self, model: Whisper, memory: Tensor, mask: Tensor | None) -> None:
+        self._model, self._memory, self._mask = model, memory, mask
+
+    def start(self, features: Tensor) -> DecoderState:
+        return self._model.fresh_state(self._memory, self._mask)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+def with_memory(model: Whisper, memory: Tensor, mask: Tensor | None) -> _Encoded:
+    """``model`` for ``greedy_search`` / ``beam_search`` over a batch already encoded
+    (``model.encode``); pass the search any tensor with the batch's size as ``src``."""
+    return _Encoded(model, memory, mask)

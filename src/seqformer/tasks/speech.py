@@ -37,10 +37,19 @@ from seqformer.data.spoken_words import (
     read_transcripts,
 )
 from seqformer.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from seqformer.decoding.processors import ForcedPrefixes, SuppressAtStep, SuppressTokens
 from seqformer.decoding.search import beam_search, greedy_search
-from seqformer.errors import DataError
+from seqformer.errors import ConfigError, DataError
+from seqformer.interop.hf_whisper import WhisperPrompt
 from seqformer.metrics.edit import char_error_rate, error_rates
-from seqformer.models.whisper import SpeechBatch, Whisper, read_whisper_config, with_lengths
+from seqformer.models.whisper import (
+    GENERATION_KEY,
+    SpeechBatch,
+    Whisper,
+    read_whisper_config,
+    with_lengths,
+    with_memory,
+)
 from seqformer.recipe import DecodeConfig
 from seqformer.recipe_speech import SpeechRecipe, speech_recipe_from_dict
 from seqformer.tasks.rundir import check_same_split, check_vocabulary, log, write_run_metadata
@@ -160,23 +169,52 @@ def in_length_batches(lengths: Sequence[int], decode: Callable[[list[int]], list
 
 @torch.no_grad()
 def decode_features(model: Whisper, feats: list[torch.Tensor], beam: int = 1,
-                    alpha: float = 0.0, penalty: str = "gnmt", max_length: int | None = None
-                    ) -> list[list[int]]:
+                    alpha: float = 0.0, penalty: str = "gnmt", max_length: int | None = None,
+                    prompt: WhisperPrompt | None = None, language: str | None = None,
+                    task: str | None = None) -> list[list[int]]:
     """Output ids (without bos/eos) of every utterance, in batches of similar length.
 
     ``max_length`` is passed explicitly: search.py's default counts non-zero source ids, which
-    means nothing for features; the model's own bound is max_target_positions - 1."""
+    means nothing for features; the model's own bound is max_target_positions - 1.
+
+    With ``prompt`` (an imported Whisper, see ``interop/hf_whisper.py``) the prompt after the
+    start token is forced as the first outputs, per utterance when its language is detected
+    (one probe step over the same encoder output), the checkpoint's suppressed tokens are
+    masked after it, and the returned ids are what follows the prompt (specials included;
+    ``max_length`` then counts those, not the prompt)."""
     device = next(model.parameters()).device
-    limit = min(max_length or model.config.max_target_positions - 1,
-                model.config.max_target_positions - 1)
+    bound_max = model.config.max_target_positions - 1
+    template = prompt.template(language, task) if prompt is not None else [model.bos_id]
+    forced = len(template) - 1
+    limit = min(max_length + forced if max_length else bound_max, bound_max)
 
     def decode(chunk: list[int]) -> list[list[int]]:
         features, lengths = pad_features([feats[i] for i in chunk])
-        bound = with_lengths(model, lengths.to(device))
+        features = features.to(device)
+        if prompt is None:
+            bound = with_lengths(model, lengths.to(device))
+            if beam <= 1:
+                return [h.tokens for h in greedy_search(bound, features, limit)]
+            return [b[0].tokens for b in beam_search(bound, features, beam, limit,
+                                                     alpha, penalty)]
+        memory, mask = model.encode(features, lengths.to(device))
+        rows = [list(template[1:])] * len(chunk)
+        if None in template:  # HF's detection: the likeliest language token after the start
+            log_probs, _ = model.step(torch.full((len(chunk),), model.bos_id, device=device),
+                                      model.fresh_state(memory, mask))
+            candidates = torch.tensor(prompt.language_ids, device=device)
+            detected = candidates[log_probs[:, candidates].argmax(-1)].tolist()
+            rows = [[lang if t is None else t for t in template[1:]] for lang in detected]
+        processors = [ForcedPrefixes(rows, max(beam, 1)),
+                      SuppressTokens(prompt.suppress, forced),
+                      SuppressAtStep(prompt.begin_suppress, forced)]
+        encoded = with_memory(model, memory, mask)
         if beam <= 1:
-            return [h.tokens for h in greedy_search(bound, features.to(device), limit)]
-        return [b[0].tokens for b in beam_search(bound, features.to(device), beam, limit,
-                                                 alpha, penalty)]
+            hyps = [h.tokens for h in greedy_search(encoded, features, limit, processors)]
+        else:
+            hyps = [b[0].tokens for b in beam_search(encoded, features, beam, limit, alpha,
+                                                     penalty, processors=processors)]
+        return [h[forced:] for h in hyps]
 
     return in_length_batches([f.shape[1] for f in feats], decode)
 
@@ -322,18 +360,41 @@ class SpeechRun:
 
 class Transcriber(SpeechRun):
     """A trained (or imported) Whisper with its tokenizer, feature settings and decoding
-    defaults: ``transcribe`` WAV paths or waveforms, ``evaluate`` labelled utterances."""
+    defaults: ``transcribe`` WAV paths or waveforms, ``evaluate`` labelled utterances.
+
+    An imported Whisper (``prompt`` from config.json's ``generation``, ``features`` with
+    ``pad_to_frames``) is run as ``generate()`` runs it: the raw waveform (not trimmed or
+    levelled as our spoken-words audio is) padded to 30 s, the checkpoint's prompt with
+    ``language`` / ``task`` (None: the checkpoint's default, else detection), its suppressed
+    tokens, and only text tokens in the transcript. A trained run has neither and takes no
+    language or task."""
 
     def __init__(self, model: Whisper, tokenizer: Tokenizer, features: LogMel,
-                 recipe: SpeechRecipe | None = None) -> None:
+                 recipe: SpeechRecipe | None = None, prompt: WhisperPrompt | None = None,
+                 language: str | None = None, task: str | None = None) -> None:
         self.model, self.tokenizer, self.features, self.recipe = model.eval(), tokenizer, \
             features, recipe
         self.decode = recipe.decode if recipe is not None else DecodeConfig()
+        self.prompt = prompt
+        self.language, self.task = language, task
+        self._check_prompt(language, task)
         self.run_dir: Path | None = None
         self.last_hypotheses: list[str] = []
 
+    def _check_prompt(self, language: str | None, task: str | None) -> None:
+        """Bad ``language`` / ``task`` values fail before any audio is read."""
+        if self.prompt is not None:
+            self.prompt.template(language, task)
+        elif language is not None or task is not None:
+            raise ConfigError("language and task apply to an imported multilingual Whisper "
+                              "(seqformer import of a Hugging Face checkpoint) only; this "
+                              "model was trained without language or task tokens")
+
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu") -> Transcriber:
+    def load(cls, run_dir: str | Path, device: str = "cpu", language: str | None = None,
+             task: str | None = None) -> Transcriber:
+        """The run or imported model in ``run_dir``; ``language`` / ``task`` become the
+        defaults of :meth:`transcribe` (imported Whispers only)."""
         run_dir = Path(run_dir)
         data = read_whisper_config(run_dir)
         model = Whisper.load(run_dir, device)
@@ -344,37 +405,59 @@ class Transcriber(SpeechRun):
         if path.is_file():
             recipe = speech_recipe_from_dict(yaml.safe_load(path.read_text(encoding="utf-8")),
                                              str(path))
-        transcriber = cls(model, tokenizer, LogMel.from_dict(data.get("features")), recipe)
+        prompt = WhisperPrompt.from_dict(data.get(GENERATION_KEY),
+                                         f"{run_dir / 'config.json'}: {GENERATION_KEY}")
+        transcriber = cls(model, tokenizer, LogMel.from_dict(data.get("features")), recipe,
+                          prompt, language, task)
         transcriber.run_dir = run_dir
         return transcriber
 
     def _features(self, audio: Sequence[str | Path | np.ndarray]) -> list[torch.Tensor]:
         from seqformer.data.speech import read_wav
 
+        # Our runs were trained on trimmed, levelled words; a 30 s Whisper on raw audio.
+        level = prepare if not self.features.pad_to_frames else (lambda w: w)
         waves, names = [], []
         for i, item in enumerate(audio):
             if isinstance(item, str | Path):
-                waves.append(prepare(read_wav(item)))
+                waves.append(level(read_wav(item)))
                 names.append(str(item))
             else:
-                waves.append(prepare(np.asarray(item, dtype=np.float32)))
+                waves.append(level(np.asarray(item, dtype=np.float32)))
                 names.append(f"waveform {i + 1}")
         return featurize(SpokenSet(waves, [""] * len(waves), names), self.features, self.model)
 
-    def _texts(self, feats: list[torch.Tensor], beam: int | None, alpha: float | None,
-               max_length: int | None) -> list[str]:
+    def _ids(self, feats: list[torch.Tensor], beam: int | None, alpha: float | None,
+             max_length: int | None, language: str | None = None, task: str | None = None
+             ) -> list[list[int]]:
+        """Output ids of each utterance (after an imported Whisper's prompt)."""
         d = self.decode
-        ids = decode_features(self.model, feats, beam or d.beam,
-                              d.alpha if alpha is None else alpha, d.penalty,
-                              max_length or d.max_length)
-        return [self.tokenizer.decode(x) for x in ids]
+        language = self.language if language is None else language
+        task = self.task if task is None else task
+        self._check_prompt(language, task)
+        return decode_features(self.model, feats, beam or d.beam,
+                               d.alpha if alpha is None else alpha, d.penalty,
+                               max_length or d.max_length, self.prompt, language, task)
+
+    def _texts(self, feats: list[torch.Tensor], beam: int | None, alpha: float | None,
+               max_length: int | None, language: str | None = None, task: str | None = None
+               ) -> list[str]:
+        ids = self._ids(feats, beam, alpha, max_length, language, task)
+        if self.prompt is None:
+            return [self.tokenizer.decode(x) for x in ids]
+        # Whisper's text starts with the space of its first word; the transcript does not.
+        return [self.tokenizer.decode(self.prompt.text_ids(x)).strip() for x in ids]
 
     def transcribe(self, audio: Sequence[str | Path | np.ndarray], beam: int | None = None,
-                   alpha: float | None = None, max_length: int | None = None) -> list[str]:
-        """The transcript of each WAV path or 16 kHz float waveform."""
+                   alpha: float | None = None, max_length: int | None = None,
+                   language: str | None = None, task: str | None = None) -> list[str]:
+        """The transcript of each WAV path or 16 kHz float waveform. ``language`` (``en``,
+        ``<|en|>``) and ``task`` (``transcribe`` / ``translate``) steer an imported
+        multilingual Whisper; None keeps the load-time choice (default: the checkpoint's
+        own, else the language is detected per utterance)."""
         if not audio:
             return []
-        return self._texts(self._features(audio), beam, alpha, max_length)
+        return self._texts(self._features(audio), beam, alpha, max_length, language, task)
 
     def _transcripts(self, data: SpokenSet, beam: int | None, alpha: float | None
                      ) -> list[str]:
