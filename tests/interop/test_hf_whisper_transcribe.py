@@ -213,3 +213,40 @@ def test_prompt_rules_and_errors(imported: Path) -> None:
     assert english_only.template() == [SOT, NO_TS]
     with pytest.raises(ConfigError, match="English-only"):
         english_only.template("en")
+
+
+def test_export_of_an_imported_whisper_keeps_its_window_and_prompt(
+        checkpoint: Path, imported: Path, tmp_path: Path, one_thread) -> None:
+    from seqformer.interop.hf import export_hf
+
+    export_hf(imported, tmp_path / "hf")
+    gen = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    assert gen["lang_to_id"]["<|fr|>"] == FR and gen["suppress_tokens"] == SUPPRESS
+    assert generated(tmp_path / "hf", language="fr", task="transcribe") == generated(
+        checkpoint, language="fr", task="transcribe")
+    import_hf(tmp_path / "hf", tmp_path / "back")
+    before = json.loads((imported / "config.json").read_text())
+    after = json.loads((tmp_path / "back" / "config.json").read_text())
+    assert after["features"] == before["features"]
+    assert after["generation"]["lang_to_id"] == before["generation"]["lang_to_id"]
+
+
+def test_trained_runs_take_no_language_and_long_audio_is_refused(imported: Path,
+                                                                 tmp_path: Path) -> None:
+    from seqformer.data.tokenizer import train_tokenizer
+    from seqformer.errors import DataError
+    from seqformer.models.whisper import Whisper, WhisperConfig
+
+    tokenizer = train_tokenizer("char", ["abc"])
+    model = Whisper(WhisperConfig(vocab_size=tokenizer.vocab_size, num_mel_bins=MELS,
+                                  d_model=16, heads=2, ffn_dim=32))
+    model.save(tmp_path / "run", LogMel(n_mels=MELS).to_dict())
+    tokenizer.save(tmp_path / "run" / "tokenizer")
+    assert "pad_to_frames" not in json.loads((tmp_path / "run" / "config.json").read_text()
+                                             )["features"]
+    with pytest.raises(ConfigError, match="imported multilingual Whisper"):
+        Transcriber.load(tmp_path / "run", language="en")
+    trained = Transcriber.load(tmp_path / "run")
+    assert trained.prompt is None and trained.features.pad_to_frames == 0
+    with pytest.raises(DataError, match="at most 100 frames"):
+        Transcriber.load(imported).transcribe([np.zeros(17000, dtype=np.float32)])

@@ -226,7 +226,8 @@ def import_dir(src: str | Path, out: str | Path, trust_pickle: bool = False) -> 
 
     model = load(src, trust_pickle)
     hf_config = read_hf_config(src)
-    if hf_config.get("seqformer"):  # our own export: unpadded, no prompt
+    exported = hf_config.get("seqformer") or {}
+    if exported and not exported.get("whisper_window"):  # a trained run: unpadded, no prompt
         model.save(out, features_from_hf(src))
     else:
         data = model.config_json(features_from_hf(src, model.config.max_frames))
@@ -477,18 +478,30 @@ def export_dir(model_dir: str | Path, out: str | Path) -> str:
     ``model.safetensors`` and ``generation_config.json`` for
     ``WhisperForConditionalGeneration.from_pretrained``, ``preprocessor_config.json`` for
     ``WhisperFeatureExtractor.from_pretrained``. No tokenizer (see the module docstring).
-    Returns the model_type written."""
+    An imported Whisper's stored ``generation`` settings replace our greedy ones, and its
+    config is marked ``seqformer.whisper_window`` so importing it again restores the 30 s
+    padding and prompt. Returns the model_type written."""
     import json
 
     from seqformer.interop.hf_io import save_hf_dir
-    from seqformer.models.whisper import read_whisper_config
+    from seqformer.models.whisper import GENERATION_KEY, read_whisper_config
 
     model_dir, out = Path(model_dir), Path(out)
     model = Whisper.load(model_dir)
     config = config_to_hf(model)  # refuses a Conformer before anything is written
-    processor = features_to_hf(read_whisper_config(model_dir).get("features"), model)
+    ours = read_whisper_config(model_dir)
+    processor = features_to_hf(ours.get("features"), model)
+    generation = generation_config_to_hf(model)
+    stored = ours.get(GENERATION_KEY)
+    if stored:  # an imported Whisper goes back with its own prompt and suppression
+        generation = {k: v for k, v in generation.items()
+                      if k not in ("forced_eos_token_id", "suppress_tokens")}
+        generation.update(stored)
+        generation["max_length"] = model.config.max_target_positions
+        # Marks it as a real Whisper for import (only trained runs skip padding and prompt).
+        config["seqformer"]["whisper_window"] = True
     save_hf_dir(out, config, state_to_hf(model))
-    for name, data in (("generation_config.json", generation_config_to_hf(model)),
+    for name, data in (("generation_config.json", generation),
                        ("preprocessor_config.json", processor)):
         (out / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return "whisper"

@@ -108,6 +108,11 @@ def featurize(data: SpokenSet, features: LogMel, model: Whisper | None = None,
         source = data.sources[i] if data.sources else f"{where} utterance {i + 1}"
         feats = features(wave, source)
         if model is not None and feats.shape[1] > model.config.max_frames:
+            if features.pad_to_frames:
+                seconds = feats.shape[1] * features.hop_length / features.sample_rate
+                raise DataError(f"{source}: {seconds:.1f} s of audio; an "
+                                f"imported Whisper takes at most {model.config.max_frames} "
+                                "frames (its 30 s window): cut the audio into pieces")
             raise DataError(f"{source}: {feats.shape[1]} frames "
                             f"({feats.shape[1] / 100:.1f} s) exceed the model's "
                             f"{model.config.max_frames}; cut the audio or raise "
