@@ -56,6 +56,7 @@ from seqformer.tasks.rundir import check_same_split, check_vocabulary, log, writ
 from seqformer.training.trainer import Trainer
 
 DECODE_BATCH = 64
+WINDOW_BATCH = 8  # utterances per decoding batch of an imported Whisper (3000 frames each)
 
 Example = tuple[torch.Tensor, list[int]]
 
@@ -221,7 +222,9 @@ def decode_features(model: Whisper, feats: list[torch.Tensor], beam: int = 1,
                                                      penalty, processors=processors)]
         return [h[forced:] for h in hyps]
 
-    return in_length_batches([f.shape[1] for f in feats], decode)
+    # 30 s windows are 10-100x our words' frames: smaller batches keep memory bounded.
+    size = DECODE_BATCH if prompt is None else WINDOW_BATCH
+    return in_length_batches([f.shape[1] for f in feats], decode, size)
 
 
 def validation(model: Whisper, valid: list[Example], decode: list[Example],
