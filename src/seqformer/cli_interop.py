@@ -7,6 +7,7 @@ Kept apart from ``cli.py`` so the main CLI stays a list of commands; the work is
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from seqformer.errors import ConfigError
 
@@ -17,6 +18,7 @@ NEXT_STEP = {
     "vit": "seqformer evaluate --data IMAGES.npz --model {out}",
     "ast": "seqformer evaluate --data CLIPS.tsv --model {out}",
     "whisper": "seqformer transcribe --model {out} CLIP.wav",
+    "wav2vec2-ctc": "seqformer transcribe --model {out} CLIP.wav",
     "captioner": "seqformer caption --model {out} IMAGE.png",
     "speecht5-tts": "seqformer speak --model {out} --speaker XVECTOR.npy 'hello'",
     "hifigan": "seqformer speak --model TTS_RUN --vocoder {out} 'hello'",
@@ -32,6 +34,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     import_hf(args.path, args.out, trust_pickle=args.trust_pickle)
     family = str(read_model_config(args.out).get("family", "seq2seq"))
     hint = NEXT_STEP.get(family)
+    if family == "wav2vec2-ctc" and not (Path(args.out) / "tokenizer").is_dir():
+        hint = None  # weights only (no vocab.json): no text to transcribe into
     if hint is None and family.startswith("wav2vec2"):
         hint = "from Python: seqformer.models.wav2vec2.load_wav2vec2({out!r})"
     hint = (hint or "seqformer evaluate --model {out}").format(out=str(args.out))

@@ -83,7 +83,9 @@ def evaluate_speech(args: argparse.Namespace) -> int:
     if len(args.model) != 1:
         raise UserError("evaluate: give one --model for a speech-to-text model")
     transcriber = load_transcriber(args.model[0], _device(args.device))
-    data, where = data_or_test_split(args, transcriber, read_transcripts,
+    # A CTC model reads its clips as it levels audio (an imported one: as HF would).
+    read = getattr(transcriber, "read_transcripts", read_transcripts)
+    data, where = data_or_test_split(args, transcriber, read,
                                      "one --data TSV of path.wav<TAB>transcript lines",
                                      "FILE.tsv (path.wav<TAB>transcript lines)")
     metrics = transcriber.evaluate(data, beam=args.beam, alpha=args.alpha)
@@ -118,7 +120,8 @@ def add_parsers(sub: Any) -> None:
                        "speech-to-text run")
     p.add_argument("wav", nargs="+", help="16-bit PCM WAV files (any rate; mono or averaged)")
     p.add_argument("--model", required=True, help="run directory of a 'task: speech-to-text' "
-                   "recipe (or an imported Whisper)")
+                   "or 'speech-ctc' recipe (or an imported Whisper, or wav2vec2 / HuBERT CTC "
+                   "model with its vocab.json)")
     p.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy; default "
                    "from the recipe)")
     p.add_argument("--alpha", type=float, default=None, help="length penalty alpha")

@@ -302,7 +302,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             if not hf_path.is_file():
                 raise CheckpointError(f"{hf_path}: BPE file not found; restore it next to {path}")
             return BPETokenizer(HFTokenizer.from_file(str(hf_path)))
-        if kind in ("hf", "sentencepiece"):  # imported with a Hugging Face checkpoint
+        if kind in ("hf", "sentencepiece", "hf-ctc"):  # imported with a Hugging Face checkpoint
             from seqformer.interop.hf_tokenizers import load_saved
 
             return load_saved(directory, meta)

@@ -1,8 +1,10 @@
 """Decoding a CTC head (Graves et al. 2006): greedy and prefix beam search, no language model.
 
-A CTC head emits, per encoder frame, log-probabilities over the vocabulary plus a blank (id 0
-here, which is also our tokenizers' pad id). A labeling's probability is the sum over every
-frame-level path that collapses to it (merge repeats, then drop blanks).
+A CTC head emits, per encoder frame, log-probabilities over the vocabulary plus a blank (the
+``blank`` argument: 0 for our runs, whose tokenizers' pad id it is; an imported Hugging Face
+model's ``pad_token_id``, which the imported tokenizer's pad id carries). A labeling's
+probability is the sum over every frame-level path that collapses to it (merge repeats, then
+drop blanks).
 
 :func:`ctc_greedy` takes the best path (argmax per frame) and collapses it: cheap, and usually
 close, but the best path's labeling need not be the most probable labeling.

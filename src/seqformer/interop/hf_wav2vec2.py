@@ -28,8 +28,19 @@ reconstruction or W2v-BERT objective exports its encoder only (HF has no such he
 ``HubertModel`` / ``Wav2Vec2Model``. Fields HF lacks (the Gumbel schedule, objective, unit and
 target sizes, W2v-BERT's ``contrastive_layers`` / ``mlm_weight``) travel in a ``seqformer``
 entry of ``config.json``, which import reads back; ``preprocessor_config.json`` is a
-``Wav2Vec2FeatureExtractor`` for our ``features`` (``sample_rate``, ``normalize``). No CTC
-tokenizer either way.
+``Wav2Vec2FeatureExtractor`` for our ``features`` (``sample_rate``, ``normalize``).
+
+CTC vocabularies travel both ways: import reads a ``Wav2Vec2CTCTokenizer``'s ``vocab.json``
+(+ ``tokenizer_config.json``) into ``tokenizer/`` (kind ``hf-ctc``, ``interop/hf_tokenizers``),
+so ``seqformer transcribe`` / ``evaluate`` take the imported directory; export writes a CTC
+run's tokenizer back as one, so ``Wav2Vec2Processor.from_pretrained`` loads. The CTC blank is
+HF's ``pad_token_id``, which need not be 0: the tokenizer's pad id carries it to the decoder
+(``tasks/speech_ctc.py``); our head's training loss keeps blank 0, so a model whose blank is
+elsewhere is for inference (fine-tuning from it takes the encoder, under a fresh head).
+Feature extraction: ``do_normalize`` (zero mean, unit variance per utterance) is read into
+``features.normalize`` and honoured at inference. ``return_attention_mask`` needs no setting:
+our encoder always reads each utterance's own samples (the padding-free statistics of
+``models/wav2vec2.py``), which is what HF computes for one unpadded utterance either way.
 """
 
 from __future__ import annotations
@@ -143,8 +154,6 @@ def config_from_hf(hf: Mapping[str, Any] | Any, where: str = "config.json",
         (bool(get("conv_pos_batch_norm", False)), "conv_pos_batch_norm=true"),
         (kind == "wav2vec2-conformer" and get("position_embeddings_type") != "relative",
          f"position_embeddings_type={get('position_embeddings_type')!r} (only 'relative')"),
-        (head == "ctc" and get("pad_token_id", 0) != 0,
-         f"pad_token_id={get('pad_token_id')} (our CTC blank is id 0)"),
     ]
     for refused, what in refusals:
         if refused:
@@ -241,6 +250,11 @@ def from_hf(path: str | Path, trust_pickle: bool = False) -> nn.Module:
     hf_state = load_hf_state_dict(path, trust_pickle)
     head = detect_head(hf_state)
     config = config_from_hf(hf_config, where, head)
+    blank = hf_config.get("pad_token_id", 0)
+    if head == "ctc" and blank != 0 and not (path / "vocab.json").is_file():
+        raise CheckpointError(f"{where}: pad_token_id={blank} (the CTC blank) with no "
+                              "vocab.json next to it; seqformer reads a blank other than 0 from "
+                              "the tokenizer's pad token, so add the Wav2Vec2CTCTokenizer files")
     model = _CLASS[head](config)
     if head == "classify":
         id2label = hf_config.get("id2label") or {}
@@ -253,18 +267,33 @@ def from_hf(path: str | Path, trust_pickle: bool = False) -> nn.Module:
 
 def features_from_hf(directory: str | Path) -> dict[str, Any]:
     """Our ``features`` (sample_rate, normalize) from ``preprocessor_config.json``
-    (Wav2Vec2FeatureExtractor); 16 kHz, normalised when there is none."""
+    (Wav2Vec2FeatureExtractor), or from the ``feature_extractor`` entry of
+    ``processor_config.json`` (where transformers 5's ``Wav2Vec2Processor.save_pretrained``
+    puts it); 16 kHz, normalised when there is neither."""
     path = Path(directory) / "preprocessor_config.json"
+    processor = Path(directory) / "processor_config.json"
     hf = _read_json(path) if path.is_file() else {}
+    if not hf and processor.is_file():
+        hf = _read_json(processor).get("feature_extractor") or {}
     return {"sample_rate": int(hf.get("sampling_rate", 16000)),
             "normalize": bool(hf.get("do_normalize", True))}
 
 
 def import_dir(src: str | Path, out: str | Path, trust_pickle: bool = False) -> str:
     """Write the HF directory ``src`` as a seqformer model directory ``out`` (config.json with
-    the family and ``features``, the weights); returns the family."""
+    the family and ``features``, the weights, and for a CTC model with a ``vocab.json`` its
+    tokenizer in ``tokenizer/``); returns the family."""
+    from seqformer.interop.hf_io import read_hf_config
+    from seqformer.interop.hf_tokenizers import ctc_tokenizer
+
     model = from_hf(src, trust_pickle)
+    tokenizer = None
+    if model.family == FAMILY_CTC:  # refused before anything is written
+        blank = int(read_hf_config(Path(src)).get("pad_token_id", 0))
+        tokenizer = ctc_tokenizer(src, model.config.vocab_size, blank)
     model.save(out, features_from_hf(src))
+    if tokenizer is not None:
+        tokenizer.save(Path(out) / "tokenizer")
     return model.family
 
 
@@ -295,8 +324,10 @@ def export_target(model: nn.Module) -> tuple[str, str | None]:
     return "wav2vec2", head
 
 
-def config_to_hf(model: nn.Module, labels: list[str] | None = None) -> dict[str, Any]:
-    """The HF ``config.json`` for ``model`` (the inverse of :func:`config_from_hf`)."""
+def config_to_hf(model: nn.Module, labels: list[str] | None = None, blank: int = 0
+                 ) -> dict[str, Any]:
+    """The HF ``config.json`` for ``model`` (the inverse of :func:`config_from_hf`); ``blank``
+    is the CTC blank, HF's ``pad_token_id``."""
     c = model.config
     kind, head = export_target(model)
     hf: dict[str, Any] = {
@@ -315,7 +346,7 @@ def config_to_hf(model: nn.Module, labels: list[str] | None = None) -> dict[str,
         "do_stable_layer_norm": c.norm_first, "apply_spec_augment": True,
         "mask_time_prob": c.mask_time_prob, "mask_time_length": c.mask_time_length,
         "mask_time_min_masks": 2, "mask_feature_prob": 0.0, "mask_feature_length": 10,
-        "vocab_size": c.vocab_size or 32, "pad_token_id": 0, "bos_token_id": 1,
+        "vocab_size": c.vocab_size or 32, "pad_token_id": blank, "bos_token_id": 1,
         "eos_token_id": 2, "ctc_loss_reduction": c.ctc_reduction, "ctc_zero_infinity": True,
         "use_weighted_layer_sum": False, "classifier_proj_size": c.classifier_proj_size,
         "seqformer": {"objective": c.objective, "gumbel_temperature": list(c.gumbel_temperature),
@@ -398,15 +429,28 @@ def features_to_hf(features: Mapping[str, Any] | None, model: nn.Module) -> dict
 def export_dir(model_dir: str | Path, out: str | Path) -> str:
     """Write the wav2vec2-family model ``model_dir`` as a HF directory ``out``:
     ``config.json`` + ``model.safetensors`` for ``from_pretrained`` and
-    ``preprocessor_config.json``; returns the model_type written."""
+    ``preprocessor_config.json``, and for a CTC model with a tokenizer the
+    ``Wav2Vec2CTCTokenizer`` files, so ``Wav2Vec2Processor.from_pretrained(out)`` loads;
+    returns the model_type written."""
+    from seqformer.data.tokenizer import TOKENIZER_FILE, load_tokenizer
     from seqformer.interop.hf_io import save_hf_dir
+    from seqformer.interop.hf_tokenizers import ctc_tokenizer_files, write_json_files
     from seqformer.models.wav2vec2 import read_wav2vec2_config
+    from seqformer.tasks.rundir import check_vocabulary
 
     model_dir, out = Path(model_dir), Path(out)
     model = load_wav2vec2(model_dir)
-    config = config_to_hf(model, getattr(model, "labels", None))  # refusals before writing
+    tokenizer = None
+    if model.family == FAMILY_CTC and (model_dir / "tokenizer" / TOKENIZER_FILE).is_file():
+        tokenizer = load_tokenizer(model_dir / "tokenizer")
+        check_vocabulary(model_dir, tokenizer.vocab_size, model.config.vocab_size)
+    blank = tokenizer.pad_id if tokenizer is not None else 0
+    # Refusals before writing.
+    config = config_to_hf(model, getattr(model, "labels", None), blank)
     processor = features_to_hf(read_wav2vec2_config(model_dir).get("features"), model)
+    files = ctc_tokenizer_files(tokenizer) if tokenizer is not None else {}
     save_hf_dir(out, config, state_to_hf(model))
+    write_json_files(files, out)
     (out / "preprocessor_config.json").write_text(json.dumps(processor, indent=2) + "\n",
                                                   encoding="utf-8")
     return config["model_type"]

@@ -36,7 +36,7 @@ from seqformer.data.mlm import ExampleStream
 from seqformer.data.spoken_words import SpokenSet, prepare
 from seqformer.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from seqformer.decoding.ctc import ctc_beam_search, ctc_greedy
-from seqformer.errors import DataError
+from seqformer.errors import CheckpointError, DataError
 from seqformer.models.wav2vec2 import (
     Wav2Vec2Config,
     Wav2Vec2ForCTC,
@@ -106,9 +106,10 @@ class CTCStream(ExampleStream):
 
 
 @torch.no_grad()
-def decode_waves(model: Wav2Vec2ForCTC, waves: list[torch.Tensor], beam: int = 1
-                 ) -> list[list[int]]:
-    """Output ids of every (normalised) waveform, batched by length."""
+def decode_waves(model: Wav2Vec2ForCTC, waves: list[torch.Tensor], beam: int = 1,
+                 blank: int = 0) -> list[list[int]]:
+    """Output ids of every (normalised) waveform, batched by length; ``blank`` is the CTC
+    blank (0 for our runs, HF's ``pad_token_id`` for an imported model)."""
     device = next(model.parameters()).device
 
     def decode(chunk: list[int]) -> list[list[int]]:
@@ -118,8 +119,8 @@ def decode_waves(model: Wav2Vec2ForCTC, waves: list[torch.Tensor], beam: int = 1
         log_probs = result.logits.float().log_softmax(-1).cpu()
         frames = result.frame_mask.sum(-1).cpu()
         if beam <= 1:
-            return ctc_greedy(log_probs, frames)
-        return [best[0][0] for best in ctc_beam_search(log_probs, frames, beam)]
+            return ctc_greedy(log_probs, frames, blank)
+        return [best[0][0] for best in ctc_beam_search(log_probs, frames, beam, blank)]
 
     return in_length_batches([len(w) for w in waves], decode, DECODE_BATCH)
 
@@ -235,31 +236,84 @@ def train_ctc(recipe: CTCRecipe, out_dir: str | Path, resume: bool = False
 
 
 class CTCTranscriber(SpeechRun):
-    """A trained CTC model with its tokenizer and decoding default: ``transcribe`` WAV paths
-    or waveforms, ``evaluate`` labelled utterances (the surface of ``tasks.speech.
-    Transcriber``)."""
+    """A trained or imported CTC model with its tokenizer and decoding default:
+    ``transcribe`` WAV paths or waveforms, ``evaluate`` labelled utterances (the surface of
+    ``tasks.speech.Transcriber``).
+
+    The waveform reaches the model as it reached it in training. A trained run (it has a
+    recipe) learnt on trimmed, peak-levelled, normalised audio, so its input gets the same.
+    An imported model (no recipe) gets what HF's ``Wav2Vec2FeatureExtractor`` gives it: the
+    samples as read, normalised per utterance only under ``features.normalize``
+    (``do_normalize``) -- so its transcripts are ``processor.batch_decode`` of HF's greedy
+    logits. The CTC blank is the tokenizer's pad id (0 for our runs, HF's ``pad_token_id``
+    for an imported vocabulary)."""
 
     def __init__(self, model: Wav2Vec2ForCTC, tokenizer: Tokenizer,
-                 recipe: CTCRecipe | None = None) -> None:
+                 recipe: CTCRecipe | None = None, normalize: bool = True) -> None:
         self.model, self.tokenizer, self.recipe = model.eval(), tokenizer, recipe
         self.decode = recipe.decode if recipe is not None else CTCDecodeConfig()
+        self.normalize = normalize
         self.run_dir: Path | None = None
         self.last_hypotheses: list[str] = []
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu") -> CTCTranscriber:
+        from seqformer.models.wav2vec2 import read_wav2vec2_config
+
         run_dir = Path(run_dir)
         model = Wav2Vec2ForCTC.load(run_dir, device)
+        recipe = recipe_if_saved(run_dir, ssl_recipe_from_dict)
+        if recipe is None and not (run_dir / "tokenizer").is_dir():
+            raise CheckpointError(f"{run_dir}: no tokenizer/, so its CTC outputs have no text "
+                                  "(imported without a vocab.json?); re-import from a "
+                                  "directory holding the Wav2Vec2CTCTokenizer files")
         tokenizer = load_tokenizer(run_dir / "tokenizer")
         check_vocabulary(run_dir, tokenizer.vocab_size, model.config.vocab_size)
-        recipe = recipe_if_saved(run_dir, ssl_recipe_from_dict)
-        transcriber = cls(model, tokenizer, recipe)
+        features = read_wav2vec2_config(run_dir).get("features") or {}
+        transcriber = cls(model, tokenizer, recipe, bool(features.get("normalize", True)))
         transcriber.run_dir = run_dir
         return transcriber
 
+    def _level(self, wave: np.ndarray) -> np.ndarray:
+        """A trained run's input levelling (trim, peak); an imported model's is none."""
+        return prepare(wave) if self.recipe is not None else wave
+
     def _texts(self, waves: list[np.ndarray], beam: int | None) -> list[str]:
-        ids = decode_waves(self.model, [normalise(w) for w in waves], beam or self.decode.beam)
+        inputs = [normalise(w) if self.normalize else torch.as_tensor(w, dtype=torch.float32)
+                  for w in waves]
+        ids = decode_waves(self.model, inputs, beam or self.decode.beam, self.tokenizer.pad_id)
         return [self.tokenizer.decode(x) for x in ids]
+
+    def reference(self, text: str) -> str:
+        """A reference transcript as the tokenizer compares it: in the case an imported
+        single-case vocabulary transcribes in (``CTCVocabTokenizer.reference``), else as is."""
+        fold = getattr(self.tokenizer, "reference", None)
+        return fold(text) if fold is not None else text
+
+    def evaluate(self, data: SpokenSet, beam: int | None = None, alpha: float | None = None
+                 ) -> dict[str, float]:
+        """CER / WER (percent) and ``n``, the references in the tokenizer's case
+        (:meth:`reference`)."""
+        if len(data) == 0:
+            raise DataError("nothing to evaluate: no utterances")
+        hyps = self._transcripts(data, beam, alpha)
+        self.last_hypotheses = hyps
+        return scores(hyps, [self.reference(t) for t in data.texts])
+
+    def read_transcripts(self, path: str | Path, field_name: str = "--data") -> SpokenSet:
+        """``evaluate --data FILE.tsv`` of this model: the clips levelled as :meth:`_level`
+        levels them (``read_transcripts`` trims and peak-levels, as trained runs want)."""
+        from seqformer.data.speech import read_clip_list
+        from seqformer.data.spoken_words import read_transcripts
+
+        if self.recipe is not None:
+            return read_transcripts(path, field_name)
+        if Path(path).is_dir():
+            raise DataError(f"{field_name}: {path} is a directory; give a TSV of "
+                            "'path.wav<TAB>transcript' lines")
+        clips = read_clip_list(path, field_name, "transcript")
+        return SpokenSet(list(clips.waveforms), list(clips.labels), list(clips.sources),
+                         list(clips.speakers))
 
     def transcribe(self, audio: Sequence[str | Path | np.ndarray], beam: int | None = None,
                    alpha: float | None = None, max_length: int | None = None) -> list[str]:
@@ -270,8 +324,8 @@ class CTCTranscriber(SpeechRun):
 
         if not audio:
             return []
-        waves = [prepare(read_wav(a) if isinstance(a, str | Path)
-                         else np.asarray(a, dtype=np.float32)) for a in audio]
+        waves = [self._level(read_wav(a) if isinstance(a, str | Path)
+                             else np.asarray(a, dtype=np.float32)) for a in audio]
         return self._texts(waves, beam)
 
     def _transcripts(self, data: SpokenSet, beam: int | None, alpha: float | None
