@@ -10,7 +10,6 @@ cli.py dispatches here on the recipe's task and on config.json's family; cli_tts
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,8 +102,7 @@ def speak_valle(args: argparse.Namespace) -> int:
     WAV per text, in the prompt's voice (default: a training utterance of the run's first
     voice)."""
     from seqformer.cli import _device
-    from seqformer.cli_tts import read_texts
-    from seqformer.decoding.vocoder import save_wav
+    from seqformer.cli_tts import read_texts, write_speech
     from seqformer.tasks.valle import CodecSpeaker
 
     if args.voice is not None:
@@ -121,17 +119,5 @@ def speak_valle(args: argparse.Namespace) -> int:
     if prompt is None and args.prompt_text is not None:
         raise UserError("--prompt-text says what --prompt WAV says; give --prompt too")
     waves = speaker.speak(texts, prompt, max_frames=args.max_frames)
-    if speaker.unknown:
-        print(f"warning: {speaker.unknown} character(s) unknown to the model were read as "
-              "<unk>", file=sys.stderr)
-    out = Path(args.out)
-    one_file = len(texts) == 1 and out.suffix.lower() == ".wav"
-    if not one_file:
-        out.mkdir(parents=True, exist_ok=True)
-    rate = speaker.sampling_rate
-    for i, (text, wave) in enumerate(zip(texts, waves)):
-        stem = "".join(ch if ch.isalnum() else "_" for ch in text)[:40] or f"text{i + 1}"
-        path = out if one_file else out / f"{i + 1:03d}-{stem}.wav"
-        save_wav(path, wave, rate)
-        print(f"{path}\t{len(wave) / rate:.2f} s\t{text}")
+    write_speech(texts, waves, Path(args.out), speaker.sampling_rate, speaker.unknown)
     return 0

@@ -114,7 +114,6 @@ def read_texts(args: argparse.Namespace) -> list[str]:
 def cmd_speak(args: argparse.Namespace) -> int:
     """``seqformer speak --model RUN TEXT ...``: one WAV file per text."""
     from seqformer.cli import _device, _family
-    from seqformer.decoding.vocoder import save_wav
     from seqformer.tasks.tts import Synthesizer
 
     if _family(args.model) == "valle":  # a codec language model: cli_codec
@@ -140,20 +139,29 @@ def cmd_speak(args: argparse.Namespace) -> int:
                             ) from None
     waves = synthesizer.speak(texts, voice=args.voice, vocoder=args.vocoder,
                               max_frames=args.max_frames, speaker_embedding=embedding)
-    if synthesizer.unknown:
-        print(f"warning: {synthesizer.unknown} character(s) unknown to the model were read as "
-              "<unk>", file=sys.stderr)
-    out = Path(args.out)
+    write_speech(texts, waves, Path(args.out), synthesizer.features.sampling_rate,
+                 synthesizer.unknown)
+    return 0
+
+
+def write_speech(texts: list[str], waves: list[Any], out: Path, rate: int, unknown: int = 0
+                 ) -> None:
+    """What ``speak`` does with its waveforms, for every kind of TTS run: ``out`` is the file
+    for one text ending in .wav, else a directory of NNN-text.wav files; one line per file
+    (path, seconds, text) on stdout, and a warning for characters the model read as unk."""
+    from seqformer.decoding.vocoder import save_wav
+
+    if unknown:
+        print(f"warning: {unknown} character(s) unknown to the model were read as <unk>",
+              file=sys.stderr)
     one_file = len(texts) == 1 and out.suffix.lower() == ".wav"
     if not one_file:
         out.mkdir(parents=True, exist_ok=True)
-    rate = synthesizer.features.sampling_rate
     for i, (text, wave) in enumerate(zip(texts, waves)):
         stem = "".join(ch if ch.isalnum() else "_" for ch in text)[:40] or f"text{i + 1}"
         path = out if one_file else out / f"{i + 1:03d}-{stem}.wav"
         save_wav(path, wave, rate)
         print(f"{path}\t{len(wave) / rate:.2f} s\t{text}")
-    return 0
 
 
 def add_parsers(sub: Any) -> None:
