@@ -116,11 +116,38 @@ def mask_tokens(input_ids: Tensor, vocab_size: int, generator: torch.Generator,
     return inputs, labels
 
 
-class ExampleStream:
+class PositionStream:
+    """Endless batches in which batch ``n`` is a pure function of ``(seed, n)`` -- subclasses
+    say how (:meth:`batch_at`) and how many batches make an epoch (``per_epoch``) -- so
+    ``state_dict`` is the number of batches yielded: the Trainer's stream contract, and
+    ``--resume`` continues with exactly the batches an uninterrupted run would have seen."""
+
+    per_epoch: int = 1
+    position: int = 0
+
+    @property
+    def epoch(self) -> int:
+        return self.position // self.per_epoch
+
+    def batch_at(self, position: int) -> Any:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            batch = self.batch_at(self.position)
+            self.position += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.position = int(state["position"])
+
+
+class ExampleStream(PositionStream):
     """Endless batches of a fixed example list: each epoch a seeded permutation, cut into
-    ``batch_size`` slices. Batch ``n`` is a pure function of ``(seed, n)``, so ``state_dict``
-    is the number of batches yielded (the Trainer's stream contract); subclasses decide how a
-    slice becomes a batch (:meth:`make_batch`)."""
+    ``batch_size`` slices; subclasses decide how a slice becomes a batch (:meth:`make_batch`)."""
 
     def __init__(self, examples: Sequence[Any], batch_size: int, seed: int) -> None:
         if not examples:
@@ -131,10 +158,6 @@ class ExampleStream:
         self.per_epoch = max(1, -(-len(self.examples) // batch_size))
         self.position = 0
         self._order: tuple[int, list[int]] | None = None
-
-    @property
-    def epoch(self) -> int:
-        return self.position // self.per_epoch
 
     def _permutation(self, epoch: int) -> list[int]:
         if self._order is None or self._order[0] != epoch:
@@ -152,18 +175,6 @@ class ExampleStream:
 
     def make_batch(self, examples: list[Any], position: int) -> Any:
         raise NotImplementedError
-
-    def __iter__(self) -> Iterator[Any]:
-        while True:
-            batch = self.batch_at(self.position)
-            self.position += 1
-            yield batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.position = int(state["position"])
 
 
 class MLMStream(ExampleStream):

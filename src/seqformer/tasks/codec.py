@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import yaml
 
+from seqformer.data.mlm import PositionStream
 from seqformer.data.spoken_words import SpokenSet, load_spoken_words
 from seqformer.data.tts_mel import TTSMel
 from seqformer.errors import CheckpointError, DataError
@@ -63,7 +64,7 @@ class BatchEncodec(Encodec):
                                bandwidth)
 
 
-class CropStream:
+class CropStream(PositionStream):
     """Endless batches of random fixed-length crops of ``waveforms``; batch ``n`` is a pure
     function of (seed, n), so the state is the position (the Trainer's stream contract). An
     "epoch" is as many batches as it takes to draw ``len(waveforms)`` crops."""
@@ -77,10 +78,6 @@ class CropStream:
         self.per_epoch = max(1, -(-len(self.waveforms) // batch_size))
         self.position = 0
 
-    @property
-    def epoch(self) -> int:
-        return self.position // self.per_epoch
-
     def batch_at(self, position: int) -> WaveCropBatch:
         rng = random.Random(f"seqformer.codec.crops:{self.seed}:{position}")
         out = np.zeros((self.batch_size, 1, self.segment), np.float32)
@@ -91,17 +88,6 @@ class CropStream:
             out[row, 0, :len(piece)] = piece
         return WaveCropBatch(torch.from_numpy(out))
 
-    def __iter__(self):
-        while True:
-            batch = self.batch_at(self.position)
-            self.position += 1
-            yield batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.position = int(state["position"])
 
 
 def load_codec_splits(recipe: CodecRecipe) -> tuple[dict[str, SpokenSet], str]:

@@ -34,7 +34,7 @@ from seqformer.data.spoken_words import (
     homophones,
     load_spoken_words,
     prepare,
-    read_transcripts,
+    read_transcript_splits,
 )
 from seqformer.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from seqformer.decoding.processors import ForcedPrefixes, SuppressAtStep, SuppressTokens
@@ -83,22 +83,8 @@ def _all_splits(recipe: SpeechRecipe) -> tuple[dict[str, SpokenSet | None], str]
             d.max_words, d.min_letters, d.max_letters, d.accents, d.voices_per_word,
             d.valid_variants, d.test_variants, d.split_seed, d.espeak, log, d.target)
         return dict(splits), fingerprint
-    train = read_transcripts(d.train, "data.train")
-    if d.valid:
-        valid = read_transcripts(d.valid, "data.valid")
-    else:  # the last lines of train: a TSV's order is the user's, so this is deterministic
-        cut = max(1, int(round(len(train) * (1 - d.valid_fraction))))
-        if cut >= len(train):
-            raise DataError(f"data.train: {len(train)} utterance(s) leave none for validation; "
-                            "give data.valid or more lines")
-        valid = SpokenSet(train.waveforms[cut:], train.texts[cut:], train.sources[cut:],
-                          train.speakers[cut:])
-        train = train.head(cut)
-    test = read_transcripts(d.test, "data.test") if d.test else None
-    content = {name: s.texts + s.sources for name, s in
-               (("train", train), ("valid", valid), ("test", test)) if s is not None}
-    fingerprint = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-    return {"train": train, "valid": valid, "test": test}, fingerprint
+    assert d.train is not None  # the recipe requires it with corpus: files
+    return read_transcript_splits(d.train, d.valid, d.test, d.valid_fraction)
 
 
 def featurize(data: SpokenSet, features: LogMel, model: Whisper | None = None,

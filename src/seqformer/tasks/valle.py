@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import yaml
 
+from seqformer.data.mlm import PositionStream
 from seqformer.data.spoken_words import SpokenSet, prepare
 from seqformer.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from seqformer.data.tts_corpus import input_texts, load_tts_words
@@ -157,7 +158,7 @@ def collate(pairs: Sequence[tuple[Utterance, Utterance]], space: list[int], pad_
                       target, torch.tensor(tt), stage)
 
 
-class PromptedStream:
+class PromptedStream(PositionStream):
     """Training batches: a seeded shuffle of the targets per epoch; each row's prompt (another
     utterance of the same voice) and the batch's NAR stage drawn from (seed, position)."""
 
@@ -170,10 +171,6 @@ class PromptedStream:
         self.per_epoch = max(1, -(-len(self.items) // batch_size))
         self.position = 0
 
-    @property
-    def epoch(self) -> int:
-        return self.position // self.per_epoch
-
     def batch_at(self, position: int) -> CodecBatch:
         epoch, index = divmod(position, self.per_epoch)
         order = list(range(len(self.items)))
@@ -185,17 +182,6 @@ class PromptedStream:
                  for i in chosen]
         return collate(pairs, self.space, self.pad_id, stage)
 
-    def __iter__(self):
-        while True:
-            batch = self.batch_at(self.position)
-            self.position += 1
-            yield batch
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"position": self.position}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.position = int(state["position"])
 
 
 def fixed_pairs(items: Sequence[Utterance], seed: int) -> list[tuple[Utterance, Utterance]]:
