@@ -125,3 +125,28 @@ def test_train_and_evaluate_with_the_phoneme_target(tmp_path: Path, monkeypatch,
     assert tokenizer.unk_id not in tokenizer.encode("h@l'oU")
     assert main(["evaluate", "--model", str(run), "--beam", "1"]) == 0
     assert "recipe's test split" in capsys.readouterr().out
+
+
+@needs_espeak
+def test_your_own_recordings(tmp_path: Path, monkeypatch, capsys) -> None:
+    """data.corpus: files: path.wav<TAB>transcript lines; without a valid file the last
+    valid_fraction of train validates; the test TSV is scored after training."""
+    monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path / "cache"))
+    words = ["apple", "banana", "cherry", "dates", "elder", "figs", "grape", "hazel", "kiwi",
+             "lemon"]
+    rows = []
+    for w in words:
+        speech.write_wav(tmp_path / f"{w}.wav", speech.synthesize(w, "en-us+m3"))
+        rows.append(f"{w}.wav\t{w}")
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "test.tsv").write_text("\n".join(rows[:3]) + "\n")
+    run = tmp_path / "mine"
+    assert main(["train", "whisper-spoken-words", "--out", str(run), *TINY,
+                 "--set", "data.corpus=files", "--set", f"data.train={tmp_path / 'train.tsv'}",
+                 "--set", f"data.test={tmp_path / 'test.tsv'}",
+                 "--set", "data.valid_fraction=0.2"]) == 0
+    assert "test (3 utterances" in capsys.readouterr().out
+    recipe = (run / "recipe.yaml").read_text()
+    assert "split:" in recipe
+    assert main(["evaluate", "--model", str(run)]) == 0  # the recipe's test TSV again
+    assert "(3 utterances" in capsys.readouterr().out
