@@ -8,8 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 
 from seqformer.cli import main
 from seqformer.data import shapes
@@ -22,14 +20,6 @@ TINY = ["--set", "data.train_size=64", "--set", "data.valid_size=8", "--set",
         "model.ffn_dim=32", "--set", "model.patch_size=8", "--set", "train.max_steps=4",
         "--set", "train.eval_every=2", "--set", "train.warmup_steps=1", "--set",
         "train.progress=false", "--set", "decode.beam=2"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def error_line(capsys) -> str:

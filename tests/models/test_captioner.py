@@ -14,14 +14,6 @@ from seqformer.errors import ConfigError
 from seqformer.models.captioner import Captioner, CaptionerConfig, caption_length, collate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(seed: int = 0, **overrides) -> Captioner:
     torch.manual_seed(seed)
     fields = dict(vocab_size=20, image_size=8, patch_size=2, channels=3, d_model=32, heads=4,

@@ -20,14 +20,6 @@ TINY = dict(sampling_rate=2000, upsampling_ratios=(2, 4), num_filters=4, hidden_
             kmeans_iters=10, num_lstm_layers=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(**overrides) -> Encodec:
     torch.manual_seed(0)
     return Encodec(EncodecConfig(**{**TINY, "kmeans_init": False, **overrides})).eval()

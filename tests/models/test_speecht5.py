@@ -18,14 +18,6 @@ from seqformer.models.speecht5 import SpeechT5TTS, SpeechT5TTSConfig, TTSBatch
 MELS = 8
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(seed: int = 0, **overrides) -> SpeechT5TTS:
     """A small random model in eval mode, weights moved off their init (LayerNorms, biases and
     alphas included) so every path matters; stop logits biased to stop after a few steps."""

@@ -36,14 +36,6 @@ LENGTHS = torch.tensor([800, 700, 555, 333])
 T = 39  # frames of 800 samples: (800 - 10) // 5 + 1 = 159 -> 79 -> 39
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def config(**overrides) -> Wav2Vec2Config:
     return Wav2Vec2Config(**{**SMALL, **overrides})
 

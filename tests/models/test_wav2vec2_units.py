@@ -29,14 +29,6 @@ SMALL = dict(d_model=16, heads=2, layers=2, ffn_dim=32, pos_conv_kernel=8, pos_c
 LENGTHS = torch.tensor([4000, 3000, 1500, 400])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def config(**overrides) -> Wav2Vec2Config:
     return Wav2Vec2Config(**{**SMALL, **overrides})
 

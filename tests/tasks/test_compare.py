@@ -7,8 +7,6 @@ import re
 import sys
 from pathlib import Path
 
-import pytest
-import torch
 import yaml
 
 from seqformer.cli import main
@@ -22,14 +20,6 @@ MODELS = """models:
 train: {max_steps: 6, lr: 0.003, warmup_steps: 2, eval_every: 6, save_every: 6, log_every: 2,
         metric: wer, progress: false, device: cpu}
 """
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def table_rows(out: Path) -> list[list[str]]:

@@ -5,7 +5,6 @@ the ids the model then gives its training audio are the k-means labels of those 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from seqformer.data.units import KMeans, unit_features
@@ -15,14 +14,6 @@ from seqformer.tasks.speech_ssl import fit_front_end, normalise
 
 SMALL = dict(d_model=16, heads=2, layers=1, ffn_dim=32, pos_conv_kernel=4, pos_conv_groups=2,
              frontend="units", units_k=5)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def waves(gain: float) -> list[np.ndarray]:

@@ -25,14 +25,6 @@ SMALL = dict(conv_dim=(8, 8, 8), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2), 
              dropout=0.1, attention_dropout=0.1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def recipe(**units):
     model = {k: list(v) if isinstance(v, tuple) else v for k, v in SMALL.items()}
     return ssl_recipe_from_dict({"task": "speech-pretrain",

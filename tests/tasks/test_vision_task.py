@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from seqformer.cli import main
 from seqformer.data.images import Preprocess, load_digits_splits, read_npz
@@ -22,14 +21,6 @@ from seqformer.tasks.vision import ImageClassifier, train_image_classifier
 TINY = ["model.patch_size=4", "model.d_model=32", "model.heads=2", "model.layers=2",
         "model.ffn_dim=64", "model.dropout=0.0", "data.batch_size=32", "train.epochs=8",
         "train.lr=1e-2", "train.progress=false", "train.device=cpu"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_digits_split_is_stratified_disjoint_and_seeded() -> None:
