@@ -107,8 +107,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.beam is not None and args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
     transcriber = load_transcriber(args.model, _device(args.device))
+    steer = {k: v for k, v in (("language", args.language), ("task", args.task)) if v}
+    if steer:
+        from seqformer.tasks.speech import Transcriber
+
+        if not isinstance(transcriber, Transcriber):
+            raise UserError(f"--{next(iter(steer))} is for an imported multilingual Whisper; "
+                            f"{args.model} is a CTC model")
     texts = transcriber.transcribe(args.wav, beam=args.beam, alpha=args.alpha,
-                                   max_length=args.max_length)
+                                   max_length=args.max_length, **steer)
     for path, text in zip(args.wav, texts):
         print(f"{path}\t{text}" if len(args.wav) > 1 or args.show_source else text)
     return 0
@@ -128,5 +135,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--max-length", type=int, default=None, help="maximum output tokens")
     p.add_argument("--show-source", action="store_true", help="print path<TAB>text even for "
                    "one file")
+    p.add_argument("--language", default=None, help="imported multilingual Whisper: language "
+                   "code or name (en, fr, english); default: the checkpoint's, else detected")
+    p.add_argument("--task", choices=["transcribe", "translate"], default=None,
+                   help="imported multilingual Whisper: transcribe (default) or translate to "
+                   "English")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.set_defaults(func=cmd_transcribe)

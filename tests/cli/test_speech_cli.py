@@ -76,6 +76,8 @@ def test_train_evaluate_transcribe(tmp_path: Path, monkeypatch, capsys) -> None:
 
     assert main(["transcribe", "--model", str(run), str(tmp_path / "missing.wav")]) == 2
     assert "missing.wav: no such WAV file" in error_line(capsys)
+    assert main(["transcribe", "--model", str(run), "--language", "fr", str(wav)]) == 2
+    assert "language" in error_line(capsys)  # only an imported Whisper has a prompt
     bad = tmp_path / "bad.tsv"
     bad.write_text(f"{wav}\tcat\njust one column\n", encoding="utf-8")
     assert main(["evaluate", "--model", str(run), "--data", str(bad)]) == 2

@@ -250,3 +250,28 @@ def test_trained_runs_take_no_language_and_long_audio_is_refused(imported: Path,
     assert trained.prompt is None and trained.features.pad_to_frames == 0
     with pytest.raises(DataError, match="at most 100 frames"):
         Transcriber.load(imported).transcribe([np.zeros(17000, dtype=np.float32)])
+
+
+def test_transcribe_command_takes_language_and_task(checkpoint: Path, imported: Path,
+                                                   tmp_path: Path, capsys, one_thread) -> None:
+    """`seqformer transcribe --language fr` prints generate()'s text for WAV files; the flags
+    are refused for a model that has no prompt (exit 2, one line)."""
+    from seqformer.cli import main
+    from seqformer.data.speech import read_wav, write_wav
+
+    tokenizer = tokenizers.Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    paths = []
+    for i, wave in enumerate(waves()[:3]):
+        write_wav(tmp_path / f"{i}.wav", wave)
+        paths.append(str(tmp_path / f"{i}.wav"))
+    read_back = [read_wav(p) for p in paths]  # the WAV's 16-bit rounding, on both sides
+    model = transformers.WhisperForConditionalGeneration.from_pretrained(checkpoint).eval()
+    extractor = transformers.WhisperFeatureExtractor.from_pretrained(checkpoint)
+    features = extractor(read_back, sampling_rate=16000, return_tensors="pt").input_features
+    out = model.generate(input_features=features, max_new_tokens=MAX_TARGET - 5,
+                         language="fr", task="transcribe")
+    expected = [tokenizer.decode(row, skip_special_tokens=True).strip() for row in out.tolist()]
+    assert main(["transcribe", "--model", str(imported), "--language", "fr", "--task",
+                 "transcribe", *paths]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t", 1)[1] for line in lines] == expected
