@@ -429,10 +429,15 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from seqformer.recipe import bundled_recipes
+    """Every bundled recipe with its task and the first sentence of its header comment, so a
+    user can pick one without opening the YAML files."""
+    from seqformer.recipe import bundled_recipes, recipe_summary
 
-    for name in bundled_recipes():
-        print(name)
+    rows = [(name, *recipe_summary(name)) for name in bundled_recipes()]
+    width = max(len(name) for name, _, _ in rows)
+    task_width = max(len(task) for _, task, _ in rows)
+    for name, task, summary in rows:
+        print(f"{name:<{width}}  {task:<{task_width}}  {summary}".rstrip())
     return 0
 
 
@@ -576,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model directory to write")
     p.set_defaults(func=cmd_average)
 
-    p = sub.add_parser("recipes", help="list bundled recipes")
+    p = sub.add_parser("recipes", help="list bundled recipes with their task and purpose")
     p.set_defaults(func=cmd_recipes)
 
     p = sub.add_parser("compare", help="train several model kinds on one task and tabulate "

@@ -267,6 +267,37 @@ def bundled_recipes() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
+def _first_sentence(text: str, shortest: int = 40) -> str:
+    """Up to the first ". " or ": " outside parentheses (so "(Chen et al. 2021)" stays whole)
+    that leaves at least ``shortest`` characters."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += (ch == "(") - (ch == ")")
+        if (depth == 0 and ch in ".:" and text[i + 1:i + 2] == " " and i >= shortest
+                and not text[:i].endswith((" al", "e.g", "i.e"))):
+            return text[:i]
+    return text.rstrip(".")
+
+
+def recipe_summary(name: str, limit: int = 100) -> tuple[str, str]:
+    """A bundled recipe's task and the first sentence of its header comment (cut at
+    ``limit`` characters): what ``seqformer recipes`` prints."""
+    text = (resources.files("seqformer") / "recipes" / f"{name}.yaml").read_text(
+        encoding="utf-8")
+    header = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("#").strip())
+    summary = _first_sentence(" ".join(header))
+    if len(summary) > limit:
+        summary = summary[:limit - 3].rsplit(" ", 1)[0] + "..."
+    import yaml
+
+    task = yaml.safe_load(text).get("task", "transduction")
+    return str(task), summary
+
+
 def resolve_recipe_path(name_or_path: str) -> Path:
     """A path to a YAML file, or the name of a bundled recipe (``g2p-cmudict-quick``)."""
     path = Path(name_or_path)

@@ -166,6 +166,20 @@ def test_console_script_runs() -> None:
     assert "g2p-cmudict-quick" in out and "bible-en-es" in out
 
 
+def test_recipes_lists_each_with_its_task_and_purpose(capsys) -> None:
+    from seqformer.recipe import bundled_recipes, load_recipe
+
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(bundled_recipes())
+    for line in lines:
+        name, task, summary = line.split(None, 2)
+        assert task == "compare" or task == getattr(load_recipe(name), "task", "transduction")
+        assert len(summary) >= 20 and "#" not in summary
+    dt = next(line for line in lines if line.startswith("dt-gridworld "))
+    assert "(Chen et al. 2021)" in dt  # not cut inside the parenthesis
+
+
 def test_resume_through_the_cli_is_bit_identical(tmp_path, capsys) -> None:
     """Train 2N steps straight vs N steps + --resume to 2N: the same weights, bit for bit."""
     from safetensors.torch import load_file
