@@ -243,6 +243,16 @@ def test_conformer_checkpoints_carry_no_sinusoid_table_and_old_ones_load(tmp_pat
     assert "encoder_positions" not in loaded.state_dict()
     with torch.no_grad():
         assert torch.equal(loaded.logits(features, tgt_in), model.logits(features, tgt_in))
+    # ... and so does --resume, which reads weights with checkpoint.load_weights.
+    from seqformer.training.checkpoint import load_weights
+
+    fresh = tiny(encoder_block="conformer", conv_kernel=5)
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.add_(1.0)  # so only the loaded weights can give the saved model's logits
+    resumed = load_weights(fresh, old / "model.safetensors")
+    with torch.no_grad():
+        assert torch.equal(resumed.logits(features, tgt_in), model.logits(features, tgt_in))
     # Any other unknown key is still refused, and so is a transformer checkpoint without it.
     save_weights({**state, "encoder_positions": whisper_sinusoids(16, 16),
                   "stray": torch.zeros(1)}, old / "model.safetensors")

@@ -193,6 +193,10 @@ class Whisper(nn.Module, SavedModel):
         # Whisper's), and it is small (positions x d_model). A Conformer encoder has relative
         # positions inside its attention: no table (it would be dead weight in checkpoints).
         self.encoder_positions: Tensor | None
+        # Conformer-encoder checkpoints saved before the unused table was dropped still carry
+        # it; it was never read, so loading and --resume ignore it (checkpoint.load_weights).
+        self.obsolete_keys: tuple[str, ...] = (
+            ("encoder_positions",) if c.encoder_block == "conformer" else ())
         self.register_buffer("encoder_positions",
                              whisper_sinusoids(c.max_source_positions, c.d_model)
                              if c.encoder_block == "transformer" else None)
@@ -303,10 +307,8 @@ class Whisper(nn.Module, SavedModel):
         model = cls(from_dict(WhisperConfig, data, f"{directory}/config.json"))
         path = Path(directory) / "model.safetensors"
         state = read_weights(path)
-        if model.config.encoder_block == "conformer":
-            # Conformer-encoder checkpoints saved before the unused sinusoid table was dropped
-            # still carry it; it was never read, so it is ignored rather than refused.
-            state.pop("encoder_positions", None)
+        for key in model.obsolete_keys:
+            state.pop(key, None)
         check_state(state, model.state_dict(), path)
         model.load_state_dict(state, strict=True)
         return model.to(map_location).eval()

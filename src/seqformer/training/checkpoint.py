@@ -224,11 +224,15 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     Keys and shapes are checked first so the error names the first mismatch in one line --
     ``load_state_dict``'s own message lists every key and is unreadable for real models.
     Values are copied into the existing parameters, so device, dtype and weight tying of
-    ``model`` are kept.
+    ``model`` are kept. A model's ``obsolete_keys`` are dropped from the file first.
     """
     path = Path(path)
     module = unwrap_model(model)
     state = read_weights(path)
+    # Keys older versions of a model saved but never read (the model lists them): ignored, so
+    # a run keeps resuming across that change instead of being refused as a mismatch.
+    for key in getattr(module, "obsolete_keys", ()):
+        state.pop(key, None)
     check_state(state, module.state_dict(), path)
     module.load_state_dict(state, strict=True)
     return model
