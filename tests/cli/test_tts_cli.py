@@ -59,6 +59,15 @@ def test_train_speak_evaluate_and_round_trip(tmp_path: Path, monkeypatch, capsys
     assert main(["speak", "--model", str(run), "--out", str(many), "one", "two"]) == 0
     assert len(list(many.glob("*.wav"))) == 2
     capsys.readouterr()
+    # Trained on single words: a sentence is said word by word (punctuation dropped, no <unk>),
+    # the words joined by 0.12 s pauses.
+    sentence = tmp_path / "sentence.wav"
+    assert main(["speak", "--model", str(run), "--out", str(sentence), "Hello, world!"]) == 0
+    assert "unknown" not in capsys.readouterr().err
+    from seqformer.tasks.tts import WORD_PAUSE, Synthesizer
+
+    words = Synthesizer.load(run).speak(["hello", "world"])
+    assert len(speech.read_wav(sentence)) == sum(map(len, words)) + int(WORD_PAUSE * 16000)
 
     # The same text and seed give the same audio (the prenet dropout is seeded).
     again = tmp_path / "again.wav"

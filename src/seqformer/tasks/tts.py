@@ -24,6 +24,7 @@ same text gives the same audio.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ from seqformer.training.trainer import Trainer
 
 GENERATE_BATCH = 32
 GENERATION_SEED = 1234
+WORD = re.compile(r"[a-z']+")  # what a tts-words run can say: its words are plain letters
+WORD_PAUSE = 0.12  # seconds of silence between the words of a text
 
 # (input ids, target log-mel (frames, bins), speaker index or -1)
 Example = tuple[list[int], torch.Tensor, int]
@@ -368,9 +371,32 @@ class Synthesizer:
     def speak(self, texts: Sequence[str], voice: str | None = None, vocoder: str = "griffin-lim",
               seed: int = GENERATION_SEED, max_frames: int | None = None,
               speaker_embedding: np.ndarray | None = None) -> list[np.ndarray]:
-        """16 kHz float waveforms of each text."""
-        return self.vocode(self.spectrograms(texts, voice, seed, max_frames, speaker_embedding),
-                           vocoder)
+        """16 kHz float waveforms of each text. A model trained on single words (tts-words:
+        no space ever in its inputs) says a text word by word, joined by short pauses, rather
+        than read the spaces as unknown symbols."""
+        if not self.word_level:
+            return self.vocode(self.spectrograms(texts, voice, seed, max_frames,
+                                                 speaker_embedding), vocoder)
+        split = [WORD.findall(t.lower()) for t in texts]
+        for i, words in enumerate(split):
+            if not words:
+                raise DataError(f"text {i + 1} ({texts[i][:30]!r}) has no words to say")
+        flat = [w for words in split for w in words]
+        waves = iter(self.vocode(self.spectrograms(flat, voice, seed, max_frames,
+                                                   speaker_embedding), vocoder))
+        pause = np.zeros(int(WORD_PAUSE * self.features.sampling_rate), np.float32)
+        out = []
+        for words in split:
+            pieces = [next(waves) for _ in words]
+            joined = [x for piece in pieces for x in (piece, pause)][:-1]
+            out.append(np.concatenate(joined).astype(np.float32))
+        return out
+
+    @property
+    def word_level(self) -> bool:
+        """Trained on single words (its tokenizer never saw a space)?"""
+        return (self.recipe is not None and self.recipe.data.corpus == "tts-words"
+                and self.tokenizer.count_unknown(" ") > 0)
 
     def vocode(self, mels: Sequence[torch.Tensor], vocoder: str = "griffin-lim"
                ) -> list[np.ndarray]:
