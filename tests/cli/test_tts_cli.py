@@ -113,6 +113,8 @@ def test_two_voices_and_bad_inputs(tmp_path: Path, monkeypatch, capsys) -> None:
     assert str(tmp_path / "nope") in error_line(capsys)
     assert main(["speak", "--model", str(run), "   "]) == 2
     assert "empty" in error_line(capsys)
+    assert main(["speak", "--model", str(run), "?!"]) == 2
+    assert "has no words to say" in error_line(capsys)
     assert main(["evaluate", "--model", str(run), "--data", str(tmp_path / "no.tsv")]) == 2
     assert "no.tsv" in error_line(capsys)
     assert main(["train", "tts-spoken-words", "--set", "model.d_modle=8"]) == 2

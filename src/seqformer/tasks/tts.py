@@ -379,6 +379,8 @@ class Synthesizer:
                                                  speaker_embedding), vocoder)
         split = [WORD.findall(t.lower()) for t in texts]
         for i, words in enumerate(split):
+            if not texts[i].strip():
+                raise DataError(f"text {i + 1} is empty; give something to say")
             if not words:
                 raise DataError(f"text {i + 1} ({texts[i][:30]!r}) has no words to say")
         flat = [w for words in split for w in words]
