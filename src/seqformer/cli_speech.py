@@ -77,15 +77,13 @@ def evaluate_speech(args: argparse.Namespace) -> int:
     """CER/WER of a Whisper run on ``--data FILE.tsv`` (path.wav<TAB>transcript) or on its
     recipe's test split."""
     from seqformer.cli import _device, data_or_test_split
-    from seqformer.data.spoken_words import read_transcripts
     from seqformer.tasks.speech import describe
 
     if len(args.model) != 1:
         raise UserError("evaluate: give one --model for a speech-to-text model")
     transcriber = load_transcriber(args.model[0], _device(args.device))
-    # A CTC model reads its clips as it levels audio (an imported one: as HF would).
-    read = getattr(transcriber, "read_transcripts", read_transcripts)
-    data, where = data_or_test_split(args, transcriber, read,
+    # Clips are read as the model levels audio (an imported one hears them raw, as in HF).
+    data, where = data_or_test_split(args, transcriber, transcriber.read_transcripts,
                                      "one --data TSV of path.wav<TAB>transcript lines",
                                      "FILE.tsv (path.wav<TAB>transcript lines)")
     metrics = transcriber.evaluate(data, beam=args.beam, alpha=args.alpha)

@@ -275,3 +275,10 @@ def test_transcribe_command_takes_language_and_task(checkpoint: Path, imported: 
                  "transcribe", *paths]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t", 1)[1] for line in lines] == expected
+
+    # evaluate --data hears the clips raw too (no trimming or levelling, as generate() does):
+    # references equal to generate()'s transcripts score CER 0.
+    tsv = tmp_path / "clips.tsv"
+    tsv.write_text("".join(f"{p}\t{t}\n" for p, t in zip(paths, expected)), encoding="utf-8")
+    assert main(["evaluate", "--model", str(imported), "--data", str(tsv), "--beam", "1"]) == 0
+    assert "CER 0.00" in capsys.readouterr().out

@@ -35,6 +35,7 @@ from seqformer.data.spoken_words import (
     load_spoken_words,
     prepare,
     read_transcript_splits,
+    read_transcripts,
 )
 from seqformer.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from seqformer.decoding.processors import ForcedPrefixes, SuppressAtStep, SuppressTokens
@@ -333,6 +334,26 @@ class SpeechRun:
                      ) -> list[str]:
         raise NotImplementedError
 
+    @property
+    def levels_input(self) -> bool:
+        """Does the model expect trimmed, peak-levelled audio (our runs, trained on it) rather
+        than the raw clip (an imported checkpoint, run as transformers runs it)?"""
+        return True
+
+    def read_transcripts(self, path: str | Path, field_name: str = "--data") -> SpokenSet:
+        """``evaluate --data FILE.tsv`` of this model: the clips levelled only when the model
+        expects it (:attr:`levels_input`)."""
+        if self.levels_input:
+            return read_transcripts(path, field_name)
+        from seqformer.data.speech import read_clip_list
+
+        if Path(path).is_dir():
+            raise DataError(f"{field_name}: {path} is a directory; give a TSV of "
+                            "'path.wav<TAB>transcript' lines")
+        clips = read_clip_list(path, field_name, "transcript")
+        return SpokenSet(list(clips.waveforms), list(clips.labels), list(clips.sources),
+                         list(clips.speakers))
+
     def evaluate(self, data: SpokenSet, beam: int | None = None, alpha: float | None = None
                  ) -> dict[str, float]:
         """CER / WER (percent) and ``n`` of the transcripts of ``data`` against its texts."""
@@ -406,11 +427,16 @@ class Transcriber(SpeechRun):
         transcriber.run_dir = run_dir
         return transcriber
 
+    @property
+    def levels_input(self) -> bool:
+        """An imported Whisper (30 s windows) hears the raw clip, as ``generate()`` does."""
+        return not self.features.pad_to_frames
+
     def _features(self, audio: Sequence[str | Path | np.ndarray]) -> list[torch.Tensor]:
         from seqformer.data.speech import read_wav
 
         # Our runs were trained on trimmed, levelled words; a 30 s Whisper on raw audio.
-        level = prepare if not self.features.pad_to_frames else (lambda w: w)
+        level = prepare if self.levels_input else (lambda w: w)
         waves, names = [], []
         for i, item in enumerate(audio):
             if isinstance(item, str | Path):

@@ -274,9 +274,14 @@ class CTCTranscriber(SpeechRun):
         transcriber.run_dir = run_dir
         return transcriber
 
+    @property
+    def levels_input(self) -> bool:
+        """A trained run levels its input (trim, peak) as in training; an imported model hears
+        what HF's feature extractor would give it."""
+        return self.recipe is not None
+
     def _level(self, wave: np.ndarray) -> np.ndarray:
-        """A trained run's input levelling (trim, peak); an imported model's is none."""
-        return prepare(wave) if self.recipe is not None else wave
+        return prepare(wave) if self.levels_input else wave
 
     def _texts(self, waves: list[np.ndarray], beam: int | None) -> list[str]:
         inputs = [normalise(w) if self.normalize else torch.as_tensor(w, dtype=torch.float32)
@@ -299,21 +304,6 @@ class CTCTranscriber(SpeechRun):
         hyps = self._transcripts(data, beam, alpha)
         self.last_hypotheses = hyps
         return scores(hyps, [self.reference(t) for t in data.texts])
-
-    def read_transcripts(self, path: str | Path, field_name: str = "--data") -> SpokenSet:
-        """``evaluate --data FILE.tsv`` of this model: the clips levelled as :meth:`_level`
-        levels them (``read_transcripts`` trims and peak-levels, as trained runs want)."""
-        from seqformer.data.speech import read_clip_list
-        from seqformer.data.spoken_words import read_transcripts
-
-        if self.recipe is not None:
-            return read_transcripts(path, field_name)
-        if Path(path).is_dir():
-            raise DataError(f"{field_name}: {path} is a directory; give a TSV of "
-                            "'path.wav<TAB>transcript' lines")
-        clips = read_clip_list(path, field_name, "transcript")
-        return SpokenSet(list(clips.waveforms), list(clips.labels), list(clips.sources),
-                         list(clips.speakers))
 
     def transcribe(self, audio: Sequence[str | Path | np.ndarray], beam: int | None = None,
                    alpha: float | None = None, max_length: int | None = None) -> list[str]:
