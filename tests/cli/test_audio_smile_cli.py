@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from cli_helpers import one_line_error, sets
 
 from seqformer.cli import main
 from seqformer.data import smile, speech
@@ -28,26 +28,7 @@ TINY = [*DATA, "model.feature_set=eGeMAPSv02", "model.hidden_sizes=[64]", "model
         "train.epochs=60", "train.lr=3e-3", "train.progress=false", "train.device=cpu"]
 
 
-def sets(overrides: list[str]) -> list[str]:
-    return [a for s in overrides for a in ("--set", s)]
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path_factory, monkeypatch):
-    """One thread, and synthesis / functionals caches private to the test session."""
-    monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "audio-cache"))
-    monkeypatch.delenv(speech.ESPEAK_ENV, raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def one_line_error(capsys, code: int) -> str:
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("seqformer: error: "), err
-    return err
+pytestmark = pytest.mark.usefixtures("audio_cache")
 
 
 def test_recipe_dispatch_and_validation() -> None:

@@ -8,11 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
+from cli_helpers import sets
 
 from seqformer.cli import main
-from seqformer.data import speech
 
 needs_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None,
@@ -30,19 +29,7 @@ WAVE = ["init_from=null", "freeze=none", "model.d_model=16", "model.heads=2", "m
         "model.pos_conv_groups=2"]
 
 
-def sets(overrides: list[str]) -> list[str]:
-    return [a for s in overrides for a in ("--set", s)]
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path_factory, monkeypatch):
-    """One thread, and a synthesis cache private to this module."""
-    monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "split-cache"))
-    monkeypatch.delenv(speech.ESPEAK_ENV, raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("audio_cache")
 
 
 @needs_espeak

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import one_line_error, sets
 from safetensors.torch import load_file
 
 from seqformer.cli import main
@@ -38,26 +39,7 @@ PRETRAIN = ["data.max_words=120", "data.accents=[en-us]", "data.voices_per_word=
             "train.progress=false"]
 
 
-def sets(overrides: list[str]) -> list[str]:
-    return [a for s in overrides for a in ("--set", s)]
-
-
-@pytest.fixture(autouse=True)
-def isolated(tmp_path_factory, monkeypatch):
-    """One thread, and a synthesis cache private to this module."""
-    monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path_factory.getbasetemp() / "w2v-cache"))
-    monkeypatch.delenv(speech.ESPEAK_ENV, raising=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def one_line_error(capsys, code: int) -> str:
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("seqformer: error: "), err
-    return err
+pytestmark = pytest.mark.usefixtures("audio_cache")
 
 
 def test_bundled_recipe_and_validation() -> None:

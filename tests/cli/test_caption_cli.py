@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from cli_helpers import error_line
 
 from seqformer.cli import main
 from seqformer.data import shapes
@@ -20,12 +21,6 @@ TINY = ["--set", "data.train_size=64", "--set", "data.valid_size=8", "--set",
         "model.ffn_dim=32", "--set", "model.patch_size=8", "--set", "train.max_steps=4",
         "--set", "train.eval_every=2", "--set", "train.warmup_steps=1", "--set",
         "train.progress=false", "--set", "decode.beam=2"]
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err, "expected an error message"
-    return err[-1]
 
 
 def test_bundled_recipe_parses() -> None:

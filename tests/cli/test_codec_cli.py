@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import error_line
 
 from seqformer.cli import main
 from seqformer.data import speech
@@ -39,12 +40,6 @@ def valle_args(codec: Path) -> list[str]:
             "--set", "train.max_steps=3", "--set", "train.eval_every=3",
             "--set", "train.warmup_steps=1", "--set", "train.progress=false",
             "--set", "generate.max_frames=6"]
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err, "expected an error message"
-    return err[-1]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import error_line
 from safetensors.torch import load_file
 
 from seqformer.cli import main
@@ -31,12 +32,6 @@ SHAPE = ["--set", "model.d_model=32", "--set", "model.heads=2", "--set", "model.
          "--set", "model.pos_conv_groups=2", "--set", "model.units_k=8",
          "--set", "model.num_units=8", "--set", "units.iterations=10"]
 QUIET = ["--set", "train.progress=false"]
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err, "expected an error message"
-    return err[-1]
 
 
 @pytest.fixture(scope="module")

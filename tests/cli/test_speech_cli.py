@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import error_line
 
 from seqformer.cli import main
 from seqformer.data import speech
@@ -24,12 +25,6 @@ TINY = ["--set", "data.max_words=120", "--set", "data.accents=[en-us]",
         "--set", "model.ffn_dim=32", "--set", "train.max_steps=4", "--set", "train.eval_every=2",
         "--set", "train.warmup_steps=1", "--set", "train.progress=false",
         "--set", "decode.beam=2"]
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err, "expected an error message"
-    return err[-1]
 
 
 @pytest.mark.parametrize("name,block", [("whisper-spoken-words", "transformer"),

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_helpers import error_line
 from safetensors.torch import load_file
 
 from seqformer.cli import main
@@ -29,12 +30,6 @@ SHAPE = ["--set", "model.d_model=16", "--set", "model.heads=2", "--set", "model.
          "--set", "model.pos_conv_kernel=4", "--set", "model.pos_conv_groups=2"]
 TRAIN = ["--set", "train.max_steps=4", "--set", "train.eval_every=2",
          "--set", "train.warmup_steps=1", "--set", "train.progress=false"]
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err, "expected an error message"
-    return err[-1]
 
 
 @pytest.mark.parametrize("name,task", [("hubert-spoken-words", "speech-pretrain"),

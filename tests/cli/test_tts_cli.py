@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import error_line
 
 from seqformer.cli import main
 from seqformer.data import speech
@@ -24,12 +25,6 @@ TINY = ["--set", "data.max_words=120", "--set", "data.valid_generate=3",
         "--set", "model.postnet_layers=2", "--set", "train.max_steps=4",
         "--set", "train.eval_every=2", "--set", "train.warmup_steps=1",
         "--set", "train.progress=false", "--set", "speak.griffin_lim_iters=4"]
-
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err, "expected an error message"
-    return err[-1]
 
 
 def test_bundled_recipe_parses() -> None:
