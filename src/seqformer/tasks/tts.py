@@ -134,7 +134,6 @@ class TTSStream(ExampleStream):
 # --- generation and scores --------------------------------------------------------------------
 
 
-@torch.no_grad()
 def one_hot(indices: Sequence[int], n: int) -> torch.Tensor | None:
     """Speaker vectors of a model trained on ``n`` named voices (None for one voice)."""
     if not n:
@@ -144,6 +143,7 @@ def one_hot(indices: Sequence[int], n: int) -> torch.Tensor | None:
     return rows
 
 
+@torch.no_grad()
 def generate(model: SpeechT5TTS, inputs: Sequence[list[int]], speakers: torch.Tensor | None,
              speak: SpeakConfig, seed: int = GENERATION_SEED, max_frames: int | None = None
              ) -> list[torch.Tensor]:
@@ -290,6 +290,9 @@ class Synthesizer:
         self.espeak = recipe.data.espeak if recipe is not None else None
         self.run_dir: Path | None = None
         self.unknown = 0
+        self.last_scored: SpokenSet | None = None  # the data of the last evaluate, and its
+        self.last_generated: list[torch.Tensor] = []  # generations and recordings' spectrograms
+        self.last_references: list[torch.Tensor] = []
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "cpu") -> Synthesizer:
@@ -421,6 +424,8 @@ class Synthesizer:
                for s in (data.speakers or [""] * len(ids))]
         rows = one_hot(who, len(self.voices)) if self.voices else self.speaker_rows(len(ids))
         self.last_generated = generate(self.model, ids, rows, self.speak_config)
+        # What round_trip reuses rather than generate and analyse the same utterances again.
+        self.last_scored, self.last_references = data, refs
         return mel_scores(self.last_generated, refs)
 
     def test_split(self) -> SpokenSet | None:
@@ -438,12 +443,11 @@ def round_trip(synthesizer: Synthesizer, data: SpokenSet, words: Sequence[str],
     """A speech-recognition run's CER (percent) against ``words`` (what was said) on ``data``'s
     recordings, on the recordings' spectrograms put through the vocoder (copy synthesis) and on
     the vocoded generations of the same texts: the intelligibility the vocoder and the TTS
-    keep. Generations are those of the last :meth:`Synthesizer.evaluate` when it scored
-    ``data``."""
-    mels = getattr(synthesizer, "last_generated", None)
-    if mels is None or len(mels) != len(data):
+    keep. Generations and reference spectrograms are those of the last
+    :meth:`Synthesizer.evaluate` when it scored this very ``data``."""
+    if synthesizer.last_scored is not data:
         synthesizer.evaluate(data)
-        mels = synthesizer.last_generated
+
     def heard(mels: Sequence[torch.Tensor]) -> list[str]:
         audio = [prepare(w) if len(w) else np.zeros(1600, np.float32)
                  for w in synthesizer.vocode(mels, vocoder)]
@@ -451,8 +455,8 @@ def round_trip(synthesizer: Synthesizer, data: SpokenSet, words: Sequence[str],
 
     real = transcriber.transcribe(list(data.waveforms))
     # The recordings' own spectrograms through the same vocoder: what the vocoder alone loses.
-    copied = heard([synthesizer.features(w) for w in data.waveforms])
-    spoken = heard(mels)
+    copied = heard(synthesizer.last_references)
+    spoken = heard(synthesizer.last_generated)
     return {"asr_cer_recorded": char_error_rate(real, list(words)),
             "asr_cer_vocoded": char_error_rate(copied, list(words)),
             "asr_cer_generated": char_error_rate(spoken, list(words)),
