@@ -15,8 +15,6 @@ from typing import Any
 
 from seqformer.errors import UserError
 
-SAMPLES = 4
-
 
 def describe_codec(metrics: dict[str, float]) -> str:
     return (f"mel L1 {metrics['mel_l1']:.3f}  MCD {metrics['mcd']:.2f} dB  (losses: time L1 "

@@ -15,8 +15,6 @@ from typing import Any
 
 from seqformer.errors import UserError
 
-SAMPLES = 4
-
 
 def describe(metrics: dict[str, float]) -> str:
     parts = [f"MCD {metrics['mcd']:.2f} dB", f"length ratio {metrics['len_ratio']:.2f}"]
@@ -27,44 +25,19 @@ def describe(metrics: dict[str, float]) -> str:
     return "  ".join(parts)
 
 
-def words_of(data: Any) -> list[str]:
-    """What each utterance says: the word of a tts-words source (``voice/word/0``), else the
-    text itself."""
-    return [s.split("/")[1] if s.count("/") == 2 and not s.endswith(".wav") else t
-            for s, t in zip(data.sources or [""] * len(data), data.texts)]
-
-
-def write_samples(synthesizer: Any, texts: list[str], directory: Path, vocoder: str) -> list[Path]:
-    """WAV files of ``texts`` in ``directory`` (one per text, named after it)."""
-    from seqformer.decoding.vocoder import save_wav
-
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (text, wave) in enumerate(zip(texts, synthesizer.speak(texts, vocoder=vocoder))):
-        stem = "".join(ch if ch.isalnum() else "_" for ch in text)[:40] or f"text{i + 1}"
-        path = directory / f"{i + 1:03d}-{stem}.wav"
-        save_wav(path, wave, synthesizer.features.sampling_rate)
-        paths.append(path)
-    return paths
-
-
 def train_tts(args: argparse.Namespace, recipe: Any, out: Path) -> int:
     """``seqformer train`` for ``task: text-to-speech``: train, print the best checkpoint's test
     scores and write a few test words as WAV files."""
     from seqformer.cli import _interrupted
-    from seqformer.tasks.tts import Synthesizer, train_tts
+    from seqformer.tasks.tts import train_tts
 
     summary, results = train_tts(recipe, out, resume=args.resume)
     if _interrupted(args, summary, out):
         return 130
     if results:
         print(f"test ({int(results['n'])} utterances of unseen words): {describe(results)}")
-        synthesizer = Synthesizer.load(out)
-        test = synthesizer.test_split()
-        if test is not None and len(test):
-            words = list(dict.fromkeys(words_of(test)))[:SAMPLES]
-            paths = write_samples(synthesizer, words, out / "samples", "griffin-lim")
-            print(f"examples (Griffin-Lim vocoder): {', '.join(str(p) for p in paths)}")
+    if summary.get("samples"):
+        print(f"examples (Griffin-Lim vocoder): {', '.join(summary['samples'])}")
     print(f"model saved in {out}; say something with: seqformer speak --model {out} 'hello'")
     return 0
 
@@ -88,7 +61,7 @@ def evaluate_tts(args: argparse.Namespace) -> int:
         from seqformer.cli_speech import load_transcriber
 
         transcriber = load_transcriber(args.asr, _device(args.device))
-        trip = round_trip(synthesizer, data, words_of(data), transcriber,
+        trip = round_trip(synthesizer, data, data.words(), transcriber,
                           getattr(args, "vocoder", None) or "griffin-lim")
         metrics.update({k: v for k, v in trip.items() if k != "n"})
     print(f"{where} ({len(data)} utterances): {describe(metrics)}")
@@ -150,6 +123,7 @@ def write_speech(texts: list[str], waves: list[Any], out: Path, rate: int, unkno
     for one text ending in .wav, else a directory of NNN-text.wav files; one line per file
     (path, seconds, text) on stdout, and a warning for characters the model read as unk."""
     from seqformer.decoding.vocoder import save_wav
+    from seqformer.tasks.tts import wav_name
 
     if unknown:
         print(f"warning: {unknown} character(s) unknown to the model were read as <unk>",
@@ -158,8 +132,7 @@ def write_speech(texts: list[str], waves: list[Any], out: Path, rate: int, unkno
     if not one_file:
         out.mkdir(parents=True, exist_ok=True)
     for i, (text, wave) in enumerate(zip(texts, waves)):
-        stem = "".join(ch if ch.isalnum() else "_" for ch in text)[:40] or f"text{i + 1}"
-        path = out if one_file else out / f"{i + 1:03d}-{stem}.wav"
+        path = out if one_file else out / wav_name(i, text)
         save_wav(path, wave, rate)
         print(f"{path}\t{len(wave) / rate:.2f} s\t{text}")
 

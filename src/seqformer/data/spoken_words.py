@@ -72,6 +72,13 @@ class SpokenSet:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def words(self) -> list[str]:
+        """What each utterance says: the word of a synthesised one (its source is
+        ``voice/word/rendition``, ``speech.Utterance.name``), else its text (a WAV of the
+        user's)."""
+        return [src.split("/")[1] if src.count("/") == 2 and not src.endswith(".wav") else text
+                for src, text in zip(self.sources or [""] * len(self), self.texts)]
+
     def head(self, n: int) -> SpokenSet:
         return SpokenSet(self.waveforms[:n], self.texts[:n], self.sources[:n],
                          self.speakers[:n])

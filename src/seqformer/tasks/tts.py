@@ -50,6 +50,13 @@ GENERATE_BATCH = 32
 GENERATION_SEED = 1234
 WORD = re.compile(r"[a-z']+")  # what a tts-words run can say: its words are plain letters
 WORD_PAUSE = 0.12  # seconds of silence between the words of a text
+SAMPLES = 4  # test words a finished run writes as WAV files
+
+
+def wav_name(index: int, text: str) -> str:
+    """``NNN-text.wav``: the file the ``index``-th of several texts is spoken into."""
+    stem = "".join(ch if ch.isalnum() else "_" for ch in text)[:40] or f"text{index + 1}"
+    return f"{index + 1:03d}-{stem}.wav"
 
 # (input ids, target log-mel (frames, bins), speaker index or -1)
 Example = tuple[list[int], torch.Tensor, int]
@@ -271,6 +278,8 @@ def train_tts(recipe: TTSRecipe, out_dir: str | Path, resume: bool = False
         results = best.evaluate(test)
         (out / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n",
                                                encoding="utf-8")
+        words = list(dict.fromkeys(test.words()))[:SAMPLES]
+        summary["samples"] = [str(p) for p in best.write_samples(out / "samples", words)]
     return summary, results
 
 
@@ -396,6 +405,17 @@ class Synthesizer:
             joined = [x for piece in pieces for x in (piece, pause)][:-1]
             out.append(np.concatenate(joined).astype(np.float32))
         return out
+
+    def write_samples(self, directory: Path, texts: Sequence[str],
+                      vocoder: str = "griffin-lim") -> list[Path]:
+        """``texts`` spoken into ``directory``, one :func:`wav_name` file each."""
+        from seqformer.decoding.vocoder import save_wav
+
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = [directory / wav_name(i, t) for i, t in enumerate(texts)]
+        for path, wave in zip(paths, self.speak(texts, vocoder=vocoder)):
+            save_wav(path, wave, self.features.sampling_rate)
+        return paths
 
     @property
     def word_level(self) -> bool:

@@ -465,8 +465,7 @@ class CodecSpeaker:
         same speaker in ``data`` (any other one when speakers are unknown)."""
         if len(data) == 0:
             raise DataError("nothing to evaluate: no utterances")
-        words = [s.split("/")[1] if s.count("/") == 2 and not s.endswith(".wav") else t
-                 for s, t in zip(data.sources or [""] * len(data), data.texts)]
+        words = data.words()
         speakers = list(data.speakers) or [""] * len(data)
         texts = self.model_texts(words, speakers)
         items = [Utterance(self._ids(t, f"utterance {i + 1}"), self.codec.encode(w),
@@ -485,8 +484,7 @@ class CodecSpeaker:
 
         if len(self.last_generated) != len(data):
             self.evaluate(data)
-        words = [s.split("/")[1] if s.count("/") == 2 and not s.endswith(".wav") else t
-                 for s, t in zip(data.sources or [""] * len(data), data.texts)]
+        words = data.words()
         audio = [prepare(a) if len(a) > 1 else np.zeros(1600, np.float32)
                  for a in self.last_generated]
         real = transcriber.transcribe(list(data.waveforms))
