@@ -8,8 +8,9 @@ BERT (``tokenizer/``), ``evaluate --data FILE.npz`` for ViT (no tokenizer; the p
 preprocessing goes into ``config.json``), ``evaluate --data FILE.tsv`` for AST (the filterbank
 settings go into ``config.json``), ``transcribe``/``evaluate`` for Whisper (its tokenizer and
 log-mel settings come along), the Python API for the Decision Transformer. Adding an
-architecture is one entry in ``IMPORTERS`` (and, to write it back, one branch of
-:func:`export_hf`).
+architecture whose interop module has ``import_dir`` / ``export_dir`` is one entry in
+``IMPORTERS`` and, to write it back, one in ``EXPORT_MODULES`` / ``EXPORT_NAMES`` (GPT-2 and
+Marian keep their own functions: their tokenizers travel through the model classes).
 """
 
 from __future__ import annotations
@@ -45,42 +46,6 @@ def _import_marian(src: Path, out: Path, trust_pickle: bool) -> str:
     return "seq2seq"
 
 
-def _import_bert(src: Path, out: Path, trust_pickle: bool) -> str:
-    from seqformer.interop import hf_bert_io
-
-    return hf_bert_io.import_dir(src, out, trust_pickle)
-
-
-def _import_vit(src: Path, out: Path, trust_pickle: bool) -> str:
-    from seqformer.interop import hf_vit
-
-    return hf_vit.import_dir(src, out, trust_pickle)
-
-
-def _import_ast(src: Path, out: Path, trust_pickle: bool) -> str:
-    from seqformer.interop import hf_audio
-
-    return hf_audio.import_dir(src, out, trust_pickle)
-
-
-def _import_whisper(src: Path, out: Path, trust_pickle: bool) -> str:
-    from seqformer.interop import hf_whisper
-
-    return hf_whisper.import_dir(src, out, trust_pickle)
-
-
-def _import_wav2vec2(src: Path, out: Path, trust_pickle: bool) -> str:
-    from seqformer.interop import hf_wav2vec2
-
-    return hf_wav2vec2.import_dir(src, out, trust_pickle)
-
-
-def _import_decision(src: Path, out: Path, trust_pickle: bool) -> str:
-    from seqformer.interop import hf_decision
-
-    return hf_decision.import_dir(src, out, trust_pickle)
-
-
 def _module_importer(module: str) -> Callable[[Path, Path, bool], str]:
     """The importer of an interop module with ``import_dir(src, out, trust_pickle)``, imported
     only when used (each pulls in its model code)."""
@@ -95,20 +60,23 @@ def _module_importer(module: str) -> Callable[[Path, Path, bool], str]:
 # model_type in config.json -> (description, importer)
 IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
     "bert": ("BERT (BertModel, BertForMaskedLM/SequenceClassification/TokenClassification/"
-             "QuestionAnswering)", _import_bert),
+             "QuestionAnswering)", _module_importer("hf_bert_io")),
     "gpt2": ("GPT-2 (GPT2LMHeadModel)", _import_gpt2),
     "marian": ("Marian / opus-mt (MarianMTModel)", _import_marian),
-    "vit": ("Vision Transformer (ViTForImageClassification)", _import_vit),
+    "vit": ("Vision Transformer (ViTForImageClassification)", _module_importer("hf_vit")),
     "audio-spectrogram-transformer": ("Audio Spectrogram Transformer "
-                                      "(ASTForAudioClassification)", _import_ast),
-    "whisper": ("Whisper speech-to-text (WhisperForConditionalGeneration)", _import_whisper),
+                                      "(ASTForAudioClassification)", _module_importer("hf_audio")),
+    "whisper": ("Whisper speech-to-text (WhisperForConditionalGeneration)",
+                _module_importer("hf_whisper")),
     "decision_transformer": ("Decision Transformer (DecisionTransformerModel)",
-                             _import_decision),
+                             _module_importer("hf_decision")),
     "wav2vec2": ("wav2vec 2.0 (Wav2Vec2Model, Wav2Vec2ForPreTraining/CTC/"
-                 "SequenceClassification)", _import_wav2vec2),
-    "hubert": ("HuBERT (HubertModel, HubertForCTC/SequenceClassification)", _import_wav2vec2),
+                 "SequenceClassification)", _module_importer("hf_wav2vec2")),
+    "hubert": ("HuBERT (HubertModel, HubertForCTC/SequenceClassification)",
+               _module_importer("hf_wav2vec2")),
     "wav2vec2-conformer": ("W2v-Conformer, relative positions (Wav2Vec2ConformerModel, "
-                           "ForPreTraining/CTC/SequenceClassification)", _import_wav2vec2),
+                           "ForPreTraining/CTC/SequenceClassification)",
+                           _module_importer("hf_wav2vec2")),
     "vision-encoder-decoder": ("image captioning, ViT encoder + GPT-2 decoder "
                                "(VisionEncoderDecoderModel)", _module_importer("hf_caption")),
     "speecht5": ("SpeechT5 text to speech (SpeechT5ForTextToSpeech)",
@@ -118,9 +86,16 @@ IMPORTERS: dict[str, tuple[str, Callable[[Path, Path, bool], str]]] = {
                 _module_importer("hf_encodec")),
 }
 # seqformer family -> the interop module whose export_dir writes it, and the HF type written
-EXPORT_MODULES = {"captioner": "hf_caption", "speecht5-tts": "hf_speecht5",
-                  "hifigan": "hf_hifigan", "encodec": "hf_encodec"}
-EXPORT_NAMES = {"captioner": "vision-encoder-decoder", "speecht5-tts": "speecht5",
+EXPORT_MODULES = {"bert": "hf_bert_io", "vit": "hf_vit", "decision": "hf_decision",
+                  "ast": "hf_audio", "whisper": "hf_whisper", "wav2vec2": "hf_wav2vec2",
+                  "wav2vec2-pretrain": "hf_wav2vec2", "wav2vec2-ctc": "hf_wav2vec2",
+                  "wav2vec2-classify": "hf_wav2vec2", "captioner": "hf_caption",
+                  "speecht5-tts": "hf_speecht5", "hifigan": "hf_hifigan", "encodec": "hf_encodec"}
+EXPORT_NAMES = {"bert": "bert", "vit": "vit", "decision": "decision_transformer",
+                "ast": "audio-spectrogram-transformer",
+                "whisper": "whisper, transformer encoder only",
+                "wav2vec2 families": "wav2vec2, hubert or wav2vec2-conformer",
+                "captioner": "vision-encoder-decoder", "speecht5-tts": "speecht5",
                 "hifigan": "speecht5_hifigan", "encodec": "encodec"}
 
 
@@ -171,36 +146,9 @@ def export_hf(model_dir: str | Path, out: str | Path) -> str:
                 tokenizers = pair
         model.to_hf(out, tokenizers)
         return "marian"
-    if family == "bert":
-        from seqformer.interop import hf_bert_io
-
-        return hf_bert_io.export_dir(model_dir, out)
-    if family == "vit":
-        from seqformer.interop import hf_vit
-
-        return hf_vit.export_dir(model_dir, out)
-    if family == "decision":
-        from seqformer.interop import hf_decision
-
-        return hf_decision.export_dir(model_dir, out)
-    if family == "ast":
-        from seqformer.interop import hf_audio
-
-        return hf_audio.export_dir(model_dir, out)
-    if family == "whisper":
-        from seqformer.interop import hf_whisper
-
-        return hf_whisper.export_dir(model_dir, out)
-    if family in ("wav2vec2", "wav2vec2-pretrain", "wav2vec2-ctc", "wav2vec2-classify"):
-        from seqformer.interop import hf_wav2vec2
-
-        return hf_wav2vec2.export_dir(model_dir, out)
     if family in EXPORT_MODULES:
         return importlib.import_module(f"seqformer.interop.{EXPORT_MODULES[family]}"
                                        ).export_dir(model_dir, out)
     raise ConfigError(f"{model_dir}: a {family!r} model cannot be exported to Hugging Face "
-                      "format yet; supported: gpt (as gpt2), seq2seq (as marian), bert, vit, "
-                      "decision (as decision_transformer), ast (as "
-                      "audio-spectrogram-transformer), whisper (transformer encoder only), "
-                      "wav2vec2 families (as wav2vec2, hubert or wav2vec2-conformer), "
+                      "format yet; supported: gpt (as gpt2), seq2seq (as marian), "
                       f"{', '.join(f'{k} (as {v})' for k, v in EXPORT_NAMES.items())}")
