@@ -2,6 +2,7 @@
 
     python benchmarks/g2p.py                                   # g2p-cmudict-full, auto device
     python benchmarks/g2p.py --recipe g2p-cmudict-quick --set train.max_minutes=30
+    python benchmarks/g2p.py --ensemble runs/a runs/b     # no training: score an ensemble
 
 Prints one JSON line (also written to --json) to be copied into benchmarks/RESULTS.md.
 Literature: Transformer G2P WER 22.1% / PER 5.2% on CMUdict (Yolchuyeva et al., 2019),
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 from common import emit, hardware
@@ -27,21 +29,31 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-g2p")
     parser.add_argument("--json", default=None)
     parser.add_argument("--beams", default="1,5", help="beam sizes to evaluate the test split with")
+    parser.add_argument("--ensemble", nargs="+", default=None, metavar="RUN",
+                        help="train nothing: score these runs' ensemble (mean log-probs) on the "
+                             "test split of the first run's recipe")
     args = parser.parse_args()
 
-    recipe = load_recipe(args.recipe, args.set)
-    start = time.time()
-    splits = load_splits(recipe)
-    summary = train(recipe, args.out, splits=splits)
-    train_minutes = (time.time() - start) / 60
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    transducer = Transducer.load(args.out, device)
-    test = splits[0]["test"]
-    result = {"recipe": args.recipe, "overrides": args.set, "hardware": hardware(),
-              "torch": torch.__version__, "steps": summary.get("step"),
-              "stop": summary.get("stop_reason"), "train_minutes": round(train_minutes, 2),
-              "params_m": round(transducer.model.num_parameters() / 1e6, 2),
-              "best_valid": summary.get("best"), "test_words": None, "test": {}}
+    if args.ensemble:
+        recipe = load_recipe(str(Path(args.ensemble[0]) / "recipe.yaml"))
+        transducer = Transducer.load_ensemble(args.ensemble, device)
+        result = {"ensemble": args.ensemble, "hardware": hardware(), "torch": torch.__version__,
+                  "test_words": None, "test": {}}
+        test = load_splits(recipe)[0]["test"]
+    else:
+        recipe = load_recipe(args.recipe, args.set)
+        start = time.time()
+        splits = load_splits(recipe)
+        summary = train(recipe, args.out, splits=splits)
+        train_minutes = (time.time() - start) / 60
+        transducer = Transducer.load(args.out, device)
+        test = splits[0]["test"]
+        result = {"recipe": args.recipe, "overrides": args.set, "hardware": hardware(),
+                  "torch": torch.__version__, "steps": summary.get("step"),
+                  "stop": summary.get("stop_reason"), "train_minutes": round(train_minutes, 2),
+                  "params_m": round(transducer.model.num_parameters() / 1e6, 2),
+                  "best_valid": summary.get("best"), "test_words": None, "test": {}}
     for beam in (int(b) for b in args.beams.split(",")):
         t0 = time.time()
         metrics, _ = transducer.evaluate(test, beam=beam, alpha=0.0)

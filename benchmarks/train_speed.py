@@ -70,7 +70,8 @@ def build(kind: str, directory: Path, full: bool):
     return GPT2LMHeadModel.from_pretrained(directory), GPT.from_hf(directory)
 
 
-def batches(kind: str, ours, full: bool, device: torch.device, gen: torch.Generator):
+def batches(kind: str, ours, full: bool, device: torch.device, gen: torch.Generator,
+            gpt_batch: int | None = None):
     """The same batch in both layouts: (our batch, transformers keyword arguments)."""
     if kind == "seq2seq":
         n = 128 if full and device.type == "cuda" else 32
@@ -84,6 +85,7 @@ def batches(kind: str, ours, full: bool, device: torch.device, gen: torch.Genera
                   "decoder_input_ids": tgt_in, "labels": tgt_out}
         return ours_batch.to(device), {k: v.to(device) for k, v in theirs.items()}, n * 32
     n, ctx = (8, 1024) if full else (16, 128)
+    n = gpt_batch or n
     tokens = torch.randint(0, ours.config.vocab_size, (n, ctx + 1), generator=gen)
     ours_batch = LMBatch(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous())
     # transformers shifts labels itself: give it the inputs as labels.
@@ -123,13 +125,17 @@ def main() -> None:
     parser.add_argument("--models", default="seq2seq,gpt")
     parser.add_argument("--full", action="store_true", help="real shapes (for a GPU)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per side")
+    parser.add_argument("--gpt-batch", type=int, default=None,
+                        help="sequences per GPT step (default 8 with --full, else 16)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both sides (the same compiler, same settings)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     result = {"benchmark": "train_speed", "hardware": hardware(), "torch": torch.__version__,
-              "device": str(device), "full": args.full, "models": {}}
+              "device": str(device), "full": args.full, "compile": args.compile, "models": {}}
     peak_flops = measured_peak(device)
     result["measured_peak_tflops"] = round(peak_flops / 1e12, 3)
     print(f"measured matmul peak: {peak_flops / 1e12:.3f} TFLOP/s", flush=True)
@@ -139,11 +145,16 @@ def main() -> None:
             ours.config = dataclasses.replace(ours.config, label_smoothing=0.0)
         theirs, ours = theirs.to(device).train(), ours.to(device).train()
         gen = torch.Generator().manual_seed(0)
-        ours_batch, theirs_batch, tokens = batches(kind, ours, args.full, device, gen)
+        ours_batch, theirs_batch, tokens = batches(kind, ours, args.full, device, gen,
+                                                   args.gpt_batch)
         opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=cuda)
                 for name, m in (("ours", ours), ("theirs", theirs))}
-        sides = {"ours": (ours, opts["ours"], lambda m, b=ours_batch: m(b).loss),
-                 "theirs": (theirs, opts["theirs"], lambda m, b=theirs_batch: m(**b).loss)}
+        # Compiled modules share their parameters with the eager ones, which the optimizer
+        # and the FLOP count (eager: the counter does not see inside compiled graphs) use.
+        run = {"ours": torch.compile(ours) if args.compile else ours,
+               "theirs": torch.compile(theirs) if args.compile else theirs}
+        sides = {"ours": (run["ours"], opts["ours"], lambda m, b=ours_batch: m(b).loss),
+                 "theirs": (run["theirs"], opts["theirs"], lambda m, b=theirs_batch: m(**b).loss)}
 
         def step(name: str, sides=sides) -> float:
             return timed_step(*sides[name], cuda)
@@ -151,8 +162,8 @@ def main() -> None:
         with torch.autocast("cuda", torch.bfloat16) if cuda else contextlib.nullcontext():
             flops = step_flops(ours, sides["ours"][2])
 
-        for name in ("ours", "theirs"):  # warm-up: allocator and kernel caches
-            step(name)
+        for name in ("ours", "theirs") * (3 if args.compile else 1):
+            step(name)  # warm-up: allocator and kernel caches (and the compiler's graphs)
         times: dict[str, list[float]] = {"ours": [], "theirs": []}
         peak = {}
         for name in ("ours", "theirs") * args.steps:
@@ -170,11 +181,13 @@ def main() -> None:
             row[key] = round(flops / med[name] / peak_flops, 3)
         if peak:
             row["peak_gib"] = peak
+        if args.gpt_batch and kind == "gpt":
+            row["batch"] = args.gpt_batch
         result["models"][kind] = row
         print(f"{kind}: ours {row['ours_tok_s']:,} tok/s, transformers {row['hf_tok_s']:,} "
               f"tok/s, ratio {row['ratio']}x; of the measured peak: ours {row['ours_mfu']:.0%}, "
               f"transformers {row['hf_mfu']:.0%}", flush=True)
-        del theirs, ours, opts
+        del theirs, ours, opts, run, sides
     emit(result, args.json)
 
 

@@ -66,6 +66,7 @@ class DataConfig:
     max_target_len: int = 128
     batch_tokens: int = 4096  # padded tokens per batch (source or target, whichever is longer)
     valid_decode: int = 300  # validation examples decoded for the metric at each evaluation
+    stress: bool = True  # corpus: cmudict; false drops the stress digits (the 39-phone set)
     source_module: str = "engWEB2015eb"  # corpus: bible
     target_module: str = "spaRV1909eb"
 
@@ -81,6 +82,11 @@ class DataConfig:
                 raise ConfigError(f"data.{name}: give one TSV file or two aligned files")
         if self.batch_tokens <= 0:
             raise ConfigError("data.batch_tokens must be positive")
+        if not isinstance(self.stress, bool):
+            raise ConfigError(f"data.stress={self.stress!r}; use true (keep the stress digits, "
+                              "TH R UW1) or false (drop them, TH R UW)")
+        if not self.stress and self.corpus != "cmudict":
+            raise ConfigError("data.stress applies to corpus: cmudict only; remove it")
 
 
 @dataclass(frozen=True)

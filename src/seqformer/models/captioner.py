@@ -232,7 +232,7 @@ class Captioner(nn.Module, SavedModel):
         logits = self.logits(batch.pixels, batch.tgt_in)
         loss, nll, n = label_smoothed_cross_entropy(logits.float(), batch.tgt_out,
                                                     self.config.label_smoothing, batch.pad_id)
-        return Seq2SeqOutput(loss, nll, logits, int(n))
+        return Seq2SeqOutput(loss, nll, logits, n)
 
     # -- incremental decoding (the Seq2Seq contract) -------------------------------------------
     def start(self, pixels: Tensor) -> DecoderState:

@@ -84,7 +84,12 @@ class GPTOutput:
     loss: Tensor  # mean cross-entropy over predicted (non-pad) targets: what is optimised
     nll: Tensor  # the same number detached (no label smoothing for LMs); perplexity = exp(nll)
     logits: Tensor  # (batch, time, vocab)
-    n_tokens: int
+    # Scored targets, left on the device (reading it waits for the GPU); see Seq2SeqOutput.
+    target_count: Tensor | int
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.target_count)
 
 
 @dataclass
@@ -163,7 +168,7 @@ class GPT(nn.Module):
         logits = self.logits(batch.inputs)
         loss, nll, n_tokens = label_smoothed_cross_entropy(logits.float(), batch.targets, 0.0,
                                                            ignore_index=-100)
-        return GPTOutput(loss, nll, logits, int(n_tokens))
+        return GPTOutput(loss, nll, logits, n_tokens)
 
     # -- incremental decoding -------------------------------------------------------------------
     @torch.inference_mode()

@@ -309,7 +309,7 @@ class RNNSeq2Seq(nn.Module):
         logits, _ = self.decode(batch.tgt_in, memory, mask)
         loss, nll, n_tokens = label_smoothed_cross_entropy(
             logits.float(), batch.tgt_out, self.config.label_smoothing, PAD_ID)
-        return Seq2SeqOutput(loss, nll, logits, int(n_tokens))
+        return Seq2SeqOutput(loss, nll, logits, n_tokens)
 
     # -- incremental decoding --------------------------------------------------------------------
     def start(self, src: Tensor) -> RNNState:

@@ -95,7 +95,13 @@ class Seq2SeqOutput:
     loss: Tensor  # label-smoothed mean over target tokens: what the optimizer sees
     nll: Tensor  # plain mean negative log-likelihood: what perplexity is made of
     logits: Tensor  # (batch, tgt, vocab)
-    n_tokens: int
+    # Scored target tokens, left on the device: turning it into a number waits for the GPU, so
+    # only what needs the number (validation sums) reads `n_tokens`; a training step never does.
+    target_count: Tensor | int
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.target_count)
 
 
 @dataclass
@@ -192,7 +198,9 @@ class Seq2Seq(nn.Module):
     def encode(self, src: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None, list]:
         """Run the encoder over ``src`` (batch, src_len) -> memory, padding mask, weights."""
         padding = src.eq(self.pad_id)
-        mask = padding if bool(padding.any()) else None  # unpadded batches take the fused path
+        # Unpadded batches take the fused path without a mask. Asking waits for the device,
+        # so only the CPU asks: a GPU keeps queueing work and an all-False mask is exact.
+        mask = padding if src.device.type != "cpu" or bool(padding.any()) else None
         x = self._embed(src, self.src_embed, self.src_pos)
         if self.config.encoder_block == "conformer":
             if need_weights:
@@ -219,7 +227,7 @@ class Seq2Seq(nn.Module):
                                label_smoothing=self.config.label_smoothing)
         nll = (loss.detach() if self.config.label_smoothing == 0.0 else
                F.cross_entropy(flat_logits.detach(), target, ignore_index=self.pad_id))
-        return Seq2SeqOutput(loss, nll, logits, int(target.ne(self.pad_id).sum()))
+        return Seq2SeqOutput(loss, nll, logits, target.ne(self.pad_id).sum())
 
     # -- incremental decoding -------------------------------------------------------------------
     def start(self, src: Tensor) -> DecoderState:

@@ -274,7 +274,7 @@ class Whisper(nn.Module, SavedModel):
         logits = self.logits(batch.features, batch.tgt_in, batch.lengths)
         loss, nll, n = label_smoothed_cross_entropy(logits.float(), batch.tgt_out,
                                                     self.config.label_smoothing, self.pad_id)
-        return Seq2SeqOutput(loss, nll, logits, int(n))
+        return Seq2SeqOutput(loss, nll, logits, n)
 
     # -- incremental decoding (the Seq2Seq contract) -------------------------------------------
     def start(self, features: Tensor, lengths: Tensor | None = None) -> DecoderState:

@@ -64,7 +64,7 @@ def load_splits(recipe: Recipe) -> tuple[dict[str, list[Pair]], str]:
     if data.corpus == "cmudict":
         from seqformer.data.g2p import load_cmudict_splits
 
-        splits = load_cmudict_splits()
+        splits = load_cmudict_splits(stress=data.stress)
     elif data.corpus == "bible":
         from seqformer.data.bible import bible_pairs, split_pairs
 

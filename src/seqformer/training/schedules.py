@@ -37,11 +37,17 @@ def _decay_progress(n: int, warmup_steps: int, total_steps: int) -> float:
 
 
 def _factor_fn(
-    name: str, warmup_steps: int, total_steps: int, min_lr_ratio: float
+    name: str, warmup_steps: int, total_steps: int, min_lr_ratio: float,
+    progress: Callable[[], float] | None = None,
 ) -> Callable[[int], float]:
     # Closures rather than callable objects on purpose: LambdaLR.state_dict() then stores only
     # counters, so a resumed run picks up the schedule of its *current* config (e.g. a larger
     # max_steps) and the state stays JSON-serialisable.
+    def decayed(n: int) -> float:
+        if progress is not None:
+            return min(1.0, max(0.0, progress()))
+        return _decay_progress(n, warmup_steps, total_steps)
+
     if name in ("noam", "inverse_sqrt"):
 
         def factor(step: int) -> float:
@@ -54,7 +60,7 @@ def _factor_fn(
             n = step + 1
             if n < warmup_steps:
                 return _warmup(n, warmup_steps)
-            cos = 0.5 * (1.0 + math.cos(math.pi * _decay_progress(n, warmup_steps, total_steps)))
+            cos = 0.5 * (1.0 + math.cos(math.pi * decayed(n)))
             return min_lr_ratio + (1.0 - min_lr_ratio) * cos
 
     elif name == "linear":
@@ -63,7 +69,7 @@ def _factor_fn(
             n = step + 1
             if n < warmup_steps:
                 return _warmup(n, warmup_steps)
-            return 1.0 - _decay_progress(n, warmup_steps, total_steps)
+            return 1.0 - decayed(n)
 
     else:  # constant
 
@@ -80,6 +86,7 @@ def make_scheduler(
     total_steps: int,
     d_model: int | None = None,
     min_lr_ratio: float = 0.0,
+    progress: Callable[[], float] | None = None,
 ) -> LambdaLR:
     """Build the named schedule: linear warmup to the configured lr, then the named decay.
 
@@ -90,6 +97,11 @@ def make_scheduler(
     - ``cosine``: cosine from lr down to ``min_lr_ratio * lr`` at ``total_steps``, flat after.
     - ``linear``: straight line from lr to 0 at ``total_steps``.
     - ``constant``: flat at lr after warmup.
+
+    ``progress`` (cosine and linear only) replaces the step count as the measure of how far the
+    decay has gone: a function returning the fraction done in [0, 1], e.g. of a time budget,
+    so a run stopped by the clock still ends at the bottom of its schedule on any hardware.
+    Warmup stays counted in steps.
     """
     if name not in SCHEDULES:
         raise ConfigError(
@@ -107,6 +119,10 @@ def make_scheduler(
             f"schedule {name!r} needs train.warmup_steps >= 1 (it decays as "
             f"sqrt(warmup/step)); set warmup_steps, or use schedule 'constant' for no warmup"
         )
+    if progress is not None and name not in ("cosine", "linear"):
+        raise ConfigError(f"schedule {name!r} does not decay to an end, so it cannot follow "
+                          "the time budget; use schedule cosine or linear with train.anneal: time")
     if d_model is not None and d_model < 1:
         raise ConfigError(f"model.d_model must be >= 1, got {d_model}")
-    return LambdaLR(optimizer, _factor_fn(name, warmup_steps, total_steps, min_lr_ratio))
+    return LambdaLR(optimizer, _factor_fn(name, warmup_steps, total_steps, min_lr_ratio,
+                                          progress))

@@ -100,6 +100,12 @@ class TrainConfig:
     normalisation and hurts (nanoGPT's rule, after Loshchilov & Hutter's AdamW).
     ``max_minutes`` is a budget for one call of :meth:`Trainer.train` -- it is meant to end a
     job before a cluster's time limit kills it, and a resumed job gets a fresh budget.
+    ``anneal: time`` makes the cosine / linear decay follow the clock instead of
+    ``max_steps``: the lr reaches its end when ``max_minutes`` of training (counted over
+    resumes) are spent, and training stops there -- a run sized by time then ends annealed
+    whatever the hardware's speed ("budgeted training", Li et al. 2020). ``max_steps`` stays a
+    cap. The step at which it stops depends on the speed, so such a run is not reproducible
+    bit for bit.
     ``save_every=0`` saves ``last/`` at each evaluation and at the end.
     ``keep_checkpoints=N`` also keeps the weights of the N newest saves in ``checkpoints/``
     for ``seqformer average`` (0 keeps none). ``freeze`` holds glob patterns on parameter
@@ -132,6 +138,7 @@ class TrainConfig:
     amp: str = "auto"
     compile: bool = False
     max_minutes: float = 0.0
+    anneal: str = "steps"
     progress: bool = True
     keep_checkpoints: int = 0
     freeze: list[str] = dataclasses.field(default_factory=list)
@@ -185,6 +192,15 @@ class TrainConfig:
             raise bad("metric", "the name of a key returned by the validate function")
         if self.metric_mode not in ("min", "max"):
             raise bad("metric_mode", "'min' or 'max'")
+        if self.anneal not in ("steps", "time"):
+            raise bad("anneal", "'steps' (the decay ends at max_steps) or 'time' (at max_minutes)")
+        if self.anneal == "time":
+            if not self.max_minutes:
+                raise bad("anneal", "'steps' unless train.max_minutes is set (anneal: time "
+                          "decays the lr over that budget)")
+            if self.schedule not in ("cosine", "linear"):
+                raise bad("anneal", f"'steps' with schedule {self.schedule!r}; anneal: time "
+                          "needs schedule cosine or linear")
         if self.amp not in ("auto", "bf16", "none"):
             raise bad("amp", "'auto', 'bf16' or 'none'")
         if self.device != "auto":
@@ -330,20 +346,21 @@ class Trainer:
         flops = getattr(self.model, "flops_per_token", None)
         self.peak_flops = peak_flops(self.device) if callable(flops) else None
         self.optimizer = build_optimizer(self.model, config)
+        self._started = 0.0  # when this train() call's loop began; read by _budget_spent
+        self.elapsed_before = 0.0  # seconds spent in earlier train() calls of this run
         self.scheduler = make_scheduler(
             self.optimizer,
             config.schedule,
             config.warmup_steps,
             config.max_steps,
             min_lr_ratio=config.min_lr_ratio,
+            progress=self._budget_spent if config.anneal == "time" else None,
         )
         # Progress, all of it saved in last/ and restored by resume.
         self.step = 0
         self.best: float | None = None
         self.bad_evals = 0  # evaluations since the last improvement
-        self.elapsed_before = 0.0  # seconds spent in earlier train() calls of this run
         self.saved_step: int | None = None  # step held by last/, for the Ctrl-C message
-        self._started = 0.0
 
     # ---------------------------------------------------------------------------------------
     # The loop
@@ -434,7 +451,10 @@ class Trainer:
                 bar.update(1)
 
                 # ---- log, evaluate, checkpoint, stop ------------------------------------
-                out_of_time = budget_s > 0 and time.perf_counter() - self._started >= budget_s
+                if cfg.anneal == "time":  # the schedule's clock: the whole run's time
+                    out_of_time = self._budget_spent() >= 1.0
+                else:
+                    out_of_time = budget_s > 0 and time.perf_counter() - self._started >= budget_s
                 if budget_s > 0:
                     out_of_time = distributed.any_rank(self.dist, out_of_time, self.device)
                 finished = self.step >= cfg.max_steps or out_of_time
@@ -695,6 +715,13 @@ class Trainer:
 
     def _elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self._started
+
+    def _budget_spent(self) -> float:
+        """Fraction of ``max_minutes`` used by the run so far (0 before the loop starts):
+        the clock ``anneal: time`` decays the lr by."""
+        if not self._started:
+            return 0.0
+        return min(1.0, self._elapsed() / (self.config.max_minutes * 60.0))
 
     @staticmethod
     def _write(log: TextIO, record: dict[str, Any]) -> None:
