@@ -76,7 +76,7 @@ def main() -> None:
     decode_args = ["--isolate"]
     tools = ["ours", "hf"]
     if cuda:
-        decode_args += ["--device=cuda", "--batch=1,32,128"]
+        decode_args += ["--device=cuda", "--batch=1,32,128", "--sentences=256"]
     else:
         tools.append("ours_int8")
     if importlib.util.find_spec("ctranslate2") is not None and not cuda:

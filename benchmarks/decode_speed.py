@@ -183,7 +183,11 @@ def measure(args: argparse.Namespace, tools: list[str]) -> dict:
     ct2, ct2_tokens = ct2_translators(work, theirs.config.vocab_size) if wants_ct2 else ({}, [])
     vocab, pad, eos = theirs.config.vocab_size, theirs.config.pad_token_id, 0
     gen = torch.Generator().manual_seed(1)
-    sources = torch.randint(1, vocab - 1, (args.sentences, SOURCE_LEN), generator=gen)
+    # At least one whole batch of the largest size: fewer sentences than the batch would time
+    # a smaller batch under the larger one's name (session 7's "batch 128" rows did).
+    batches = [int(b) for b in args.batch.split(",")]
+    n_sources = max(args.sentences, *batches)
+    sources = torch.randint(1, vocab - 1, (n_sources, SOURCE_LEN), generator=gen)
     sources = sources.to(device)
     force = [MinLength(NEW_TOKENS, ours.eos_id)]
 
@@ -218,8 +222,8 @@ def measure(args: argparse.Namespace, tools: list[str]) -> dict:
               "peak_gflop_s": round(measured_peak(device, torch.float32) / 1e9, 1)}
     print(f"{'setting':<22}" + "".join(f"{t:>14}" for t in tools) + "  (sent/s)")
     for beam in (int(b) for b in args.beams.split(",")):
-        for batch in (int(b) for b in args.batch.split(",")):
-            n = args.one_at_a_time if batch == 1 else args.sentences
+        for batch in batches:
+            n = args.one_at_a_time if batch == 1 else max(args.sentences, batch)
             chunks = [sources[i:i + batch] for i in range(0, n, batch)]
             row: dict = {"beam": beam, "batch": batch, "sentences": n}
             with FlopCounterMode(display=False) as counter:

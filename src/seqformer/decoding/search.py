@@ -10,6 +10,7 @@ Nothing here knows whether the model is a Transformer, an RNN or anything later.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -109,9 +110,9 @@ def greedy_search(model, src: Tensor, max_length: int | None = None,
         log_prob += torch.where(done, torch.zeros_like(true_lp), true_lp)
         out[:, t] = tokens
         newly = tokens.eq(model.eos_id) & ~done
-        lengths[newly] = t
+        lengths = torch.where(newly, t, lengths)  # a masked assignment would wait for the GPU
         done |= newly
-        if bool(done.all()):
+        if bool(done.all()):  # the one wait per step: stop as soon as every sentence ended
             break
     result = []
     for i in range(batch):
@@ -207,21 +208,24 @@ def beam_search(
         new_tok = top_tok.gather(1, order)
         new_true = top_true.gather(1, order)
 
+        # One copy to the host per step, not one per sentence: each read of a device tensor
+        # waits for the device (and costs an indexing op on the CPU).
+        best_live_all = new_scores[:, 0].tolist()
         for row in range(batch):
             if done[row]:
                 continue
             hyps = finished[row]
+            best_live = best_live_all[row]
             if len(hyps) >= beam:
                 if early_stopping:
                     done[row] = True
                     continue
                 worst = sorted(h.score for h in hyps)[-beam]
-                best_live = float(new_scores[row, 0])
                 bound_len = max_length if alpha > 0 else t + 1
                 if best_live == float("-inf") or (
                         best_live / length_penalty(bound_len, alpha, penalty) <= worst):
                     done[row] = True
-            elif not torch.isfinite(new_scores[row, 0]):
+            elif not math.isfinite(best_live):
                 done[row] = True
         if all(done):
             break
