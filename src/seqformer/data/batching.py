@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from seqformer.data.device import to_device
 from seqformer.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seqformer.errors import CheckpointError, ConfigError, DataError
 
@@ -40,12 +41,8 @@ class Seq2SeqBatch:
     index: Tensor
 
     def to(self, device: torch.device | str) -> Seq2SeqBatch:
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
-
-        return Seq2SeqBatch(
-            self.src.to(device), move(self.tgt_in), move(self.tgt_out), self.index.to(device)
-        )
+        return Seq2SeqBatch(to_device(self.src, device), to_device(self.tgt_in, device),
+                            to_device(self.tgt_out, device), to_device(self.index, device))
 
     @property
     def n_tgt_tokens(self) -> int:

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from seqformer.data.corpus import read_text
+from seqformer.data.device import to_device
 from seqformer.data.tokenizer import BOS_ID, PAD_ID, Tokenizer
 from seqformer.errors import CheckpointError, ConfigError, DataError
 
@@ -42,7 +43,7 @@ class LMBatch:
     targets: Tensor
 
     def to(self, device: torch.device | str) -> LMBatch:
-        return LMBatch(self.inputs.to(device), self.targets.to(device))
+        return LMBatch(to_device(self.inputs, device), to_device(self.targets, device))
 
     @property
     def n_tgt_tokens(self) -> int:

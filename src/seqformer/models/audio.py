@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from seqformer.data.device import to_device
 from seqformer.errors import ConfigError
 from seqformer.models.bert import EncoderOutput, encoder_loss
 from seqformer.models.common import (
@@ -108,8 +109,8 @@ class AudioBatch:
     count_unit: ClassVar[str] = "clips"
 
     def to(self, device: torch.device | str) -> AudioBatch:
-        labels = None if self.labels is None else self.labels.to(device)
-        return AudioBatch(self.features.to(device), labels, self.extra)
+        return AudioBatch(to_device(self.features, device), to_device(self.labels, device),
+                          self.extra)
 
     @property
     def n_tgt_tokens(self) -> int:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqformer.config import from_dict, to_dict
+from seqformer.data.device import to_device
 from seqformer.errors import CheckpointError, ConfigError
 from seqformer.models.common import (
     check_block_fields,
@@ -87,9 +88,9 @@ class EncoderBatch:
     extra: dict[str, Any] = field(default_factory=dict)  # not moved: ids, offsets for metrics
 
     def to(self, device: torch.device | str) -> EncoderBatch:
-        labels = None if self.labels is None else self.labels.to(device)
-        return EncoderBatch(self.input_ids.to(device), self.token_type_ids.to(device), labels,
-                            self.extra)
+        return EncoderBatch(to_device(self.input_ids, device),
+                            to_device(self.token_type_ids, device),
+                            to_device(self.labels, device), self.extra)
 
     @property
     def padding_mask(self) -> Tensor:

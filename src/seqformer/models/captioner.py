@@ -29,6 +29,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from seqformer.data.device import to_device
 from seqformer.errors import ConfigError
 from seqformer.models.common import SavedModel, check_block_fields, init_gpt2, init_vit
 from seqformer.models.seq2seq import BOS_ID, EOS_ID, PAD_ID, DecoderState, Seq2SeqOutput
@@ -132,11 +133,8 @@ class CaptionBatch:
     pad_id: int = PAD_ID
 
     def to(self, device: torch.device | str) -> CaptionBatch:
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
-
-        return CaptionBatch(self.pixels.to(device), move(self.tgt_in), move(self.tgt_out),
-                            self.pad_id)
+        return CaptionBatch(to_device(self.pixels, device), to_device(self.tgt_in, device),
+                            to_device(self.tgt_out, device), self.pad_id)
 
     @property
     def n_tgt_tokens(self) -> int:

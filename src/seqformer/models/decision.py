@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqformer.config import from_dict, to_dict
+from seqformer.data.device import to_device
 from seqformer.errors import ConfigError
 from seqformer.models.common import (
     check_block_fields,
@@ -98,7 +99,7 @@ class DecisionBatch:
     count_unit: ClassVar[str] = "timesteps"
 
     def to(self, device: torch.device | str) -> DecisionBatch:
-        return DecisionBatch(*(t.to(device) for t in (self.states, self.actions,
+        return DecisionBatch(*(to_device(t, device) for t in (self.states, self.actions,
                                                         self.returns_to_go, self.timesteps,
                                                         self.mask)))
 

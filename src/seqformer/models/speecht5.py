@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqformer.data.device import to_device
 from seqformer.errors import ConfigError
 from seqformer.models.common import SavedModel, check_block_fields
 from seqformer.models.seq2seq import BOS_ID, EOS_ID, PAD_ID
@@ -162,9 +163,8 @@ class TTSBatch:
     count_unit: ClassVar[str] = "frames"  # what n_tgt_tokens counts (not a field: shards)
 
     def to(self, device: torch.device | str) -> TTSBatch:
-        return TTSBatch(self.input_ids.to(device), self.mel.to(device),
-                        self.mel_lengths.to(device),
-                        None if self.speaker is None else self.speaker.to(device))
+        return TTSBatch(to_device(self.input_ids, device), to_device(self.mel, device),
+                        to_device(self.mel_lengths, device), to_device(self.speaker, device))
 
     @property
     def n_tgt_tokens(self) -> int:

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqformer.data.device import to_device
 from seqformer.errors import ConfigError
 from seqformer.models.common import SavedModel, init_gpt2
 from seqformer.nn.attention import KVCache
@@ -113,9 +114,12 @@ class CodecBatch:
         return int(self.target_lengths.sum())
 
     def to(self, device: torch.device | str) -> CodecBatch:
-        return CodecBatch(self.text.to(device), self.text_lengths.to(device),
-                          self.prompt.to(device), self.prompt_lengths.to(device),
-                          self.target.to(device), self.target_lengths.to(device), self.stage)
+        text, text_lengths, prompt, prompt_lengths, target, target_lengths = (
+            to_device(t, device) for t in (self.text, self.text_lengths, self.prompt,
+                                           self.prompt_lengths, self.target,
+                                           self.target_lengths))
+        return CodecBatch(text, text_lengths, prompt, prompt_lengths, target, target_lengths,
+                          self.stage)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from seqformer.data.device import to_device
 from seqformer.errors import ConfigError
 from seqformer.models.bert import EncoderOutput, encoder_loss
 from seqformer.models.common import (
@@ -93,8 +94,8 @@ class ImageBatch:
     count_unit: ClassVar[str] = "images"
 
     def to(self, device: torch.device | str) -> ImageBatch:
-        labels = None if self.labels is None else self.labels.to(device)
-        return ImageBatch(self.pixels.to(device), labels, self.extra)
+        return ImageBatch(to_device(self.pixels, device), to_device(self.labels, device),
+                          self.extra)
 
     @property
     def n_tgt_tokens(self) -> int:

@@ -67,6 +67,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from seqformer.data.device import to_device
 from seqformer.data.units import FEATURE_KINDS, HOP, WINDOW, KMeans, feature_dim, unit_features
 from seqformer.errors import CheckpointError, ConfigError
 from seqformer.models.common import SavedModel
@@ -320,9 +321,9 @@ class WaveBatch:
 
     def to(self, device: torch.device | str) -> WaveBatch:
         def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
+            return to_device(t, device)
 
-        return WaveBatch(self.waves.to(device), self.lengths.to(device), move(self.mask_time),
+        return WaveBatch(move(self.waves), move(self.lengths), move(self.mask_time),
                          move(self.negatives), move(self.units), move(self.targets),
                          move(self.labels), move(self.text), move(self.text_lengths))
 

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seqformer.data.device import to_device
 from seqformer.errors import ConfigError
 from seqformer.models.common import SavedModel, check_block_fields, init_gpt2
 from seqformer.models.seq2seq import BOS_ID, EOS_ID, PAD_ID, DecoderState, Seq2SeqOutput
@@ -155,10 +156,10 @@ class SpeechBatch:
 
     def to(self, device: torch.device | str) -> SpeechBatch:
         def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
+            return to_device(t, device)
 
-        return SpeechBatch(self.features.to(device), self.lengths.to(device),
-                           move(self.tgt_in), move(self.tgt_out), self.pad_id)
+        return SpeechBatch(move(self.features), move(self.lengths), move(self.tgt_in),
+                           move(self.tgt_out), self.pad_id)
 
     @property
     def n_tgt_tokens(self) -> int:

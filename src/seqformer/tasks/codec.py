@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import yaml
 
+from seqformer.data.device import to_device
 from seqformer.data.mlm import PositionStream
 from seqformer.data.spoken_words import SpokenSet, load_spoken_words
 from seqformer.data.tts_mel import TTSMel
@@ -52,7 +53,7 @@ class WaveCropBatch:
         return int(self.wave.numel())
 
     def to(self, device: torch.device | str) -> WaveCropBatch:
-        return WaveCropBatch(self.wave.to(device))
+        return WaveCropBatch(to_device(self.wave, device))
 
 
 class BatchEncodec(Encodec):
