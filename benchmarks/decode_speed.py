@@ -35,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from seqformer.decoding.processors import MinLength
 from seqformer.decoding.quantize import quantize_int8
 from seqformer.decoding.search import beam_search, greedy_search
+from seqformer.decoding.static import StaticDecoding
 from seqformer.models.seq2seq import Seq2Seq
 
 NEW_TOKENS = 32
@@ -102,7 +103,7 @@ def setting_name(beam: int, batch: int) -> str:
     return f"{'greedy' if beam == 1 else f'beam {beam}'}, batch {batch}"
 
 
-TOOLS = ("ours", "hf", "ours_int8", "ct2_float32", "ct2_int8")
+TOOLS = ("ours", "hf", "ours_int8", "ours_static", "ct2_float32", "ct2_int8")
 
 
 def main() -> None:
@@ -179,6 +180,9 @@ def measure(args: argparse.Namespace, tools: list[str]) -> dict:
     theirs = MarianMTModel.from_pretrained(work).eval().to(device)
     ours = Seq2Seq.from_hf(work).eval().to(device)
     ours_int8 = quantize_int8(copy.deepcopy(ours)) if "ours_int8" in tools else None
+    # Fixed-shape caches with the step compiled (CUDA graphs on a GPU); the warm-up call of
+    # each setting pays the compilation.
+    ours_static = StaticDecoding(ours, compile=True) if "ours_static" in tools else None
     wants_ct2 = any(t.startswith("ct2") for t in tools)
     ct2, ct2_tokens = ct2_translators(work, theirs.config.vocab_size) if wants_ct2 else ({}, [])
     vocab, pad, eos = theirs.config.vocab_size, theirs.config.pad_token_id, 0
@@ -216,6 +220,7 @@ def measure(args: argparse.Namespace, tools: list[str]) -> dict:
 
     runners = {"ours": run_ours, "hf": run_theirs,
                "ours_int8": lambda src, beam: run_ours(src, beam, ours_int8),
+               "ours_static": lambda src, beam: run_ours(src, beam, ours_static),
                **{f"ct2_{kind}": ct2_runner(kind) for kind in ct2}}
     result = {"benchmark": "decode_speed", "hardware": hardware(), "torch": torch.__version__,
               "device": str(device), "small": args.small, "tools": tools, "settings": [],

@@ -54,6 +54,14 @@ def default_max_length(src: Tensor, model_max: int, a: float = 2.0, b: int = 10)
     return max(1, min(model_max - 1, int(a * src_len) + b))
 
 
+def start(model, src: Tensor, max_length: int):
+    """``model.start(src)``; a model with fixed-size caches (``sized_start``, see
+    decoding/static.py) is also told how long the outputs may grow."""
+    if getattr(model, "sized_start", False):
+        return model.start(src, max_length)
+    return model.start(src)
+
+
 def restrict(log_probs: Tensor, model, last: bool) -> Tensor:
     """Never emit padding or bos; at the last allowed step only eos may follow.
 
@@ -94,7 +102,7 @@ def greedy_search(model, src: Tensor, max_length: int | None = None,
     """
     max_length = max_length or default_max_length(src, model.config.max_len)
     batch = src.shape[0]
-    state = model.start(src)
+    state = start(model, src, max_length)
     tokens = torch.full((batch,), model.bos_id, dtype=torch.long, device=src.device)
     out = torch.zeros(batch, max_length, dtype=torch.long, device=src.device)
     log_prob = torch.zeros(batch, device=src.device)
@@ -161,7 +169,7 @@ def beam_search(
         raise ValueError(f"need 1 <= nbest ({nbest}) <= beam ({beam})")
     max_length = max_length or default_max_length(src, model.config.max_len)
     batch, device = src.shape[0], src.device
-    state = model.start(src)
+    state = start(model, src, max_length)
     state = state.select(torch.arange(batch, device=device).repeat_interleave(beam))
     tokens = torch.full((batch * beam,), model.bos_id, dtype=torch.long, device=device)
     # Only the first copy of each sentence is live at step 0, or the beam would fill with twins.

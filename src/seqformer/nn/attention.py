@@ -170,6 +170,9 @@ class MultiHeadAttention(nn.Module):
                 q, k = self.rotary(q, k, offset)
             if cache is not None:
                 k, v = cache.append(k, v)
+                # A fixed-length cache (decoding/static.py) masks the slots not written yet.
+                if attn_mask is None and hasattr(cache, "attention_mask"):
+                    attn_mask = cache.attention_mask()
         src_len = k.shape[2]
         dropout = self.dropout if self.training else 0.0
 

@@ -43,6 +43,11 @@ class SinusoidalPositionalEncoding(nn.Module):
     def forward(self, length: int, offset: int = 0) -> Tensor:
         return self.table[offset : offset + length]
 
+    def at(self, position: Tensor) -> Tensor:
+        """(1, dim) row at a 0-dim tensor position: no Python int, so a compiled decoding
+        step stays one graph whatever the step."""
+        return self.table.index_select(0, position.view(1))
+
 
 class LearnedPositionalEmbedding(nn.Module):
     """One trained vector per position (BERT/GPT-2 style); cannot extrapolate past ``max_len``."""
@@ -56,6 +61,10 @@ class LearnedPositionalEmbedding(nn.Module):
     def forward(self, length: int, offset: int = 0) -> Tensor:
         positions = torch.arange(offset, offset + length, device=self.embedding.weight.device)
         return self.embedding(positions)
+
+    def at(self, position: Tensor) -> Tensor:
+        """(1, dim) row at a 0-dim tensor position (see SinusoidalPositionalEncoding.at)."""
+        return self.embedding(position.view(1))
 
 
 class RotaryEmbedding(nn.Module):
