@@ -93,3 +93,26 @@ def test_conformer_encoder_saves_and_says_what_it_cannot_do(tmp_path) -> None:
         tiny(encoder_block="lstm")
     with pytest.raises(ConfigError, match="odd"):
         tiny(encoder_block="conformer", conv_kernel=4)
+
+
+def test_training_forward_compiles_as_one_graph_over_changing_batch_shapes() -> None:
+    """`train.compile` meets a new (batch, length) every step: the forward must trace without
+    graph breaks (no host reads of device values, no data-dependent branches), and settle on
+    one dynamic graph instead of recompiling for every shape."""
+    from torch._dynamo.utils import counters
+
+    from seqformer.data.batching import collate_pairs
+
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(src_vocab_size=20, tgt_vocab_size=20, d_model=32, heads=4,
+                                  layers=2, ffn_dim=64))
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    for n, length in ((4, 5), (6, 7), (3, 9), (8, 4), (5, 11)):
+        batch = collate_pairs([[5] * length] * (n - 1) + [[6] * (length - 2)],
+                              [[7] * length] * n, list(range(n)))
+        out = compiled(batch)
+        out.loss.backward()
+        assert out.n_tokens == n * (length + 1)
+    assert counters["stats"]["unique_graphs"] <= 2  # the first shape, then one dynamic graph

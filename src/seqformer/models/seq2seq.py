@@ -199,8 +199,10 @@ class Seq2Seq(nn.Module):
         """Run the encoder over ``src`` (batch, src_len) -> memory, padding mask, weights."""
         padding = src.eq(self.pad_id)
         # Unpadded batches take the fused path without a mask. Asking waits for the device,
-        # so only the CPU asks: a GPU keeps queueing work and an all-False mask is exact.
-        mask = padding if src.device.type != "cpu" or bool(padding.any()) else None
+        # and under torch.compile splits the graph on data, so only eager CPU code asks: an
+        # all-False mask is exact.
+        ask = src.device.type == "cpu" and not torch.compiler.is_compiling()
+        mask = padding if not ask or bool(padding.any()) else None
         x = self._embed(src, self.src_embed, self.src_pos)
         if self.config.encoder_block == "conformer":
             if need_weights:

@@ -178,7 +178,11 @@ class MultiHeadAttention(nn.Module):
 
         if not need_weights and key_padding_mask is None and attn_mask is None:
             # Fused path; a single query step against a cache needs no causal mask at all.
-            causal = is_causal and tgt_len > 1
+            # Under torch.compile with dynamic shapes the comparison is symbolic, and SDPA's
+            # is_causal must be a plain bool: branching turns it into one (and a guard).
+            causal = False
+            if is_causal and tgt_len > 1:
+                causal = True
             if causal and src_len != tgt_len:
                 mask = build_attention_mask(batch, tgt_len, src_len, None, None, True, q.device)
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.to(q.dtype),
