@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from seqformer.errors import UserError
+from seqformer.errors import DataError, UserError
 
 
 def train_caption(args: argparse.Namespace, recipe: Any, out: Path) -> int:
@@ -72,15 +72,17 @@ def cmd_caption(args: argparse.Namespace) -> int:
     """``seqformer caption --model RUN IMAGE ...``: one caption per image (``path<TAB>caption``
     when there are several, or with --show-source)."""
     from seqformer.cli import _device
-    from seqformer.data.shapes import read_images
     from seqformer.tasks.caption import ImageCaptioner
 
     if args.beam is not None and args.beam < 1:
         raise UserError(f"--beam must be >= 1, got {args.beam}")
     if args.max_length is not None and args.max_length < 1:
         raise UserError(f"--max-length must be >= 1, got {args.max_length}")
-    images, names = read_images(args.images)  # before the model: a bad path fails fast
+    for path in args.images:  # before the model: a bad path fails fast
+        if not Path(path).is_file():
+            raise DataError(f"image: {path}: no such image file")
     captioner = ImageCaptioner.load(args.model, _device(args.device))
+    images, names = captioner.read(args.images)  # any size: resized to what the model takes
     texts = captioner.caption(images, beam=args.beam, max_length=args.max_length)
     for name, text in zip(names, texts):
         print(f"{name}\t{text}" if len(texts) > 1 or args.show_source else text)

@@ -82,6 +82,15 @@ def test_train_caption_evaluate(tmp_path: Path, capsys) -> None:
     direct = ImageCaptioner.load(run).caption(test.images, beam=1)
     assert [line.split("\t", 1)[1] for line in lines] == direct
 
+    # A photo of another size and channel count, given with a 32 x 32 scene: resized and
+    # converted (data/shapes.fit_image), not refused for differing from the first image.
+    big = tmp_path / "big_grey.png"
+    matplotlib.image.imsave(big, np.kron(test.images[0].mean(axis=0), np.ones((3, 2))),
+                            cmap="gray")
+    assert main(["caption", "--model", str(run), str(png), str(big), "--beam", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(png), str(big)]
+
     assert main(["caption", "--model", str(run), str(tmp_path / "missing.png")]) == 2
     assert "missing.png: no such image file" in error_line(capsys)
     bad = tmp_path / "bad.tsv"

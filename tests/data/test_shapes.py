@@ -128,3 +128,24 @@ def test_tsv_and_npz_readers(tmp_path: Path) -> None:
     np.savez(tmp_path / "e.npz", images=np.zeros((2, 8, 8)), captions=np.array(["a"]))
     with pytest.raises(DataError, match="one caption string per image"):
         shapes.read_captions(tmp_path / "e.npz")
+
+
+def test_fit_image_resizes_like_pil_and_converts_channels() -> None:
+    """Photos of any size reach a captioner as ViTImageProcessor would give them: PIL's
+    bilinear resize (antialiased when shrinking) is the reference."""
+    from PIL import Image
+
+    from seqformer.data.shapes import fit_image
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (45, 61, 3), dtype=np.uint8)
+    for size in (24, 80):  # shrinking and enlarging
+        ours = fit_image(photo.transpose(2, 0, 1).astype(np.float32), 3, size)
+        pil = np.asarray(Image.fromarray(photo).resize((size, size), Image.BILINEAR),
+                         dtype=np.float32).transpose(2, 0, 1)
+        assert ours.shape == (3, size, size)
+        assert np.abs(ours - pil).max() <= 1.0  # PIL rounds to whole 8-bit levels
+    grey = rng.random((1, 8, 8)).astype(np.float32)
+    colour = fit_image(grey, 3, 8)
+    assert colour.shape == (3, 8, 8) and all(np.array_equal(c, grey[0]) for c in colour)
+    assert np.allclose(fit_image(colour, 1, 8), grey)

@@ -343,9 +343,31 @@ def read_captions(path: str | Path, where: str = "--data") -> CaptionSet:
     return read_tsv(path, where)
 
 
-def read_images(paths: list[str | Path]) -> tuple[np.ndarray, list[str]]:
+def fit_image(image: np.ndarray, channels: int, size: int) -> np.ndarray:
+    """(C, H, W) -> (channels, size, size) in the same pixel units: a grey image repeated to 3
+    channels or a colour one averaged to 1, then, if the size differs, a bilinear antialiased
+    resize (what ``ViTImageProcessor``'s PIL resize does), so a captioner imported from
+    transformers takes photos of any size."""
+    import torch
+    import torch.nn.functional as F
+
+    if image.shape[0] != channels:
+        image = (np.repeat(image, channels, axis=0) if image.shape[0] == 1
+                 else image.mean(axis=0, keepdims=True))
+    if image.shape[1:] != (size, size):
+        pixels = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None]
+        pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True,
+                               align_corners=False)
+        image = pixels[0].numpy()
+    return image.astype(np.float32)
+
+
+def read_images(paths: list[str | Path], fit: tuple[int, int] | None = None
+                ) -> tuple[np.ndarray, list[str]]:
     """Images to caption: PNG / ``.npy`` files, or ``.npz`` files with an ``images`` array,
-    as one (N, C, H, W) array, and a name for each image (``file.npz[i]`` inside an .npz)."""
+    as one (N, C, H, W) array, and a name for each image (``file.npz[i]`` inside an .npz).
+    ``fit`` = (channels, size) passes each image through :func:`fit_image` first, so images
+    of different sizes can be given together."""
     images, names = [], []
     for item in paths:
         path = Path(item)
@@ -358,6 +380,8 @@ def read_images(paths: list[str | Path]) -> tuple[np.ndarray, list[str]]:
             names.append(str(path))
     if not images:
         raise DataError("no images given")
+    if fit is not None:
+        images = [fit_image(image, *fit) for image in images]
     return stack_images(images, names), names
 
 

@@ -339,14 +339,26 @@ class WaveBatch:
 @dataclass
 class Wav2Vec2Output:
     """``loss`` is a mean over ``n_tokens`` (masked frames, clips or target characters);
-    ``frame_mask`` (B, T) is True at valid frames; ``metrics`` are plain floats for logging."""
+    ``frame_mask`` (B, T) is True at valid frames; ``metrics`` are plain floats for logging.
+
+    Both are kept on the device (``target_count``, ``metric_values``) and converted when read:
+    the conversion waits for the GPU, which validation can afford and a training step cannot.
+    """
 
     loss: Tensor | None
     logits: Tensor | None
     hidden: Tensor
     frame_mask: Tensor
-    n_tokens: int
-    metrics: dict[str, float] = field(default_factory=dict)
+    target_count: Tensor | int
+    metric_values: dict[str, Tensor | float] = field(default_factory=dict)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.target_count)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return {key: float(value) for key, value in self.metric_values.items()}
 
 
 # -- feature encoder -------------------------------------------------------------------------------

@@ -66,8 +66,10 @@ from seqformer.models.wav2vec2 import (
 from seqformer.nn.quantizer import GumbelQuantizer
 
 
-def _value(t: Tensor) -> float:
-    return float(t.detach())
+def _value(t: Tensor) -> Tensor:
+    """A metric for the log, left on the device: a float() here would make every training
+    step wait for the GPU; validation reads it."""
+    return t.detach()
 
 
 def _normal(linear: nn.Linear) -> nn.Linear:
@@ -158,7 +160,7 @@ class Wav2Vec2ForPreTraining(nn.Module, SavedModel, _Head):
         logits, contrastive, diversity, metrics = self._contrastive_terms(
             batch, hidden, extract, scored)
         loss = contrastive + self.config.diversity_weight * diversity
-        return Wav2Vec2Output(loss, logits, hidden, valid, int(scored.sum()), metrics)
+        return Wav2Vec2Output(loss, logits, hidden, valid, scored.sum(), metrics)
 
     def _contrastive_terms(self, batch: WaveBatch, hidden: Tensor, extract: Tensor,
                            scored: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, float]]:
@@ -240,7 +242,7 @@ class Wav2Vec2ForPreTraining(nn.Module, SavedModel, _Head):
         if batch.targets is None:
             raise ValueError("objective reconstruct needs batch.targets (B, T, target_dim)")
         predicted = self.reconstruct(hidden)
-        n = int(scored.sum())
+        n = scored.sum()
         if n:
             loss = F.l1_loss(predicted[scored].float(), batch.targets[scored].float())
         else:
@@ -287,7 +289,7 @@ class Wav2Vec2ForCTC(nn.Module, SavedModel, _Head):
         with torch.backends.cudnn.flags(enabled=False):  # cuDNN's CTC wants other layouts
             loss = F.ctc_loss(log_probs, targets, valid.sum(1), target_lengths, blank=0,
                               reduction=self.config.ctc_reduction, zero_infinity=True)
-        return Wav2Vec2Output(loss, logits, hidden, valid, int(target_lengths.sum()))
+        return Wav2Vec2Output(loss, logits, hidden, valid, target_lengths.sum())
 
 
 class Wav2Vec2ForClassification(nn.Module, SavedClassifier, _Head):

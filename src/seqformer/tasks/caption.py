@@ -30,6 +30,7 @@ from seqformer.data.shapes import (
     CaptionSet,
     attribute_scores,
     fingerprint,
+    fit_image,
     held_out_pairs,
     load_shapes,
     read_captions,
@@ -310,19 +311,28 @@ class ImageCaptioner:
                             max_length or d.max_length)
         return [self.tokenizer.decode(x) for x in ids]
 
+    def read(self, paths: Sequence[str | Path]) -> tuple[np.ndarray, list[str]]:
+        """Image files as this model takes them -- any size, grey or colour, resized and
+        converted (:func:`~seqformer.data.shapes.fit_image`) -- and a name for each."""
+        c = self.model.config
+        return read_images(list(paths), fit=(c.channels, c.image_size))
+
     def caption(self, images: np.ndarray | Sequence[str | Path], beam: int | None = None,
                 alpha: float | None = None, max_length: int | None = None) -> list[str]:
         """A caption for each image: raw pixels (N, C, H, W) / (N, H, W) in the units the
-        model was trained on (0-255 for 8-bit images), or PNG / .npy / .npz file paths."""
+        model was trained on (0-255 for 8-bit images), or PNG / .npy / .npz file paths; images
+        of another size or channel count are resized and converted first."""
         if isinstance(images, np.ndarray | torch.Tensor):
             array = np.asarray(images, dtype=np.float32)
             array = array[:, None] if array.ndim == 3 else array
-            where = "images"
+            c = self.model.config
+            if array.ndim == 4 and array.shape[1:] != (c.channels, c.image_size, c.image_size):
+                array = np.stack([fit_image(a, c.channels, c.image_size) for a in array])
         else:
             if not images:
                 return []
-            array, where = read_images(list(images))[0], "images"
-        return self._texts(array, beam, alpha, max_length, where)
+            array = self.read(images)[0]
+        return self._texts(array, beam, alpha, max_length, "images")
 
     def evaluate(self, data: CaptionSet, beam: int | None = None, alpha: float | None = None,
                  where: str = "--data") -> dict[str, float]:
