@@ -1,4 +1,6 @@
-"""``seqformer train | transduce | generate | evaluate | attention | plot | average | recipes``.
+"""``seqformer train | transduce | generate | evaluate | attention | plot | average | recipes``
+(and, registered from their own modules, the other families' commands, ``classify`` among
+them).
 
 Every error a user can cause is a :class:`~seqformer.errors.UserError`; it is printed on one
 line as ``seqformer: error: ...`` and the process exits with code 2. Anything else is a bug and
@@ -607,6 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
     from seqformer.cli_tts import add_parsers as add_tts_parsers
 
     add_tts_parsers(sub)  # speak
+    from seqformer.cli_classify import add_parsers as add_classify_parsers
+
+    add_classify_parsers(sub)  # classify
     return parser
 
 

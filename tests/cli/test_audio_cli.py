@@ -81,6 +81,12 @@ def test_train_evaluate_and_predict_end_to_end(tmp_path: Path, capsys) -> None:
     assert from_paths == from_arrays  # 16-bit rounding does not change a decision
     hits = sum(p == g for p, g in zip(from_arrays, test.labels))
     assert hits / 9 == pytest.approx(metrics["test_accuracy"])
+    wavs = [str(tmp_path / f"{i}.wav") for i in range(9)]
+    assert main(["classify", "--model", str(out), *wavs]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [r[0] for r in rows] == wavs and [r[1] for r in rows] == from_paths
+    line = one_line_error(capsys, main(["classify", "--model", str(out), "gone.wav"]))
+    assert "gone.wav: no such file" in line
 
 
 def test_missing_espeak_exits_2_naming_the_package(tmp_path: Path, capsys, monkeypatch) -> None:

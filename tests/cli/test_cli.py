@@ -239,3 +239,11 @@ def test_a_swapped_tokenizer_is_a_clear_error(trained, tmp_path, capsys) -> None
     symbols = tok.symbols[:4] + list(reversed(tok.symbols[4:]))  # same size, other ids
     type(tok)(symbols).save(copy / "tokenizer" / "source")
     assert "fingerprint" in error_of(["transduce", "--model", str(copy), "abc"], capsys)
+
+
+def test_classify_refuses_a_run_that_is_not_a_classifier(trained, capsys) -> None:
+    run, _ = trained
+    err = error_of(["classify", "--model", str(run), "abc"], capsys)
+    assert "is a seq2seq run; classify takes a classifier" in err
+    assert "--top-k must be >= 1" in error_of(["classify", "--model", str(run), "--top-k", "0",
+                                               "abc"], capsys)

@@ -32,6 +32,17 @@ train: {{epochs: 6, lr: 0.01, progress: false, device: cpu, metric: valid_accura
     capsys.readouterr()
     assert main(["evaluate", "--model", str(out), "--data", str(test)]) == 0
     assert "accuracy" in capsys.readouterr().out
+    # `seqformer classify` labels the user's own texts, as evaluate scored them.
+    texts = [line.rsplit("\t", 1) for line in test.read_text().splitlines()]
+    assert main(["classify", "--model", str(out), "--top-k", "2",
+                 *(t for t, _ in texts)]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [r[0] for r in rows] == [t for t, _ in texts]
+    assert all({r[1], r[3]} == {"catty", "other"} for r in rows)
+    assert all(float(r[2]) >= float(r[4]) and abs(float(r[2]) + float(r[4]) - 1) < 1e-3
+               for r in rows)
+    hits = sum(r[1] == label for r, (_, label) in zip(rows, texts))
+    assert hits / len(rows) == metrics["test_accuracy"]
     assert "CNN classifier" in error_of(["embed", "--model", str(out), "a cat",
                                          "--out", str(tmp_path / "e.npy")], capsys)
     bad = tmp_path / "bad.yaml"

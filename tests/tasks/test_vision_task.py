@@ -108,6 +108,26 @@ def test_cli_trains_prints_test_metrics_and_evaluates(tmp_path: Path, capsys) ->
     metrics = json.loads((out / "test_metrics.json").read_text())
     assert f"accuracy {metrics['test_accuracy']:.4f}" in line
 
+    # `seqformer classify` on image files: .npy in the model's units (0-16), and the same
+    # digits as 8-bit PNGs upscaled 4x -- resized back and rescaled, they get the same labels.
+    import matplotlib.image
+
+    split = load_digits_splits(0, 0.1, 0.2)["test"]
+    npys, pngs = [], []
+    for i in range(6):
+        npys.append(tmp_path / f"{i}.npy")
+        np.save(npys[-1], split.images[i])
+        pngs.append(tmp_path / f"{i}.png")
+        big = np.kron(split.images[i][0] / 16.0, np.ones((4, 4)))
+        matplotlib.image.imsave(pngs[-1], big, cmap="gray", vmin=0.0, vmax=1.0)
+    capsys.readouterr()
+    assert main(["classify", "--model", str(out), *map(str, npys)]) == 0
+    from_npy = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()]
+    assert from_npy == ImageClassifier.load(out).predict(split.images[:6])
+    assert main(["classify", "--model", str(out), *map(str, pngs)]) == 0
+    from_png = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()]
+    assert sum(a == b for a, b in zip(from_png, from_npy)) >= 5
+
     assert main(["evaluate", "--model", str(out)]) == 0
     assert f"accuracy {metrics['test_accuracy']:.4f}" in capsys.readouterr().out
     split = load_digits_splits(0, 0.1, 0.2)["test"]

@@ -175,3 +175,15 @@ class Classifier:
     def predict(self, raw: Any) -> list[str]:
         """The label name of each raw input."""
         return [self.labels[i] for i in self.logits(raw).argmax(-1).tolist()]
+
+    def rank(self, raw: Any, top_k: int = 1) -> list[list[tuple[str, float]]]:
+        """The ``top_k`` likeliest (label, probability) of each raw input, best first."""
+        return ranked(self.logits(raw), self.labels, top_k)
+
+
+def ranked(logits: torch.Tensor, labels: list[str], top_k: int) -> list[list[tuple[str, float]]]:
+    """(N, labels) logits -> per row the ``top_k`` (label, softmax probability), best first."""
+    probs = logits.float().softmax(-1)
+    values, ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+    return [[(labels[i], float(p)) for p, i in zip(row_p.tolist(), row_i.tolist())]
+            for row_p, row_i in zip(values, ids)]

@@ -556,6 +556,21 @@ class EncoderRun:
             parts.append(self.model.embed(ids, types, pooling).float().cpu().numpy())
         return np.concatenate(parts).astype(np.float32)
 
+    def classify(self, texts: Sequence[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
+        """The ``top_k`` likeliest (label, probability) of each text, best first; a text with
+        a tab is a pair (``a<TAB>b``, as in a classify TSV). A classify head or a CNN only."""
+        from seqformer.tasks.classify import ranked
+
+        if self.model.head_kind != "classify":
+            raise DataError(f"classify needs a text classifier (task: classify); this model "
+                            f"has a {self.model.head_kind} head")
+        labels = list(self.model.labels)
+        items = [(*(t.split("\t", 1) if "\t" in t else (t, None)), labels[0]) for t in texts]
+        encoded = encode_items("classify", self.tokenizer, items, labels,
+                               self.model.config.max_len, "input")
+        logits, _ = predict(self.model, encoded)  # the placeholder labels only make a loss
+        return ranked(torch.stack(logits), labels, top_k) if logits else []
+
     def evaluate(self, items: list[Any]) -> dict[str, float]:
         """Metrics of the model's head on raw items of its task (see :func:`load_items`)."""
         task = self.model.head_kind
