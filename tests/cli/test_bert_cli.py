@@ -136,6 +136,14 @@ train: {{epochs: 2, lr: 0.003, progress: false, device: cpu, metric: valid_accur
     assert main(["evaluate", "--model", str(out), "--data", str(test)]) == 0
     shown = capsys.readouterr().out
     assert f"accuracy {metrics['test_accuracy']:.4f}" in shown
+    # classify: the same texts (pairs with their tab) get the labels evaluate scored.
+    rows = [line.rsplit("\t", 1) for line in test.read_text().splitlines()]
+    assert main(["classify", "--model", str(out), *(text for text, _ in rows)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    labels = [line.rsplit("\t", 2)[1] for line in printed]
+    assert len(labels) == len(rows) and set(labels) <= {"catty", "other"}
+    hits = sum(a == gold for a, (_, gold) in zip(labels, rows))
+    assert hits / len(rows) == pytest.approx(metrics["test_accuracy"])
 
 
 def test_missing_init_from_is_a_clear_error(tmp_path, capsys) -> None:
