@@ -341,7 +341,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from seqformer.cli_codec import evaluate_codec
 
         return evaluate_codec(args)
-    if _family(args.model[0]) in ("bert", "cnn"):  # encoder runs: BERT heads, CNN classifier
+    if _family(args.model[0]) in ("bert", "cnn", "rnn-classify"):  # BERT heads, baselines
         from seqformer.cli_encoder import evaluate_encoder
 
         return evaluate_encoder(args)

@@ -1,7 +1,8 @@
 """``seqformer classify --model RUN INPUT ...``: the label of each input, for every classifier.
 
 One command for the three kinds of classifier runs, told apart by the run's model family:
-texts for a BERT classify head or the CNN (a tab makes a text pair), image files for a ViT,
+texts for a BERT classify head, the CNN or a recurrent classifier (a tab makes a text
+pair), image files for a ViT,
 WAV files for the audio classifiers (AST, wav2vec 2.0, openSMILE). Each line printed is
 ``input<TAB>label<TAB>probability``, then the next likeliest with ``--top-k``.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 from seqformer.errors import DataError, UserError
 
-TEXT = ("bert", "cnn")
+TEXT = ("bert", "cnn", "rnn-classify")
 AUDIO = ("ast", "wav2vec2-classify", "smile-classify")
 IMAGE = ("vit",)
 
@@ -70,7 +71,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             ranked = classifier.rank(read_image_inputs(inputs, classifier), args.top_k)
     else:
         raise UserError(f"{args.model} is a {family} run; classify takes a classifier (text: "
-                        "BERT classify or CNN; images: ViT; audio: AST, wav2vec 2.0, "
+                        "BERT classify, CNN or RNN; images: ViT; audio: AST, wav2vec 2.0, "
                         "openSMILE)")
     for source, labels in zip(inputs, ranked):
         shown = "\t".join(f"{label}\t{p:.4f}" for label, p in labels)

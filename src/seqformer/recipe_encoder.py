@@ -31,6 +31,7 @@ from seqformer.data.fortunes import DEFAULT_CATEGORIES
 from seqformer.errors import ConfigError
 from seqformer.models.bert import BERTConfig, freeze_patterns
 from seqformer.models.cnn import CNNClassifierConfig
+from seqformer.models.rnn_classifier import RNNClassifierConfig
 from seqformer.training.trainer import TrainConfig
 
 ENCODER_TASKS = ("mlm", "classify", "tag", "qa", "distil")
@@ -275,6 +276,16 @@ class DistilRecipe:
 
 
 EncoderRecipe = MLMRecipe | FinetuneRecipe | DistilRecipe
+BASELINE_CLASSIFIERS = ("cnn", "rnn", "lstm", "gru")
+
+
+def baseline_fields(model: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's model fields as its config class takes them: ``kind`` is the class for a
+    CNN and the ``cell`` of a recurrent classifier."""
+    fields = {k: v for k, v in model.items() if k != "kind"}
+    if model.get("kind") in ("rnn", "lstm", "gru"):
+        fields["cell"] = model["kind"]
+    return fields
 
 
 def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> EncoderRecipe:
@@ -282,19 +293,25 @@ def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Enc
     model = tree.get("model") or {}
     if not isinstance(model, dict):
         raise ConfigError(f"{where}: model must be a mapping of fields")
-    cnn = model.get("kind") == "cnn"  # Kim's CNN classifier instead of a BERT encoder
-    if "kind" in model and not cnn:
-        raise ConfigError(f"{where}: model.kind={model['kind']!r}; an encoder recipe takes "
-                          "kind: cnn (a convolutional classifier) or no kind (BERT)")
-    if cnn and (tree.get("task", "classify") != "classify" or tree.get("init_from")):
-        raise ConfigError(f"{where}: model.kind: cnn is a classifier trained from scratch; use "
-                          "it with task: classify and without init_from")
-    if cnn and tree.get("freeze", "none") != "none":
-        raise ConfigError(f"{where}: freeze: {tree['freeze']} names encoder layers; a CNN "
-                          "classifier has none, use freeze: none")
-    config_class = CNNClassifierConfig if cnn else BERTConfig
-    valid = {f.name for f in dataclasses.fields(config_class)} - {"vocab_size", "num_labels"}
-    valid |= {"kind"} if cnn else set()
+    # A baseline classifier instead of a BERT encoder: Kim's CNN or a recurrent one.
+    kind = model.get("kind")
+    baseline = kind in BASELINE_CLASSIFIERS
+    if "kind" in model and not baseline:
+        raise ConfigError(f"{where}: model.kind={kind!r}; an encoder recipe takes kind: cnn "
+                          "(a convolutional classifier), rnn / lstm / gru (a recurrent one) or "
+                          "no kind (BERT)")
+    if baseline and (tree.get("task", "classify") != "classify" or tree.get("init_from")):
+        raise ConfigError(f"{where}: model.kind: {kind} is a classifier trained from scratch; "
+                          "use it with task: classify and without init_from")
+    if baseline and tree.get("freeze", "none") != "none":
+        raise ConfigError(f"{where}: freeze: {tree['freeze']} names encoder layers; a "
+                          f"{'CNN' if kind == 'cnn' else kind.upper()} classifier has none, use "
+                          "freeze: none")
+    config_class = (BERTConfig if not baseline else CNNClassifierConfig if kind == "cnn"
+                    else RNNClassifierConfig)
+    valid = ({f.name for f in dataclasses.fields(config_class)}
+             - {"vocab_size", "num_labels", "cell"})
+    valid |= {"kind"} if baseline else set()
     for key in model:
         if key not in valid:
             raise unknown_field_error(key, sorted(valid), where, "model.")
@@ -306,9 +323,6 @@ def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Enc
             recipe = from_dict(DistilRecipe, tree, where)
         else:
             recipe = from_dict(FinetuneRecipe, tree, where)
-            fields = {k: v for k, v in recipe.model.items() if k != "kind"}
-            if cnn:
-                from_dict(CNNClassifierConfig, {**fields, "vocab_size": 100}, where, "model.")
-            else:
-                from_dict(BERTConfig, {**fields, "vocab_size": 100}, where, "model.")
+            from_dict(config_class, {**baseline_fields(recipe.model), "vocab_size": 100},
+                      where, "model.")
     return recipe

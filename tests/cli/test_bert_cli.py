@@ -239,12 +239,14 @@ data: {{sources: [files], files: [{root / 'text.txt'}], valid_percent: 10, batch
     assert main(["fill-mask", "--model", str(out), "The [MASK] sees the fox."]) == 0
 
 
-@pytest.mark.parametrize("name", ["bert-pretrain", "fortune-classify", "distil", "fortune-cnn"])
+@pytest.mark.parametrize("name", ["bert-pretrain", "fortune-classify", "distil", "fortune-cnn",
+                                  "fortune-lstm"])
 def test_bundled_encoder_recipes_validate(name) -> None:
     from seqformer.recipe import load_recipe
     from seqformer.recipe_encoder import DistilRecipe, FinetuneRecipe, MLMRecipe
 
     recipe = load_recipe(name)
     expected = {"bert-pretrain": MLMRecipe, "fortune-classify": FinetuneRecipe,
-                "distil": DistilRecipe, "fortune-cnn": FinetuneRecipe}[name]
+                "distil": DistilRecipe, "fortune-cnn": FinetuneRecipe,
+                "fortune-lstm": FinetuneRecipe}[name]
     assert isinstance(recipe, expected)

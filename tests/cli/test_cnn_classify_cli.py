@@ -52,3 +52,43 @@ train: {{epochs: 6, lr: 0.01, progress: false, device: cpu, metric: valid_accura
     typo = tmp_path / "typo.yaml"
     typo.write_text(recipe.read_text().replace("channels: 16", "chanels: 16"))
     assert "did you mean 'model.channels'" in error_of(["train", str(typo)], capsys)
+
+
+def test_recurrent_classifier_trains_evaluates_and_classifies(tmp_path: Path, capsys) -> None:
+    """``model.kind: lstm`` (or rnn / gru): the recurrent baseline through the same recipe,
+    trainer, evaluate and classify as the CNN."""
+    train = write_classify(tmp_path, "train.tsv", 160, 1)
+    test = write_classify(tmp_path, "test.tsv", 40, 2)
+    recipe = tmp_path / "lstm.yaml"
+    recipe.write_text(f"""
+name: tiny-lstm
+task: classify
+model: {{kind: lstm, embed_dim: 32, hidden_size: 16, pooling: max, dropout: 0.1}}
+tokenizer: {{vocab_size: 200, min_frequency: 1}}
+data: {{corpus: files, train: {train}, test: {test}, batch_size: 16}}
+train: {{epochs: 6, lr: 0.01, progress: false, device: cpu, metric: valid_accuracy,
+         metric_mode: max}}
+""")
+    out = tmp_path / "lstm"
+    assert main(["train", str(recipe), "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["family"] == "rnn-classify" and config["cell"] == "lstm"
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.9  # "cat" in the sentence decides the label
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out), "--data", str(test)]) == 0
+    assert f"accuracy {metrics['test_accuracy']:.4f}" in capsys.readouterr().out
+    assert main(["classify", "--model", str(out), "a cat sat", "a dog sat"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert "recurrent classifier" in error_of(["embed", "--model", str(out), "a cat",
+                                               "--out", str(tmp_path / "e.npy")], capsys)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe.read_text().replace("name: tiny-lstm", "name: x\nfreeze: embeddings"))
+    assert "LSTM classifier has none" in error_of(["train", str(bad), "--out",
+                                                   str(tmp_path / "b")], capsys)
+    bad.write_text(recipe.read_text().replace("kind: lstm", "kind: lstn"))
+    assert "rnn / lstm / gru" in error_of(["train", str(bad), "--out", str(tmp_path / "b")],
+                                          capsys)
+    bad.write_text(recipe.read_text().replace("pooling: max", "pooling: first"))
+    assert "model.pooling" in error_of(["train", str(bad), "--out", str(tmp_path / "b")],
+                                       capsys)

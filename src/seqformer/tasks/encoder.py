@@ -55,10 +55,12 @@ from seqformer.models.bert import (
 )
 from seqformer.models.heads import decode_spans
 from seqformer.recipe_encoder import (
+    BASELINE_CLASSIFIERS,
     MLM_SOURCES,
     DistilRecipe,
     FinetuneRecipe,
     MLMRecipe,
+    baseline_fields,
     encoder_recipe_from_dict,
 )
 from seqformer.tasks.rundir import check_vocabulary, log, write_run_metadata
@@ -328,16 +330,22 @@ def init_encoder(recipe: FinetuneRecipe, train_items: list[Any], labels: list[st
                  ) -> tuple[BERTModel, Tokenizer, str]:
     """The model to fine-tune and its tokenizer: from ``init_from`` or, without it, new."""
     task = recipe.task
-    if recipe.model.get("kind") == "cnn":  # Kim's CNN: from scratch, its own WordPiece
-        from seqformer.models.cnn import CNNClassifier, CNNClassifierConfig
-
+    kind = recipe.model.get("kind")
+    if kind in BASELINE_CLASSIFIERS:  # Kim's CNN or an RNN: from scratch, own WordPiece
         tokenizer = train_wordpiece([t for a, b, _ in train_items for t in (a, b) if t],
                                     recipe.tokenizer.vocab_size, recipe.tokenizer.min_frequency)
-        fields = {k: v for k, v in recipe.model.items() if k != "kind"}
-        config = CNNClassifierConfig(**{**fields, "vocab_size": tokenizer.vocab_size,
-                                        "num_labels": len(labels)})
-        log("model.kind: cnn -- a convolutional classifier trained from scratch")
-        return CNNClassifier(config, labels), tokenizer, "scratch-cnn"
+        fields = {**baseline_fields(recipe.model), "vocab_size": tokenizer.vocab_size,
+                  "num_labels": len(labels)}
+        if kind == "cnn":
+            from seqformer.models.cnn import CNNClassifier, CNNClassifierConfig
+
+            log("model.kind: cnn -- a convolutional classifier trained from scratch")
+            return CNNClassifier(CNNClassifierConfig(**fields), labels), tokenizer, "scratch-cnn"
+        from seqformer.models.rnn_classifier import RNNClassifier, RNNClassifierConfig
+
+        log(f"model.kind: {kind} -- a recurrent classifier trained from scratch")
+        return (RNNClassifier(RNNClassifierConfig(**fields), labels), tokenizer,
+                f"scratch-{kind}")
     if recipe.init_from is None:
         log("init_from is not set: training the encoder from scratch (no pretraining)")
         texts = ([t for a, b, _ in train_items for t in (a, b) if t] if task == "classify"
@@ -488,13 +496,18 @@ def train_finetune(recipe: FinetuneRecipe, out_dir: str | Path,
 
 # == inference ====================================================================================
 def load_encoder_model(run_dir: str | Path, device: str = "cpu") -> torch.nn.Module:
-    """The model of an encoder run: a BERT with its head, or a CNN classifier."""
+    """The model of an encoder run: a BERT with its head, a CNN or a recurrent classifier."""
+    from seqformer.models.rnn_classifier import FAMILY as RNN_FAMILY
+    from seqformer.models.rnn_classifier import RNNClassifier
     from seqformer.models.seq2seq import read_model_config
 
-    if read_model_config(run_dir).get("family") == "cnn":
+    family = read_model_config(run_dir).get("family")
+    if family == "cnn":
         from seqformer.models.cnn import CNNClassifier
 
         return CNNClassifier.load(run_dir, device)
+    if family == RNN_FAMILY:
+        return RNNClassifier.load(run_dir, device)
     return BERTModel.load(run_dir, device)
 
 
@@ -547,8 +560,9 @@ class EncoderRun:
               batch_size: int = EVAL_BATCH) -> np.ndarray:
         """(len(texts), d_model) float32 sentence embeddings (see ``BERTModel.embed``)."""
         if not isinstance(self.model, BERTModel):
-            raise DataError("embed needs a BERT encoder run; this is a CNN classifier, which "
-                            "has no token states to pool")
+            kind = "CNN" if self.model.config_json()["family"] == "cnn" else "recurrent"
+            raise DataError(f"embed needs a BERT encoder run; this is a {kind} classifier, "
+                            "which has no token states to pool")
         pooling = pooling or getattr(self.recipe, "pooling", "mean")
         parts = []
         for i in range(0, len(texts), batch_size):
