@@ -89,14 +89,17 @@ class StaticState:
 
     def select(self, indices: Tensor) -> StaticState:
         b = self.buffers
+        # Gathered before _state runs: the new shape may be this one (same pooled buffers).
         memory = b.memory.index_select(0, indices)
         mask = b.memory_mask.index_select(0, indices)
         cross = [(k.index_select(0, indices), v.index_select(0, indices)) for k, v in b.cross_kv]
-        state = self.owner._state(memory, mask, cross, self.buffers.self_kv[0][0].shape[2])
-        for (k, v), (new_k, new_v) in zip(b.self_kv, state.buffers.self_kv, strict=True):
-            new_k.copy_(k.index_select(0, indices))
-            new_v.copy_(v.index_select(0, indices))
-        state.buffers.position.copy_(b.position)
+        own = [(k.index_select(0, indices), v.index_select(0, indices)) for k, v in b.self_kv]
+        position = b.position.clone()
+        state = self.owner._state(memory, mask, cross, b.self_kv[0][0].shape[2])
+        for (k, v), (new_k, new_v) in zip(own, state.buffers.self_kv, strict=True):
+            new_k.copy_(k)
+            new_v.copy_(v)
+        state.buffers.position.copy_(position)
         state.step = self.step
         return state
 
