@@ -288,6 +288,14 @@ def baseline_fields(model: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+def baseline_config_fields(recipe: Any) -> dict[str, Any]:
+    """:func:`baseline_fields` plus the task a recurrent model is built for."""
+    fields = baseline_fields(recipe.model)
+    if "cell" in fields:
+        fields["task"] = recipe.task
+    return fields
+
+
 def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> EncoderRecipe:
     """Build and validate an encoder recipe so a bad field fails before any data is read."""
     model = tree.get("model") or {}
@@ -300,9 +308,10 @@ def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Enc
         raise ConfigError(f"{where}: model.kind={kind!r}; an encoder recipe takes kind: cnn "
                           "(a convolutional classifier), rnn / lstm / gru (a recurrent one) or "
                           "no kind (BERT)")
-    if baseline and (tree.get("task", "classify") != "classify" or tree.get("init_from")):
+    tasks = ("classify",) if kind == "cnn" else ("classify", "tag")
+    if baseline and (tree.get("task", "classify") not in tasks or tree.get("init_from")):
         raise ConfigError(f"{where}: model.kind: {kind} is a classifier trained from scratch; "
-                          "use it with task: classify and without init_from")
+                          f"use it with task: {' or '.join(tasks)} and without init_from")
     if baseline and tree.get("freeze", "none") != "none":
         raise ConfigError(f"{where}: freeze: {tree['freeze']} names encoder layers; a "
                           f"{'CNN' if kind == 'cnn' else kind.upper()} classifier has none, use "
@@ -310,7 +319,7 @@ def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Enc
     config_class = (BERTConfig if not baseline else CNNClassifierConfig if kind == "cnn"
                     else RNNClassifierConfig)
     valid = ({f.name for f in dataclasses.fields(config_class)}
-             - {"vocab_size", "num_labels", "cell"})
+             - {"vocab_size", "num_labels", "cell", "task"})
     valid |= {"kind"} if baseline else set()
     for key in model:
         if key not in valid:
@@ -323,6 +332,6 @@ def encoder_recipe_from_dict(tree: dict[str, Any], where: str = "recipe") -> Enc
             recipe = from_dict(DistilRecipe, tree, where)
         else:
             recipe = from_dict(FinetuneRecipe, tree, where)
-            from_dict(config_class, {**baseline_fields(recipe.model), "vocab_size": 100},
+            from_dict(config_class, {**baseline_config_fields(recipe), "vocab_size": 100},
                       where, "model.")
     return recipe

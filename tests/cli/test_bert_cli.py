@@ -203,6 +203,38 @@ train: {{epochs: 4, lr: 0.005, progress: false, device: cpu, metric: {metric},
             assert "exact" in shown
 
 
+def test_a_recurrent_tagger_trains_and_evaluates(tmp_path, capsys) -> None:
+    """``task: tag`` with ``model.kind: lstm``: the many-to-many BiLSTM tagger baseline."""
+    rng = random.Random(4)
+    conll = []
+    for _ in range(60):
+        words = [rng.choice(["the", "a"]), rng.choice(ANIMALS), rng.choice(VERBS), "Paris"]
+        conll.append("\n".join(f"{w}\t{t}" for w, t in zip(words, ["O", "B-ANI", "O", "B-LOC"])))
+    data = tmp_path / "tags.conll"
+    data.write_text("\n\n".join(conll) + "\n", encoding="utf-8")
+    recipe = tmp_path / "tag.yaml"
+    recipe.write_text(f"""
+task: tag
+data: {{corpus: files, train: {data}, test: {data}, batch_size: 8}}
+tokenizer: {{vocab_size: 80, min_frequency: 1}}
+model: {{kind: lstm, embed_dim: 16, hidden_size: 16, dropout: 0.0}}
+train: {{epochs: 6, lr: 0.01, progress: false, device: cpu, metric: valid_f1,
+         metric_mode: max}}
+""")
+    out = tmp_path / "tagger"
+    assert main(["train", str(recipe), "--out", str(out)]) == 0
+    assert "recurrent tagger trained from scratch" in capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["task"] == "tag"
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert metrics["test_f1"] >= 0.9  # the pattern is fixed: the tagger must find it
+    assert main(["evaluate", "--model", str(out), "--data", str(data)]) == 0
+    assert f"f1 {metrics['test_f1']:.4f}" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(recipe.read_text().replace("kind: lstm", "kind: cnn"))
+    assert main(["train", str(bad), "--out", str(tmp_path / "b")]) == 2
+    assert "use it with task: classify and" in capsys.readouterr().err
+
+
 def test_freeze_presets_freeze_exactly_what_they_name() -> None:
     config = BERTConfig(vocab_size=20, d_model=8, heads=2, layers=3, ffn_dim=16, max_len=8)
 

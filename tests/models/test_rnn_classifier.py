@@ -76,3 +76,19 @@ def test_save_load_and_config_errors(tmp_path: Path) -> None:
         RNNClassifierConfig(vocab_size=9, pooling="first")
     with pytest.raises(ValueError, match="exceeds model.max_len"):
         tiny(max_len=4).logits(torch.ones(1, 5, dtype=torch.long) * 5)
+
+
+def test_a_tagger_labels_every_token_from_its_own_states() -> None:
+    model = tiny(task="tag", cell="gru", layers=1)
+    assert model.head_kind == "tag"
+    batched = model.logits(_pad(ROWS))
+    assert batched.shape == (3, 6, 3)
+    for i, row in enumerate(ROWS):  # padding is invisible to the real tokens
+        torch.testing.assert_close(batched[i, :len(row)],
+                                   model.logits(torch.tensor([row]))[0], atol=1e-6, rtol=1e-5)
+    labels = torch.full((3, 6), -100)
+    labels[0, :6] = 1
+    out = model(EncoderBatch(_pad(ROWS), torch.zeros(1), labels))
+    assert out.loss > 0 and out.logits.shape == (3, 6, 3)
+    with pytest.raises(ConfigError, match="classify or tag"):
+        RNNClassifierConfig(vocab_size=9, task="qa")

@@ -1,5 +1,6 @@
-"""A recurrent sequence classifier (many-to-one): the RNN / LSTM / GRU baseline for sentence
-classification, beside Kim's CNN (``models/cnn.py``) and BERT.
+"""A recurrent sequence classifier (many-to-one) or tagger (many-to-many): the RNN / LSTM / GRU
+baseline for sentence classification beside Kim's CNN (``models/cnn.py``) and BERT, and for
+token tagging beside BERT's tag head (``task: tag``: a label per token from its states).
 
 Embeddings run through a (by default bidirectional) recurrent stack; the states are pooled
 into one vector -- ``max`` or ``mean`` over the real positions, or ``last``: the final state
@@ -39,6 +40,7 @@ class RNNClassifierConfig:
     vocab_size: int = 0
     num_labels: int = 2
     cell: str = "lstm"
+    task: str = "classify"  # or "tag": a label per token from its states (many-to-many)
     embed_dim: int = 128
     hidden_size: int = 128
     layers: int = 1
@@ -50,6 +52,8 @@ class RNNClassifierConfig:
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ConfigError(f"model.kind={self.cell!r}; use one of {', '.join(CELLS)}")
+        if self.task not in ("classify", "tag"):
+            raise ConfigError(f"a recurrent encoder does task: classify or tag, not {self.task}")
         if self.pooling not in POOLING:
             raise ConfigError(f"model.pooling={self.pooling!r}; use one of {', '.join(POOLING)}")
         for name in ("embed_dim", "hidden_size", "layers", "max_len"):
@@ -73,7 +77,7 @@ class RNNClassifier(nn.Module):
                               f"{config.num_labels}")
         self.config = c = config
         self.labels = list(labels or [])
-        self.head_kind = "classify"  # what the encoder tasks read to collate, score and report
+        self.head_kind = c.task  # what the encoder tasks read to collate, score and report
         self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD_ID)
         self.rnn = CELLS[c.cell](c.embed_dim, c.hidden_size, num_layers=c.layers,
                                  batch_first=True, bidirectional=c.bidirectional,
@@ -82,8 +86,9 @@ class RNNClassifier(nn.Module):
         width = c.hidden_size * (2 if c.bidirectional else 1)
         self.classifier = nn.Linear(width, c.num_labels)
 
-    def pooled(self, input_ids: Tensor) -> Tensor:
-        """(batch, time) ids -> (batch, hidden x directions) sentence vectors."""
+    def _run(self, input_ids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Packed recurrence -> states (batch, time, hidden x directions) with zeros at
+        padding, the final hidden state(s), and the real-token mask."""
         if input_ids.shape[1] > self.config.max_len:
             raise ValueError(f"sequence of length {input_ids.shape[1]} exceeds model.max_len="
                              f"{self.config.max_len}")
@@ -92,24 +97,31 @@ class RNNClassifier(nn.Module):
         packed = pack_padded_sequence(self.embed(input_ids), lengths, batch_first=True,
                                       enforce_sorted=False)
         states, last = self.rnn(packed)
-        if self.config.pooling == "last":
-            h = last[0] if isinstance(last, tuple) else last  # LSTM: (h, c)
-            directions = 2 if self.config.bidirectional else 1
-            return torch.cat(list(h[-directions:]), dim=-1)  # the top layer's directions
         states, _ = pad_packed_sequence(states, batch_first=True,
                                         total_length=input_ids.shape[1])
+        return states, last[0] if isinstance(last, tuple) else last, real  # LSTM: (h, c)
+
+    def pooled(self, input_ids: Tensor) -> Tensor:
+        """(batch, time) ids -> (batch, hidden x directions) sentence vectors."""
+        states, h, real = self._run(input_ids)
+        if self.config.pooling == "last":
+            directions = 2 if self.config.bidirectional else 1
+            return torch.cat(list(h[-directions:]), dim=-1)  # the top layer's directions
         mask = real.unsqueeze(-1)
         if self.config.pooling == "max":
             return states.masked_fill(~mask, float("-inf")).amax(1)
         return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
 
     def logits(self, input_ids: Tensor) -> Tensor:
-        """(batch, time) token ids -> (batch, num_labels)."""
+        """(batch, time) token ids -> (batch, num_labels), or (batch, time, num_labels) for a
+        tagger."""
+        if self.config.task == "tag":
+            return self.classifier(self.dropout(self._run(input_ids)[0]))
         return self.classifier(self.dropout(self.pooled(input_ids)))
 
     def forward(self, batch: EncoderBatch) -> EncoderOutput:
         logits = self.logits(batch.input_ids)
-        loss = encoder_loss("classify", logits, batch.labels)
+        loss = encoder_loss(self.config.task, logits, batch.labels)
         # No per-token states are exposed: ``hidden`` is the empty (batch, 0) tensor.
         return EncoderOutput(loss, loss.detach(), logits, logits.new_zeros(len(logits), 0),
                              batch.n_tgt_tokens)

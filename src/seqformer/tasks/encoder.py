@@ -60,7 +60,7 @@ from seqformer.recipe_encoder import (
     DistilRecipe,
     FinetuneRecipe,
     MLMRecipe,
-    baseline_fields,
+    baseline_config_fields,
     encoder_recipe_from_dict,
 )
 from seqformer.tasks.rundir import check_vocabulary, log, write_run_metadata
@@ -332,9 +332,11 @@ def init_encoder(recipe: FinetuneRecipe, train_items: list[Any], labels: list[st
     task = recipe.task
     kind = recipe.model.get("kind")
     if kind in BASELINE_CLASSIFIERS:  # Kim's CNN or an RNN: from scratch, own WordPiece
-        tokenizer = train_wordpiece([t for a, b, _ in train_items for t in (a, b) if t],
-                                    recipe.tokenizer.vocab_size, recipe.tokenizer.min_frequency)
-        fields = {**baseline_fields(recipe.model), "vocab_size": tokenizer.vocab_size,
+        texts = ([" ".join(w) for w, _ in train_items] if task == "tag"
+                 else [t for a, b, _ in train_items for t in (a, b) if t])
+        tokenizer = train_wordpiece(texts, recipe.tokenizer.vocab_size,
+                                    recipe.tokenizer.min_frequency)
+        fields = {**baseline_config_fields(recipe), "vocab_size": tokenizer.vocab_size,
                   "num_labels": len(labels)}
         if kind == "cnn":
             from seqformer.models.cnn import CNNClassifier, CNNClassifierConfig
@@ -343,7 +345,8 @@ def init_encoder(recipe: FinetuneRecipe, train_items: list[Any], labels: list[st
             return CNNClassifier(CNNClassifierConfig(**fields), labels), tokenizer, "scratch-cnn"
         from seqformer.models.rnn_classifier import RNNClassifier, RNNClassifierConfig
 
-        log(f"model.kind: {kind} -- a recurrent classifier trained from scratch")
+        log(f"model.kind: {kind} -- a recurrent {'tagger' if task == 'tag' else 'classifier'} "
+            "trained from scratch")
         return (RNNClassifier(RNNClassifierConfig(**fields), labels), tokenizer,
                 f"scratch-{kind}")
     if recipe.init_from is None:
