@@ -279,20 +279,12 @@ EncoderRecipe = MLMRecipe | FinetuneRecipe | DistilRecipe
 BASELINE_CLASSIFIERS = ("cnn", "rnn", "lstm", "gru")
 
 
-def baseline_fields(model: dict[str, Any]) -> dict[str, Any]:
-    """A recipe's model fields as its config class takes them: ``kind`` is the class for a
-    CNN and the ``cell`` of a recurrent classifier."""
-    fields = {k: v for k, v in model.items() if k != "kind"}
-    if model.get("kind") in ("rnn", "lstm", "gru"):
-        fields["cell"] = model["kind"]
-    return fields
-
-
 def baseline_config_fields(recipe: Any) -> dict[str, Any]:
-    """:func:`baseline_fields` plus the task a recurrent model is built for."""
-    fields = baseline_fields(recipe.model)
-    if "cell" in fields:
-        fields["task"] = recipe.task
+    """A recipe's model fields as its config class takes them: ``kind`` picks the class (a
+    CNN, or a recurrent model whose ``cell`` it names and whose ``task`` is the recipe's)."""
+    fields = {k: v for k, v in recipe.model.items() if k != "kind"}
+    if recipe.model.get("kind") in ("rnn", "lstm", "gru"):
+        fields.update(cell=recipe.model["kind"], task=recipe.task)
     return fields
 
 
