@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import error_line
+from cli_helpers import error_line, write_recordings
 
 from seqformer.cli import main
 from seqformer.data import speech
@@ -129,14 +129,7 @@ def test_your_own_recordings(tmp_path: Path, monkeypatch, capsys) -> None:
     """data.corpus: files: path.wav<TAB>transcript lines; without a valid file the last
     valid_fraction of train validates; the test TSV is scored after training."""
     monkeypatch.setenv("SEQFORMER_CACHE", str(tmp_path / "cache"))
-    words = ["apple", "banana", "cherry", "dates", "elder", "figs", "grape", "hazel", "kiwi",
-             "lemon"]
-    rows = []
-    for w in words:
-        speech.write_wav(tmp_path / f"{w}.wav", speech.synthesize(w, "en-us+m3"))
-        rows.append(f"{w}.wav\t{w}")
-    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
-    (tmp_path / "test.tsv").write_text("\n".join(rows[:3]) + "\n")
+    write_recordings(tmp_path)
     run = tmp_path / "mine"
     assert main(["train", "whisper-spoken-words", "--out", str(run), *TINY,
                  "--set", "data.corpus=files", "--set", f"data.train={tmp_path / 'train.tsv'}",
