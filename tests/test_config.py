@@ -16,6 +16,7 @@ class Section:
     betas: tuple[float, float] = (0.9, 0.98)
     sizes: tuple[int, ...] = ()
     names: list[str] | None = None
+    mode: bool | str = False
 
 
 def test_lists_and_tuples_are_coerced_from_yaml_and_set_strings() -> None:
@@ -37,3 +38,10 @@ def test_malformed_lists_name_the_field(value, message) -> None:
     with pytest.raises(ConfigError) as err:
         from_dict(Section, value, "r.yaml", "model.")
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("true", True), ("off", False), (True, True), ("reduce-overhead", "reduce-overhead")])
+def test_a_union_takes_the_first_type_the_value_fits(value, expected) -> None:
+    """``bool | str`` (train.compile): --set strings that read as booleans are booleans."""
+    assert from_dict(Section, {"mode": value}).mode == expected

@@ -35,7 +35,12 @@ def _coerce(value: Any, annotation: Any, where: str, path: str = "") -> Any:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
             return None
-        return _coerce(value, args[0], where, path)
+        for arg in args[:-1]:  # the first type the value fits, e.g. bool | str: true, "fast"
+            try:
+                return _coerce(value, arg, where, path)
+            except ConfigError:
+                pass
+        return _coerce(value, args[-1], where, path)
     if origin in (tuple, list):
         if isinstance(value, str):  # --set a=1,2 or a=[1,2]
             value = [v.strip() for v in value.strip("()[] ").split(",") if v.strip()]

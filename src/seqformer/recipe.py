@@ -65,6 +65,7 @@ class DataConfig:
     max_source_len: int = 128  # tokens; longer training pairs are dropped and counted
     max_target_len: int = 128
     batch_tokens: int = 4096  # padded tokens per batch (source or target, whichever is longer)
+    pad_to: int = 0  # > 0: fixed batch shapes (lengths rounded up to it), for CUDA graphs
     valid_decode: int = 300  # validation examples decoded for the metric at each evaluation
     stress: bool = True  # corpus: cmudict; false drops the stress digits (the 39-phone set)
     source_module: str = "engWEB2015eb"  # corpus: bible
@@ -82,6 +83,9 @@ class DataConfig:
                 raise ConfigError(f"data.{name}: give one TSV file or two aligned files")
         if self.batch_tokens <= 0:
             raise ConfigError("data.batch_tokens must be positive")
+        if not isinstance(self.pad_to, int) or isinstance(self.pad_to, bool) or self.pad_to < 0:
+            raise ConfigError(f"data.pad_to={self.pad_to!r}; use 0 (batches as long as their "
+                              "longest example) or a width step such as 8")
         if not isinstance(self.stress, bool):
             raise ConfigError(f"data.stress={self.stress!r}; use true (keep the stress digits, "
                               "TH R UW1) or false (drop them, TH R UW)")

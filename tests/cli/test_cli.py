@@ -180,14 +180,16 @@ def test_recipes_lists_each_with_its_task_and_purpose(capsys) -> None:
     assert "(Chen et al. 2021)" in dt  # not cut inside the parenthesis
 
 
-def test_resume_through_the_cli_is_bit_identical(tmp_path, capsys) -> None:
-    """Train 2N steps straight vs N steps + --resume to 2N: the same weights, bit for bit."""
+@pytest.mark.parametrize("pad_to", [0, 8])
+def test_resume_through_the_cli_is_bit_identical(tmp_path, capsys, pad_to: int) -> None:
+    """Train 2N steps straight vs N steps + --resume to 2N: the same weights, bit for bit
+    (also with fixed batch shapes, data.pad_to)."""
     from safetensors.torch import load_file
 
     write_reverse_tsv(tmp_path / "train.tsv", 300, 3)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"""
-data: {{train: {tmp_path / 'train.tsv'}, batch_tokens: 200, valid_decode: 10}}
+data: {{train: {tmp_path / 'train.tsv'}, batch_tokens: 200, valid_decode: 10, pad_to: {pad_to}}}
 tokenizer: {{source: char, target: word}}
 model: {{d_model: 32, heads: 2, layers: 1, ffn_dim: 64, dropout: 0.2, max_len: 16}}
 train: {{max_steps: 24, lr: 0.003, schedule: noam, warmup_steps: 5, eval_every: 12,

@@ -108,3 +108,79 @@ def test_stream_refuses_state_from_other_data() -> None:
         BatchStream(src, tgt, max_tokens=128, seed=6).load_state_dict(state)
     with pytest.raises(CheckpointError, match="num_examples"):
         BatchStream(src[:-1], tgt[:-1], max_tokens=128, seed=5).load_state_dict(state)
+
+
+def test_stream_batches_equal_collated_ids() -> None:
+    """The stream gathers from whole-corpus tensors; each batch must be what collate_pairs
+    builds from the same examples' ids."""
+    src, tgt = toy_data(200, seed=3)
+    stream = BatchStream(src, tgt, max_tokens=40, seed=2)
+    epoch = stream.batches_per_epoch
+    for batch in islice(iter(stream), 2 * epoch):
+        idx = batch.index.tolist()
+        expected = collate_pairs([src[i] for i in idx], [tgt[i] for i in idx], idx)
+        assert same(batch, expected)
+
+
+def test_fixed_shapes_pad_rows_and_columns() -> None:
+    src, tgt = toy_data(300, seed=4)
+    budget, pad_to = 64, 8
+    stream = BatchStream(src, tgt, max_tokens=budget, seed=1, pad_to=pad_to)
+    shapes, fillers = set(), 0
+    for batch in islice(iter(stream), 2 * stream.batches_per_epoch):
+        rows, width = batch.src.shape
+        assert width % pad_to == 0 and rows == max(1, budget // width)
+        assert batch.tgt_in.shape == batch.tgt_out.shape == (rows, width)
+        shapes.add((rows, width))
+        real = batch.index >= 0
+        idx = batch.index[real].tolist()
+        plain = collate_pairs([src[i] for i in idx], [tgt[i] for i in idx], idx)
+        for name in ("src", "tgt_in", "tgt_out"):
+            got, want = getattr(batch, name)[real], getattr(plain, name)
+            assert torch.equal(got[:, : want.shape[1]], want)
+            assert not got[:, want.shape[1]:].any()  # only padding beyond
+        fill = ~real
+        fillers += int(fill.sum())
+        assert not batch.tgt_out[fill].any()  # no loss on filler rows
+        assert torch.equal(batch.src[fill], batch.src[:1].expand(int(fill.sum()), -1))
+    assert fillers > 0
+    longest = max(max(len(s), len(t) + 1) for s, t in zip(src, tgt, strict=True))
+    assert len(shapes) <= -(-longest // pad_to)  # one shape per width bucket
+
+
+def test_fixed_shapes_leave_loss_and_gradients_unchanged() -> None:
+    """Filler rows and extra padding columns must not change what training computes."""
+    from seqformer.models.seq2seq import Seq2Seq, Seq2SeqConfig
+
+    src, tgt = toy_data(120, seed=5)
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(src_vocab_size=32, tgt_vocab_size=32, d_model=16, heads=2,
+                                  layers=2, ffn_dim=32, dropout=0.0, label_smoothing=0.1))
+    stream = BatchStream(src, tgt, max_tokens=64, seed=1, pad_to=8)
+    checked = 0
+    for batch in islice(iter(stream), stream.batches_per_epoch):
+        if bool((batch.index >= 0).all()):
+            continue
+        idx = batch.index[batch.index >= 0].tolist()
+        plain = collate_pairs([src[i] for i in idx], [tgt[i] for i in idx], idx)
+        grads = []
+        for b in (batch, plain):
+            model.zero_grad()
+            out = model(b)
+            out.loss.backward()
+            grads.append((out.loss.detach(), [p.grad.clone() for p in model.parameters()]))
+        (loss_a, grads_a), (loss_b, grads_b) = grads
+        assert torch.allclose(loss_a, loss_b, atol=1e-6)
+        for a, b in zip(grads_a, grads_b, strict=True):
+            assert torch.allclose(a, b, atol=1e-6)
+        checked += 1
+    assert checked >= 2
+
+
+def test_fixed_shapes_resume_checks_pad_to() -> None:
+    src, tgt = toy_data()
+    state = BatchStream(src, tgt, max_tokens=40, seed=1, pad_to=8).state_dict()
+    with pytest.raises(CheckpointError, match="pad_to"):
+        BatchStream(src, tgt, max_tokens=40, seed=1).load_state_dict(state)
+    plain = BatchStream(src, tgt, max_tokens=40, seed=1).state_dict()
+    assert "pad_to" not in plain  # runs saved before the option resume unchanged

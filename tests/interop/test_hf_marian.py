@@ -382,3 +382,28 @@ def test_batches_get_the_model_special_ids_by_position() -> None:
     default = collate_pairs(src, tgt, [0, 1])
     assert with_model_ids(default, SimpleNamespace(pad_id=0, bos_id=1, eos_id=2), src,
                           tgt) is default
+
+
+def test_filler_rows_of_fixed_shape_batches_stay_without_targets() -> None:
+    """BatchStream(pad_to=...) fills a batch with copies of row 0 (index -1) whose targets are
+    padding; with the model's ids they must stay padding, or they would add loss."""
+    from types import SimpleNamespace
+
+    from seqformer.data.batching import BatchStream
+    from seqformer.interop.finetune import with_model_ids
+
+    src, tgt = [[7, 2, 0], [1], [3, 4]], [[2, 0, 1], [5], [6, 6]]
+    stream = BatchStream(src, tgt, max_tokens=40, seed=0, pad_to=8)
+    batch = next(iter(stream))
+    filler = batch.index < 0
+    assert filler.any()
+    model = SimpleNamespace(pad_id=9, bos_id=9, eos_id=0)
+    mapped = with_model_ids(batch, model, src, tgt)
+    assert (mapped.tgt_out[filler] == 9).all()
+    first = int(batch.index[0])
+    assert torch.equal(mapped.src[filler], mapped.src[:1].expand(int(filler.sum()), -1))
+    assert mapped.src[0, len(src[first]):].eq(9).all()
+    for row, i in enumerate(batch.index.tolist()):
+        if i >= 0:  # real rows still end in eos (0), then padding
+            assert mapped.tgt_out[row, len(tgt[i])] == 0
+            assert mapped.tgt_out[row, len(tgt[i]) + 1:].eq(9).all()

@@ -369,11 +369,18 @@ def test_weight_decay_only_on_matrices(tmp_path: Path) -> None:
         ("grad_clip", -1.0),
         ("device", "toaster"),
         ("warmup_steps", 0),  # noam needs warmup
+        ("compile", "fast"),
+        ("compile", 1),
     ],
 )
 def test_invalid_config_names_the_field(field: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"train.{field} "):
         TrainConfig(**{field: value})
+
+
+def test_config_accepts_compile_modes() -> None:
+    assert TrainConfig(compile="reduce-overhead").compile == "reduce-overhead"
+    assert TrainConfig(compile=True).compile is True
 
 
 def test_config_accepts_yaml_style_betas_list() -> None:

@@ -65,6 +65,14 @@ def _pad(rows: Sequence[Sequence[int]]) -> Tensor:
     return out
 
 
+def _pad_wide(rows: Sequence[Sequence[int]], width: int) -> Tensor:
+    """``_pad`` to a given width, as int32: the whole-corpus tensors a stream gathers from."""
+    out = torch.full((len(rows), width), PAD_ID, dtype=torch.int32)
+    padded = _pad(rows)
+    out[:, : padded.shape[1]] = padded
+    return out
+
+
 def collate_pairs(
     src_ids: list[list[int]], tgt_ids: list[list[int]] | None, index: list[int]
 ) -> Seq2SeqBatch:
@@ -124,10 +132,21 @@ class BatchStream:
     An example's length is ``max(len(src), len(tgt) + 1)`` - the larger padded dimension it
     adds, since the target gains BOS/EOS. `position` counts batches already yielded in
     `epoch`, so ``state_dict()`` taken after N batches resumes at batch N + 1.
+
+    The whole corpus is padded into three tensors once, so a batch is two tensor gathers
+    instead of a Python loop over its rows: at GPU batch sizes (thousands of rows) the loop
+    cost milliseconds per step, which a small model's GPU step cannot hide.
+
+    ``pad_to`` > 0 gives every batch one of a few fixed shapes, for CUDA graphs
+    (``train.compile: reduce-overhead``) that capture one graph per shape: lengths are rounded
+    up to a multiple of ``pad_to`` (source and target both padded to it), and each batch of
+    width ``W`` has exactly ``max_tokens // W`` rows. Rows beyond the examples are copies of
+    row 0 with an all-padding target (``index`` -1): they carry no loss and no gradient.
     """
 
     def __init__(
-        self, src_ids: list[list[int]], tgt_ids: list[list[int]], max_tokens: int, seed: int
+        self, src_ids: list[list[int]], tgt_ids: list[list[int]], max_tokens: int, seed: int,
+        pad_to: int = 0,
     ) -> None:
         if len(src_ids) != len(tgt_ids):
             raise ValueError(f"{len(src_ids)} sources but {len(tgt_ids)} targets")
@@ -135,12 +154,26 @@ class BatchStream:
             raise DataError("no training examples left; check the corpus and the max_len filter")
         if max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}; raise it")
+        if pad_to < 0:
+            raise ConfigError(f"pad_to must be >= 0 (0: no fixed shapes), got {pad_to}")
         self.src_ids, self.tgt_ids = src_ids, tgt_ids
-        self.max_tokens, self.seed = max_tokens, seed
-        self.lengths = [max(len(s), len(t) + 1) for s, t in zip(src_ids, tgt_ids, strict=True)]
+        self.max_tokens, self.seed, self.pad_to = max_tokens, seed, pad_to
+        self.lengths = [self._round(max(len(s), len(t) + 1))
+                        for s, t in zip(src_ids, tgt_ids, strict=True)]
+        # int32 halves the memory of a large corpus; a batch is widened to long when gathered.
+        self._src = _pad_wide(src_ids, self._round(max(map(len, src_ids))))
+        width = self._round(max(map(len, tgt_ids)) + 1)
+        self._tgt_in = _pad_wide([[BOS_ID, *y] for y in tgt_ids], width)
+        self._tgt_out = _pad_wide([[*y, EOS_ID] for y in tgt_ids], width)
+        self._src_len = torch.tensor([len(s) for s in src_ids])
+        self._tgt_len = torch.tensor([len(t) + 1 for t in tgt_ids])
         self.epoch = 0
         self.position = 0
         self._plan: tuple[int, list[list[int]]] | None = None
+
+    def _round(self, n: int) -> int:
+        p = self.pad_to
+        return -(-n // p) * p if p else n
 
     def _batches(self, epoch: int) -> list[list[int]]:
         if self._plan is None or self._plan[0] != epoch:
@@ -153,33 +186,51 @@ class BatchStream:
         """Constant across epochs: shuffling only permutes equal lengths and batch order."""
         return len(self._batches(self.epoch))
 
+    def collate(self, idx: list[int]) -> Seq2SeqBatch:
+        """The batch of examples ``idx``: what ``collate_pairs`` builds from their ids."""
+        rows = torch.tensor(idx, dtype=torch.long)
+        src_width = int(self._src_len.index_select(0, rows).max())
+        tgt_width = int(self._tgt_len.index_select(0, rows).max())
+        if self.pad_to:
+            src_width = tgt_width = self._round(max(src_width, tgt_width))
+        src = self._src[:, :src_width].index_select(0, rows).long()
+        tgt_in = self._tgt_in[:, :tgt_width].index_select(0, rows).long()
+        tgt_out = self._tgt_out[:, :tgt_width].index_select(0, rows).long()
+        extra = max(1, self.max_tokens // src_width) - len(idx) if self.pad_to else 0
+        if extra > 0:
+            src = torch.cat([src, src[:1].expand(extra, -1)])
+            tgt_in = torch.cat([tgt_in, tgt_in[:1].expand(extra, -1)])
+            tgt_out = torch.cat([tgt_out, tgt_out.new_full((extra, tgt_width), PAD_ID)])
+            rows = torch.cat([rows, rows.new_full((extra,), -1)])
+        return Seq2SeqBatch(src, tgt_in, tgt_out, rows)
+
     def __iter__(self) -> Iterator[Seq2SeqBatch]:
         while True:
             batches = self._batches(self.epoch)
             while self.position < len(batches):
                 idx = batches[self.position]
                 self.position += 1
-                yield collate_pairs(
-                    [self.src_ids[i] for i in idx], [self.tgt_ids[i] for i in idx], idx
-                )
+                yield self.collate(idx)
             self.epoch += 1
             self.position = 0
 
     def _identity(self) -> dict[str, int]:
         """What must match for a saved position to mean the same batches after a restart."""
         checksum = zlib.crc32(",".join(map(str, self.lengths)).encode("ascii"))
-        return {
-            "seed": self.seed,
-            "max_tokens": self.max_tokens,
-            "num_examples": len(self.lengths),
-            "lengths_crc32": checksum,
-        }
+        identity = {"seed": self.seed, "max_tokens": self.max_tokens}
+        if self.pad_to:  # only when set: runs saved before the option existed still resume
+            identity["pad_to"] = self.pad_to  # checked before the lengths it rounds
+        return {**identity, "num_examples": len(self.lengths), "lengths_crc32": checksum}
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position, **self._identity()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume where `state` was taken; refuse if data or settings changed since."""
+        if state.get("pad_to", 0) != self.pad_to:
+            raise CheckpointError(
+                f"cannot resume the batch stream: saved data.pad_to={state.get('pad_to', 0)} "
+                f"but this run has {self.pad_to}; resume with the same data.pad_to")
         for key, value in self._identity().items():
             if state.get(key) != value:
                 raise CheckpointError(

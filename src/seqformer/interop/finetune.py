@@ -86,7 +86,11 @@ def with_model_ids(batch: Seq2SeqBatch, model: Any, src_ids: Sequence[Sequence[i
                      (("pad_id", 0), ("bos_id", 1), ("eos_id", 2)))
     if (pad, bos, eos) == (0, 1, 2):
         return batch
-    rows = batch.index.tolist()
+    # Rows with index -1 fill a fixed batch shape (BatchStream's pad_to): copies of row 0
+    # whose target is all padding.
+    filler = batch.index < 0
+    index = batch.index.tolist()
+    rows = [i if i >= 0 else index[0] for i in index]
     src_len = torch.tensor([len(src_ids[i]) for i in rows]).unsqueeze(1)
     src = batch.src.masked_fill(torch.arange(batch.src.shape[1]) >= src_len, pad)
     tgt_in = tgt_out = None
@@ -95,6 +99,7 @@ def with_model_ids(batch: Seq2SeqBatch, model: Any, src_ids: Sequence[Sequence[i
         pos = torch.arange(batch.tgt_in.shape[1])
         tgt_in = batch.tgt_in.masked_fill(pos == 0, bos).masked_fill(pos > tgt_len, pad)
         tgt_out = batch.tgt_out.masked_fill(pos == tgt_len, eos).masked_fill(pos > tgt_len, pad)
+        tgt_out = tgt_out.masked_fill(filler.unsqueeze(1), pad)
     return Seq2SeqBatch(src, tgt_in, tgt_out, batch.index)
 
 

@@ -456,7 +456,8 @@ def train(recipe: Recipe, out_dir: str | Path, resume: bool = False,
         m.train(was_training)
         return metrics
 
-    stream = ModelIdStream(BatchStream(src_ids, tgt_ids, d.batch_tokens, recipe.train.seed),
+    stream = ModelIdStream(BatchStream(src_ids, tgt_ids, d.batch_tokens, recipe.train.seed,
+                                       pad_to=d.pad_to),
                            model, src_ids, tgt_ids)
     trainer = Trainer(model, recipe.train, stream, out, validate=validate, on_save=save_run)
     summary = trainer.train(resume=resume)

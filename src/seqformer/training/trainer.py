@@ -89,6 +89,8 @@ from seqformer.training.schedules import SCHEDULES, make_scheduler
 LOG_NAME = "log.jsonl"
 LAST_DIR = "last"
 EMA_NAME = "ema.safetensors"  # in last/: the moving average, so a resume continues it
+# torch.compile's modes; train.compile: true is "default".
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ class TrainConfig:
     seed: int = 1
     device: str = "auto"
     amp: str = "auto"
-    compile: bool = False
+    compile: bool | str = False  # true, or a torch.compile mode such as reduce-overhead
     max_minutes: float = 0.0
     anneal: str = "steps"
     progress: bool = True
@@ -208,9 +210,11 @@ class TrainConfig:
                 torch.device(self.device)
             except (RuntimeError, TypeError):
                 raise bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-        for field in ("compile", "progress", "fsdp"):
+        for field in ("progress", "fsdp"):
             if not isinstance(getattr(self, field), bool):
                 raise bad(field, "true or false")
+        if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
+            raise bad("compile", "true, false or a torch.compile mode: " + ", ".join(COMPILE_MODES))
         if self.fsdp and self.ema:
             raise ConfigError(
                 "train.ema cannot be combined with train.fsdp (the average would need a whole "
@@ -334,7 +338,13 @@ class Trainer:
         self.sharded = self.dist.active and config.fsdp
         if self.sharded:
             fsdp.shard_model(self.model)  # in place: self.model is the sharded module
-        self.forward = torch.compile(self.model) if config.compile else self.model
+        self.forward = self.model
+        if config.compile:
+            # reduce-overhead replays CUDA graphs, one per batch shape: with data.pad_to the
+            # batches take a few fixed shapes, and a small model's step stops paying a kernel
+            # launch per operation (the host, not the GPU, bounds it otherwise).
+            mode = None if config.compile is True else config.compile
+            self.forward = torch.compile(self.model, mode=mode)
         if self.dist.active and not self.sharded:
             # Wraps the (compiled) module: DDP all-reduces gradients as backward produces them.
             from torch.nn.parallel import DistributedDataParallel
