@@ -431,3 +431,25 @@ def test_token_batches_keep_tok_per_second(tmp_path: Path, capsys) -> None:
     assert "images_per_s" not in summary and summary["tokens_per_s"] > 0
     err = capsys.readouterr().err
     assert "tok_s=" in err and "tok/s |" in err
+
+
+def test_profile_steps_writes_a_report_of_the_trainers_phases(tmp_path: Path, capsys) -> None:
+    """train.profile_steps profiles real trainer steps: the report must see each phase the loop
+    marks, and the profiled run must train exactly like an unprofiled one."""
+    import json
+
+    plain_dir, profiled_dir = tmp_path / "plain", tmp_path / "profiled"
+    plain = Trainer(Classifier(0), config(), Stream(*make_data()), plain_dir)
+    plain.train()
+    profiled = Trainer(Classifier(0), config(profile_steps=3), Stream(*make_data()),
+                       profiled_dir)
+    profiled.train()
+    report = json.loads((profiled_dir / "profile.json").read_text())
+    text = (profiled_dir / "profile.txt").read_text()
+    assert "profile.txt" in capsys.readouterr().err
+    assert report["profiled_steps"] == 3
+    for phase in ("data", "forward", "backward", "optimizer"):
+        assert phase in text
+    assert not (plain_dir / "profile.txt").exists()
+    for a, b in zip(plain.model.parameters(), profiled.model.parameters(), strict=True):
+        assert torch.equal(a, b)

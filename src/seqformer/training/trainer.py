@@ -84,6 +84,7 @@ from seqformer.training.checkpoint import (
 )
 from seqformer.training.ema import EMA
 from seqformer.training.freezing import freeze_parameters, parameter_table
+from seqformer.training.profiling import StepProfiler
 from seqformer.training.schedules import SCHEDULES, make_scheduler
 
 LOG_NAME = "log.jsonl"
@@ -146,6 +147,7 @@ class TrainConfig:
     freeze: list[str] = dataclasses.field(default_factory=list)
     ema: float = 0.0
     fsdp: bool = False
+    profile_steps: int = 0  # > 0: profile that many steps (after 5) into profile.txt
 
     def __post_init__(self) -> None:
         # Recipes come from YAML, where a pair is a list; freeze it into the declared tuple.
@@ -165,7 +167,8 @@ class TrainConfig:
         for field in ("max_steps", "accumulate", "eval_every", "log_every"):
             if not is_int(getattr(self, field)) or getattr(self, field) < 1:
                 raise bad(field, "an integer >= 1")
-        for field in ("warmup_steps", "save_every", "patience", "seed", "keep_checkpoints"):
+        for field in ("warmup_steps", "save_every", "patience", "seed", "keep_checkpoints",
+                      "profile_steps"):
             if not is_int(getattr(self, field)) or getattr(self, field) < 0:
                 raise bad(field, "an integer >= 0")
         for field in ("lr", "eps"):
@@ -345,6 +348,9 @@ class Trainer:
             # launch per operation (the host, not the GPU, bounds it otherwise).
             mode = None if config.compile is True else config.compile
             self.forward = torch.compile(self.model, mode=mode)
+        # Modes that replay CUDA graphs are told where each step begins, so a graph's outputs
+        # (this step's loss) may be reused by the next replay only once the step is over.
+        self._cuda_graphs = config.compile in ("reduce-overhead", "max-autotune")
         if self.dist.active and not self.sharded:
             # Wraps the (compiled) module: DDP all-reduces gradients as backward produces them.
             from torch.nn.parallel import DistributedDataParallel
@@ -415,6 +421,7 @@ class Trainer:
         window_start, window_paused = time.perf_counter(), 0.0
 
         self.model.train()
+        reported = False  # the step profile's path, said once
         bar = tqdm(
             total=cfg.max_steps,
             initial=self.step,
@@ -426,7 +433,9 @@ class Trainer:
             # one line every 30 s is plenty.
             mininterval=0.1 if sys.stderr.isatty() else 30.0,
         )
-        # Only rank 0 writes; the others log into nowhere.
+        # Only rank 0 writes (and profiles); the others log into nowhere.
+        profiler = StepProfiler(cfg.profile_steps if self.dist.main else 0, self.run_dir,
+                                self.device)
         log = (open(self.run_dir / LOG_NAME, "a", encoding="utf-8") if self.dist.main
                else open(os.devnull, "w", encoding="utf-8"))
         try:
@@ -434,14 +443,18 @@ class Trainer:
                 # ---- one update from `accumulate` micro-batches --------------------------
                 lr = self.optimizer.param_groups[0]["lr"]
                 for micro in range(cfg.accumulate):
-                    global_batch = next(batches)
-                    batch, weight = distributed.shard(global_batch, self.dist)
-                    batch = batch.to(self.device)
+                    with profiler.data_wait():
+                        global_batch = next(batches)
+                        batch, weight = distributed.shard(global_batch, self.dist)
+                        batch = batch.to(self.device)
                     # Gradients are all-reduced once per update, on the last micro-batch.
+                    if self._cuda_graphs:
+                        torch.compiler.cudagraph_mark_step_begin()
                     with self._gradient_sync(micro == cfg.accumulate - 1):
-                        with self._autocast():
+                        with self._autocast(), profiler.phase("forward"):
                             out = self.forward(batch)
-                        (out.loss * (weight / cfg.accumulate)).backward()
+                        with profiler.phase("backward"):
+                            (out.loss * (weight / cfg.accumulate)).backward()
                     # Weighted like the gradient: summed over ranks it is the global mean.
                     window_loss += out.loss.detach().float() * (weight / cfg.accumulate)
                     nll = getattr(out, "nll", None)
@@ -450,13 +463,19 @@ class Trainer:
                         window_nll = nll if window_nll is None else window_nll + nll
                     window_tokens += int(global_batch.n_tgt_tokens)
                     unit = getattr(global_batch, "count_unit", "tokens")
-                grad_norm = self._clip_gradients()
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.ema is not None:
-                    self.ema.update(self.model)
+                with profiler.phase("optimizer"):
+                    grad_norm = self._clip_gradients()
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    if self.ema is not None:
+                        self.ema.update(self.model)
                 self.step += 1
+                profiler.step()
+                if profiler.report_path is not None and not reported:
+                    reported = True
+                    _say(f"step profile of {cfg.profile_steps} steps written to "
+                         f"{profiler.report_path}")
                 window_steps += 1
                 bar.update(1)
 
@@ -526,6 +545,7 @@ class Trainer:
                     f"{self.saved_step} -- continue from there with --resume"
                 )
         finally:
+            profiler.close()
             bar.close()
             log.close()
 
