@@ -88,3 +88,37 @@ def test_sharing_the_encoder_side_across_beams_changes_nothing(monkeypatch) -> N
     copied = beam_search(model, SRC, beam=4, max_length=12, alpha=0.6, nbest=4)
     assert [[(h.tokens, h.score) for h in n] for n in shared] == \
         [[(h.tokens, h.score) for h in n] for n in copied]
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_searches_read_the_device_once_per_step(search: str) -> None:
+    """Each read of a device value (``bool(t)``, ``.tolist()``, ``.item()``) makes a GPU host
+    wait; between two decoder steps the searches may ask once (has every sentence ended?)."""
+    from torch.overrides import TorchFunctionMode
+
+    reads = []
+
+    class CountReads(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name in ("__bool__", "tolist", "item", "nonzero", "__int__", "__float__"):
+                reads.append(name)
+            return func(*args, **(kwargs or {}))
+
+    model = random_model(5)
+    at_step = []
+    step = model.step
+
+    def counted_step(tokens, state):
+        at_step.append(len(reads))
+        return step(tokens, state)
+
+    model.step = counted_step
+    with CountReads():
+        if search == "greedy":
+            greedy_search(model, SRC, max_length=12)
+        else:
+            beam_search(model, SRC, beam=4, max_length=12, alpha=0.6, nbest=2)
+    assert len(at_step) >= 3
+    between = [b - a for a, b in zip(at_step, at_step[1:], strict=False)]
+    assert max(between) <= 1, between

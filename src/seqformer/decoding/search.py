@@ -177,9 +177,16 @@ def beam_search(
     scores[:, 0] = 0.0
     true_lps = torch.zeros(batch, beam, device=device)  # the model's log-probs, unprocessed
     history = torch.zeros(batch, beam, 0, dtype=torch.long, device=device)
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    done = [False] * batch
+    # The `beam` best finished hypotheses of each sentence, best first, kept on the device so
+    # that a step never waits for it: more can never matter (nbest <= beam, and stopping looks
+    # at the beam-th best). Unused slots score -inf.
+    fin_score = torch.full((batch, beam), float("-inf"), device=device)
+    fin_lp = torch.zeros(batch, beam, device=device)
+    fin_len = torch.zeros(batch, beam, dtype=torch.long, device=device)
+    fin_tokens = torch.zeros(batch, beam, max_length, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
     offsets = (torch.arange(batch, device=device) * beam).unsqueeze(1)
+    neg_inf = torch.tensor(float("-inf"), device=device)
 
     for t in range(max_length):
         raw, state = model.step(tokens, state)
@@ -192,54 +199,51 @@ def beam_search(
         top_true = true_lps.gather(1, top_beam) + raw.view(batch, -1).gather(1, top_ids)
         is_eos = top_tok.eq(model.eos_id) & torch.isfinite(top_scores)
 
-        # Finished hypotheses: eos among the top `beam` candidates (fairseq/HF rule).
-        eos_rows, eos_cols = torch.nonzero(is_eos[:, :beam], as_tuple=True)
-        if eos_rows.numel():
-            hist = history[eos_rows, top_beam[eos_rows, eos_cols]].tolist()
-            ranks = top_scores[eos_rows, eos_cols].tolist()
-            lps = top_true[eos_rows, eos_cols].tolist()
-            for row, toks, rank_score, lp in zip(eos_rows.tolist(), hist, ranks, lps):
-                if not done[row]:
-                    score = rank_score / length_penalty(len(toks) + 1, alpha, penalty)
-                    finished[row].append(Hypothesis(toks, lp, score))
+        # Finished hypotheses: eos among the top `beam` candidates (fairseq/HF rule). Every
+        # hypothesis ending now has t tokens + eos, so one length penalty serves them all.
+        # Merged after the ones already kept, with a stable sort: ties keep finishing order.
+        ending = is_eos[:, :beam] & ~done.unsqueeze(1)
+        ended = torch.where(ending, top_scores[:, :beam], neg_inf)
+        ended = ended / length_penalty(t + 1, alpha, penalty)
+        merged = torch.cat([fin_score, ended], dim=1)
+        fin_score, order = torch.sort(merged, dim=1, descending=True, stable=True)
+        fin_score, order = fin_score[:, :beam], order[:, :beam]
+        fin_lp = torch.cat([fin_lp, top_true[:, :beam]], dim=1).gather(1, order)
+        fin_len = torch.cat([fin_len, torch.full_like(fin_len, t)], dim=1).gather(1, order)
+        prefix = history.gather(1, top_beam[:, :beam, None].expand(-1, -1, t))
+        new_tokens = torch.cat([fin_tokens[:, :, :t], prefix], dim=1)
+        fin_tokens[:, :, :t] = new_tokens.gather(1, order[:, :, None].expand(-1, -1, t))
 
         # Next live beams: the best `beam` candidates that are not eos.
         live = ~is_eos & torch.isfinite(top_scores)
         rank = torch.cumsum(live.long(), dim=1) - 1
         keep = live & rank.lt(beam)
         # Order kept candidates first (stable) so the first `beam` columns are the new beams.
-        order = torch.sort((~keep).long(), dim=1, stable=True).indices[:, :beam]
-        new_scores = top_scores.gather(1, order)
-        new_scores = torch.where(keep.gather(1, order), new_scores,
-                                 torch.full_like(new_scores, float("-inf")))
-        src_beam = top_beam.gather(1, order)
-        new_tok = top_tok.gather(1, order)
-        new_true = top_true.gather(1, order)
+        kept = torch.sort((~keep).long(), dim=1, stable=True).indices[:, :beam]
+        new_scores = torch.where(keep.gather(1, kept), top_scores.gather(1, kept), neg_inf)
+        src_beam = top_beam.gather(1, kept)
+        new_tok = top_tok.gather(1, kept)
+        new_true = top_true.gather(1, kept)
 
-        # One copy to the host per step, not one per sentence: each read of a device tensor
-        # waits for the device (and costs an indexing op on the CPU).
-        best_live_all = new_scores[:, 0].tolist()
-        for row in range(batch):
-            if done[row]:
-                continue
-            hyps = finished[row]
-            best_live = best_live_all[row]
-            if len(hyps) >= beam:
-                if early_stopping:
-                    done[row] = True
-                    continue
-                worst = sorted(h.score for h in hyps)[-beam]
-                bound_len = max_length if alpha > 0 else t + 1
-                if best_live == float("-inf") or (
-                        best_live / length_penalty(bound_len, alpha, penalty) <= worst):
-                    done[row] = True
-            elif not math.isfinite(best_live):
-                done[row] = True
-        if all(done):
+        # Canonical stopping, for every sentence at once: with `beam` finished, done when no
+        # live prefix can still beat the worst of them (log-probs only fall as tokens are
+        # added, so a prefix's best reachable score is its log-prob over the largest length
+        # penalty it could still get, or its current one when alpha = 0); with fewer, done
+        # when nothing is left alive.
+        best_live = new_scores[:, 0]
+        full = torch.isfinite(fin_score[:, -1])
+        if early_stopping:
+            stop = full
+        else:
+            bound_len = max_length if alpha > 0 else t + 1
+            reachable = best_live / length_penalty(bound_len, alpha, penalty)
+            stop = torch.where(full, best_live.eq(float("-inf")) | (reachable <= fin_score[:, -1]),
+                               ~torch.isfinite(best_live))
+        done |= stop
+        if bool(done.all()):  # the one wait per step: stop as soon as every sentence ended
             break
         # Finished sentences keep decoding garbage in their slots; mask them out of ranking.
-        done_t = torch.tensor(done, device=device).unsqueeze(1)
-        scores = torch.where(done_t, torch.full_like(new_scores, float("-inf")), new_scores)
+        scores = torch.where(done.unsqueeze(1), neg_inf, new_scores)
         true_lps = new_true
         flat = (offsets + src_beam).view(-1)
         # Indices stay within each sentence's beams: a state may skip copying what its beams
@@ -249,10 +253,14 @@ def beam_search(
                              .view(batch, beam, -1), new_tok.unsqueeze(-1)], dim=2)
         tokens = new_tok.view(-1)
 
+    # One copy to the host at the end.
+    scores_h, lps_h, lens_h = fin_score.tolist(), fin_lp.tolist(), fin_len.tolist()
+    tokens_h = fin_tokens.tolist()
     results = []
     for row in range(batch):
-        hyps = sorted(finished[row], key=lambda h: h.score, reverse=True)
+        hyps = [Hypothesis(tokens_h[row][k][: lens_h[row][k]], lps_h[row][k], scores_h[row][k])
+                for k in range(nbest) if math.isfinite(scores_h[row][k])]
         if not hyps:  # nothing reached eos (cannot happen: the last step forces eos)
             hyps = [Hypothesis([], float("-inf"), float("-inf"), finished=False)]
-        results.append(hyps[:nbest])
+        results.append(hyps)
     return results
