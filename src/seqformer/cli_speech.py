@@ -112,10 +112,23 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         if not isinstance(transcriber, Transcriber):
             raise UserError(f"--{next(iter(steer))} is for an imported multilingual Whisper; "
                             f"{args.model} is a CTC model")
-    texts = transcriber.transcribe(args.wav, beam=args.beam, alpha=args.alpha,
-                                   max_length=args.max_length, **steer)
-    for path, text in zip(args.wav, texts):
-        print(f"{path}\t{text}" if len(args.wav) > 1 or args.show_source else text)
+    if args.min_silence <= 0:
+        raise UserError(f"--min-silence must be > 0 seconds, got {args.min_silence}")
+    from seqformer.tasks.long_form import transcribe_segments
+
+    # Recordings longer than the model's window are split at pauses (--segment: all of them).
+    pieces = transcribe_segments(transcriber, args.wav, args.segment, args.min_silence,
+                                 beam=args.beam, alpha=args.alpha, max_length=args.max_length,
+                                 **steer)
+    named = len(args.wav) > 1 or args.show_source
+    for path, row in zip(args.wav, pieces, strict=True):
+        if args.timestamps:
+            for piece in row:
+                line = f"{piece.start:.2f}-{piece.end:.2f}\t{piece.text}"
+                print(f"{path}\t{line}" if named else line)
+            continue
+        text = " ".join(piece.text for piece in row if piece.text)
+        print(f"{path}\t{text}" if named else text)
     return 0
 
 
@@ -138,5 +151,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--task", choices=["transcribe", "translate"], default=None,
                    help="imported multilingual Whisper: transcribe (default) or translate to "
                    "English")
+    p.add_argument("--segment", action="store_true", help="split every recording at its "
+                   "pauses and transcribe the pieces (recordings longer than the model's "
+                   "window are always split)")
+    p.add_argument("--min-silence", type=float, default=0.3, help="seconds of quiet that "
+                   "count as a pause to split at (default 0.3)")
+    p.add_argument("--timestamps", action="store_true", help="print each piece as "
+                   "start-end<TAB>text (seconds) instead of one line per recording")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.set_defaults(func=cmd_transcribe)

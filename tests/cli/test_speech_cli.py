@@ -69,6 +69,8 @@ def test_train_evaluate_transcribe(tmp_path: Path, monkeypatch, capsys) -> None:
     assert texts[0] == texts[1] and lines[0].split("\t", 1)[1] == Transcriber.load(
         run).transcribe([wav])[0]
 
+    check_long_recordings(run, tmp_path, capsys)
+
     assert main(["transcribe", "--model", str(run), str(tmp_path / "missing.wav")]) == 2
     assert "missing.wav: no such WAV file" in error_line(capsys)
     assert main(["transcribe", "--model", str(run), "--language", "fr", str(wav)]) == 2
@@ -77,6 +79,44 @@ def test_train_evaluate_transcribe(tmp_path: Path, monkeypatch, capsys) -> None:
     bad.write_text(f"{wav}\tcat\njust one column\n", encoding="utf-8")
     assert main(["evaluate", "--model", str(run), "--data", str(bad)]) == 2
     assert f"{bad}:2: expected 'path.wav<TAB>transcript'" in error_line(capsys)
+
+
+def check_long_recordings(run: Path, tmp_path: Path, capsys) -> None:
+    """A recording longer than the model's window is split at its pauses: its transcript is
+    the pieces' transcripts, each exactly what the piece alone gets (trimmed, levelled)."""
+    from seqformer.tasks.long_form import transcribe_long, transcribe_segments
+    from seqformer.tasks.speech import Transcriber
+
+    transcriber = Transcriber.load(run)
+    rate = speech.SAMPLE_RATE
+    n = transcriber.max_samples // int(0.9 * rate) + 2  # more sound than the window holds
+    tones = [0.4 * np.sin(2 * np.pi * (200 + 70 * i) * np.arange(int(0.4 * rate)) / rate)
+             for i in range(n)]
+    gap = np.zeros(int(0.5 * rate))
+    long_wave = np.concatenate([x for t in tones for x in (gap, t)] + [gap]).astype(np.float32)
+    assert len(long_wave) > transcriber.max_samples
+    alone = transcriber.transcribe([t.astype(np.float32) for t in tones], beam=1)
+    assert transcribe_long(transcriber, [long_wave], beam=1) == [" ".join(t for t in alone if t)]
+    pieces = transcribe_segments(transcriber, [long_wave], beam=1)[0]
+    assert [p.text for p in pieces] == alone
+    for i, p in enumerate(pieces):  # each piece spans its tone, inside its pauses
+        assert p.start <= 0.5 + 0.9 * i <= 0.9 * (i + 1) <= p.end <= 0.9 * (i + 1) + 0.5
+
+    wav = tmp_path / "long.wav"
+    speech.write_wav(wav, long_wave)
+    assert main(["transcribe", "--model", str(run), "--beam", "1", "--timestamps",
+                 str(wav)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[1] for line in lines] == [p.text for p in pieces]
+    assert lines[0].split("\t")[0] == f"{pieces[0].start:.2f}-{pieces[0].end:.2f}"
+    # A short recording is split only when asked.
+    short = tmp_path / "two.wav"
+    speech.write_wav(short, np.concatenate([tones[0], gap, tones[1]]).astype(np.float32))
+    assert main(["transcribe", "--model", str(run), "--beam", "1", str(short)]) == 0
+    assert capsys.readouterr().out.strip() == transcriber.transcribe([short], beam=1)[0]
+    assert main(["transcribe", "--model", str(run), "--beam", "1", "--segment",
+                 str(short)]) == 0
+    assert capsys.readouterr().out.strip() == " ".join(t for t in alone[:2] if t)
 
 
 def test_missing_espeak_exits_2_with_the_install_hint(tmp_path: Path, monkeypatch,

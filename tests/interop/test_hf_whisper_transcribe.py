@@ -250,6 +250,15 @@ def test_trained_runs_take_no_language_and_long_audio_is_refused(imported: Path,
     assert trained.prompt is None and trained.features.pad_to_frames == 0
     with pytest.raises(DataError, match="at most 100 frames"):
         Transcriber.load(imported).transcribe([np.zeros(17000, dtype=np.float32)])
+    # Long-form: split at the pause into pieces that fit the imported model's 1 s window.
+    from seqformer.tasks.long_form import transcribe_segments
+
+    whisper = Transcriber.load(imported)
+    burst = 0.3 * np.sin(np.arange(8000) * 0.2).astype(np.float32)
+    long = np.concatenate([burst, np.zeros(8000, np.float32), burst]).astype(np.float32)
+    pieces = transcribe_segments(whisper, [long])[0]
+    assert len(pieces) == 2 and all(p.end - p.start <= 1.0 for p in pieces)
+    assert pieces[0].end <= pieces[1].start
 
 
 def test_transcribe_command_takes_language_and_task(checkpoint: Path, imported: Path,

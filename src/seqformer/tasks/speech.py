@@ -100,10 +100,12 @@ def featurize(data: SpokenSet, features: LogMel, model: Whisper | None = None,
                 seconds = feats.shape[1] * features.hop_length / features.sample_rate
                 raise DataError(f"{source}: {seconds:.1f} s of audio; an "
                                 f"imported Whisper takes at most {model.config.max_frames} "
-                                "frames (its 30 s window): cut the audio into pieces")
+                                "frames (its 30 s window): cut the audio into pieces "
+                                "(seqformer transcribe splits it at pauses)")
             raise DataError(f"{source}: {feats.shape[1]} frames "
                             f"({feats.shape[1] / 100:.1f} s) exceed the model's "
-                            f"{model.config.max_frames}; cut the audio or raise "
+                            f"{model.config.max_frames}; cut the audio (seqformer transcribe "
+                            "splits it at pauses) or raise "
                             "model.max_source_positions")
         out.append(feats)
     return out
@@ -431,6 +433,15 @@ class Transcriber(SpeechRun):
     def levels_input(self) -> bool:
         """An imported Whisper (30 s windows) hears the raw clip, as ``generate()`` does."""
         return not self.features.pad_to_frames
+
+    @property
+    def max_samples(self) -> int:
+        """The longest waveform the model takes (its window; 30 s for an imported Whisper):
+        longer recordings are split at pauses by ``tasks.long_form``."""
+        hop = self.features.hop_length
+        if self.features.pad_to_frames:
+            return self.features.pad_to_frames * hop
+        return (self.model.config.max_frames - 1) * hop
 
     def _features(self, audio: Sequence[str | Path | np.ndarray]) -> list[torch.Tensor]:
         from seqformer.data.speech import read_wav
