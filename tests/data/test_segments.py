@@ -30,8 +30,10 @@ def test_cuts_fall_in_the_pauses_and_each_span_holds_one_sound() -> None:
         assert start / RATE <= a + 0.011 and end / RATE >= b - 0.011  # the whole sound
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert end <= start  # in order, not overlapping
-    # each cut in the middle of its pause
-    assert abs(spans[0][1] / RATE - 1.0) < 0.02 and abs(spans[1][1] / RATE - 1.8) < 0.02
+    # each span keeps 0.1 s of its pauses around the sound, no more
+    for (start, end), (a, b) in zip(spans, sounds, strict=True):
+        assert abs(start / RATE - (a - 0.1)) < 0.011 and abs(end / RATE - (b + 0.1)) < 0.011
+    assert split_at_pauses(wave, min_silence=0.3, padding=0.25)[0][1] / RATE >= 0.94
 
 
 def test_short_pauses_do_not_split() -> None:
@@ -52,6 +54,25 @@ def test_a_sound_longer_than_the_limit_is_cut_to_fit() -> None:
     # cuts land on the quiet dips (every 0.5 s), not mid-tone
     for _, end in spans[:-1]:
         assert (end / RATE) % 0.5 >= 0.44 or (end / RATE) % 0.5 < 0.01
+
+
+@pytest.mark.parametrize("snr_db", [30.0, 20.0, 10.0])
+def test_pauses_are_found_under_background_noise(snr_db: float) -> None:
+    """Pauses are quiet relative to the recording: steady noise must not read as speech."""
+    rng = np.random.default_rng(0)
+    wave = np.concatenate([silence(0.3), tone(0.5), silence(0.5), tone(0.4, 500), silence(0.5),
+                           tone(0.6, 700), silence(0.3)])
+    rms = 0.5 / np.sqrt(2)
+    noisy = wave + rng.standard_normal(len(wave)).astype(np.float32) * rms * 10 ** (-snr_db / 20)
+    spans = split_at_pauses(noisy, min_silence=0.3)
+    assert len(spans) == 3
+    for (start, end), (a, b) in zip(spans, [(0.3, 0.8), (1.3, 1.7), (2.2, 2.8)], strict=True):
+        assert start / RATE <= a + 0.011 and end / RATE >= b - 0.011
+
+
+def test_a_steady_sound_without_pauses_is_one_span() -> None:
+    assert split_at_pauses(tone(2.0)) == [(0, 2 * RATE)]
+    assert len(split_at_pauses(tone(2.0), max_samples=RATE)) == 2
 
 
 def test_quiet_or_empty_input_gives_no_spans() -> None:
