@@ -612,6 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     from seqformer.cli_classify import add_parsers as add_classify_parsers
 
     add_classify_parsers(sub)  # classify
+    from seqformer.cli_word2vec import add_parsers as add_word2vec_parsers
+
+    add_word2vec_parsers(sub)  # word2vec
     return parser
 
 

@@ -272,7 +272,7 @@ data: {{sources: [files], files: [{root / 'text.txt'}], valid_percent: 10, batch
 
 
 @pytest.mark.parametrize("name", ["bert-pretrain", "fortune-classify", "distil", "fortune-cnn",
-                                  "fortune-lstm"])
+                                  "fortune-lstm", "fortune-cnn-w2v"])
 def test_bundled_encoder_recipes_validate(name) -> None:
     from seqformer.recipe import load_recipe
     from seqformer.recipe_encoder import DistilRecipe, FinetuneRecipe, MLMRecipe
@@ -280,5 +280,5 @@ def test_bundled_encoder_recipes_validate(name) -> None:
     recipe = load_recipe(name)
     expected = {"bert-pretrain": MLMRecipe, "fortune-classify": FinetuneRecipe,
                 "distil": DistilRecipe, "fortune-cnn": FinetuneRecipe,
-                "fortune-lstm": FinetuneRecipe}[name]
+                "fortune-lstm": FinetuneRecipe, "fortune-cnn-w2v": FinetuneRecipe}[name]
     assert isinstance(recipe, expected)

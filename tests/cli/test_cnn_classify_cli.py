@@ -92,3 +92,50 @@ train: {{epochs: 6, lr: 0.01, progress: false, device: cpu, metric: valid_accura
     bad.write_text(recipe.read_text().replace("pooling: max", "pooling: first"))
     assert "model.pooling" in error_of(["train", str(bad), "--out", str(tmp_path / "b")],
                                        capsys)
+
+
+def test_kims_multichannel_cnn_from_word2vec_vectors(tmp_path: Path, capsys) -> None:
+    """``seqformer word2vec`` on the training texts, then ``model.embeddings`` (Kim's
+    multichannel CNN): the static channel of the trained model still holds the vectors."""
+    from safetensors.torch import load_file
+
+    from seqformer.models.word2vec import WordVectors
+
+    train = write_classify(tmp_path, "train.tsv", 160, 1)
+    test = write_classify(tmp_path, "test.tsv", 40, 2)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(line.rsplit("\t", 1)[0]
+                               for line in train.read_text().splitlines()) + "\n")
+    vectors_path = tmp_path / "vectors.txt"
+    assert main(["word2vec", str(texts), "--out", str(vectors_path), "--dim", "16",
+                 "--epochs", "2", "--min-count", "1", "--no-progress"]) == 0
+    vectors = WordVectors.load(vectors_path)
+    recipe = tmp_path / "cnn.yaml"
+    recipe.write_text(f"""
+name: kim
+task: classify
+model: {{kind: cnn, embed_dim: 16, channels: 8, kernel_sizes: [2, 3], dropout: 0.1,
+         embeddings: {vectors_path}, embeddings_mode: multichannel}}
+tokenizer: {{vocab_size: 200, min_frequency: 1}}
+data: {{corpus: files, train: {train}, test: {test}, batch_size: 16}}
+train: {{epochs: 6, lr: 0.01, progress: false, device: cpu, metric: valid_accuracy,
+         metric_mode: max}}
+""")
+    out = tmp_path / "kim"
+    capsys.readouterr()
+    assert main(["train", str(recipe), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "tokens have a vector in" in err and "embeddings_mode multichannel" in err
+    assert json.loads((out / "test_metrics.json").read_text())["test_accuracy"] >= 0.9
+    weights = load_file(out / "model.safetensors")
+    tokens = json.loads((out / "tokenizer" / "wordpiece.json").read_text())["model"]["vocab"]
+    found = [(w, i) for w, i in tokens.items() if w in vectors]
+    assert len(found) >= 5
+    for word, i in found:  # the static channel is exactly the vectors, after training
+        assert weights["embed_static.weight"][i].tolist() == vectors[word].tolist()
+    assert not all(weights["embed.weight"][i].tolist() == vectors[w].tolist()
+                   for w, i in found)  # the tuned channel moved
+    typo = tmp_path / "static.yaml"
+    typo.write_text(recipe.read_text().replace(f"embeddings: {vectors_path}, ", ""))
+    assert "needs model.embeddings" in error_of(["train", str(typo), "--out",
+                                                 str(tmp_path / "s")], capsys)

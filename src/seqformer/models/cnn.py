@@ -22,6 +22,7 @@ from seqformer.config import from_dict, to_dict
 from seqformer.errors import ConfigError
 from seqformer.models.bert import EncoderBatch, EncoderOutput, encoder_loss
 from seqformer.models.common import family_config, load_weights_into, save_model_dir
+from seqformer.models.pretrained_embeddings import check_embedding_fields, copy_vectors
 from seqformer.models.seq2seq import PAD_ID
 from seqformer.nn.conv import MultiWidthConv
 
@@ -38,8 +39,11 @@ class CNNClassifierConfig:
     kernel_sizes: list[int] = field(default_factory=lambda: [3, 4, 5])
     dropout: float = 0.5
     max_len: int = 512
+    embeddings: str | None = None  # word2vec text file that initialised the embeddings
+    embeddings_mode: str = "tuned"  # tuned | static | multichannel (Kim's variants)
 
     def __post_init__(self) -> None:
+        check_embedding_fields(self.embeddings, self.embeddings_mode, multichannel_ok=True)
         for name in ("embed_dim", "channels", "max_len"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
@@ -66,7 +70,15 @@ class CNNClassifier(nn.Module):
         self.labels = list(labels or [])
         self.head_kind = "classify"  # what the encoder tasks read to collate, score and report
         self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD_ID)
-        self.features = MultiWidthConv(c.embed_dim, c.channels, c.kernel_sizes)
+        # Kim's multichannel CNN: a second, static copy of the vectors as more input channels.
+        self.embed_static = (nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD_ID)
+                             if c.embeddings_mode == "multichannel" else None)
+        if self.embed_static is not None:
+            self.embed_static.weight.requires_grad_(False)
+        if c.embeddings_mode == "static":
+            self.embed.weight.requires_grad_(False)
+        channels = 2 * c.embed_dim if self.embed_static is not None else c.embed_dim
+        self.features = MultiWidthConv(channels, c.channels, c.kernel_sizes)
         self.dropout = nn.Dropout(c.dropout)
         self.classifier = nn.Linear(self.features.out_dim, c.num_labels)
 
@@ -76,7 +88,10 @@ class CNNClassifier(nn.Module):
             raise ValueError(f"sequence of length {input_ids.shape[1]} exceeds model.max_len="
                              f"{self.config.max_len}")
         padding = input_ids.eq(PAD_ID)
-        pooled = self.features(self.embed(input_ids), padding if bool(padding.any()) else None)
+        x = self.embed(input_ids)
+        if self.embed_static is not None:
+            x = torch.cat([x, self.embed_static(input_ids)], dim=-1)
+        pooled = self.features(x, padding if bool(padding.any()) else None)
         return self.classifier(self.dropout(pooled))
 
     def forward(self, batch: EncoderBatch) -> EncoderOutput:
@@ -88,6 +103,14 @@ class CNNClassifier(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def init_embeddings(self, tokens: list[str], vectors) -> int:
+        """Initialise the embedding table(s) from word vectors (``tokens[i]`` is id i's
+        string); returns how many tokens the vectors had."""
+        found = copy_vectors(self.embed.weight, tokens, vectors)
+        if self.embed_static is not None:
+            self.embed_static.weight.data.copy_(self.embed.weight.data)
+        return found
 
     def config_json(self) -> dict[str, Any]:
         return config_json(self.config, self.labels)

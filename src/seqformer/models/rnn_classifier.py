@@ -25,6 +25,7 @@ from seqformer.config import from_dict, to_dict
 from seqformer.errors import ConfigError
 from seqformer.models.bert import EncoderBatch, EncoderOutput, encoder_loss
 from seqformer.models.common import family_config, load_weights_into, save_model_dir
+from seqformer.models.pretrained_embeddings import check_embedding_fields, copy_vectors
 from seqformer.models.seq2seq import PAD_ID
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -48,8 +49,11 @@ class RNNClassifierConfig:
     pooling: str = "max"
     dropout: float = 0.5
     max_len: int = 512
+    embeddings: str | None = None  # word2vec text file that initialised the embeddings
+    embeddings_mode: str = "tuned"  # tuned | static
 
     def __post_init__(self) -> None:
+        check_embedding_fields(self.embeddings, self.embeddings_mode, multichannel_ok=False)
         if self.cell not in CELLS:
             raise ConfigError(f"model.kind={self.cell!r}; use one of {', '.join(CELLS)}")
         if self.task not in ("classify", "tag"):
@@ -79,6 +83,8 @@ class RNNClassifier(nn.Module):
         self.labels = list(labels or [])
         self.head_kind = c.task  # what the encoder tasks read to collate, score and report
         self.embed = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=PAD_ID)
+        if c.embeddings_mode == "static":
+            self.embed.weight.requires_grad_(False)
         self.rnn = CELLS[c.cell](c.embed_dim, c.hidden_size, num_layers=c.layers,
                                  batch_first=True, bidirectional=c.bidirectional,
                                  dropout=c.dropout if c.layers > 1 else 0.0)
@@ -128,6 +134,11 @@ class RNNClassifier(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def init_embeddings(self, tokens: list[str], vectors) -> int:
+        """Initialise the embeddings from word vectors (``tokens[i]`` is id i's string);
+        returns how many tokens the vectors had."""
+        return copy_vectors(self.embed.weight, tokens, vectors)
 
     def config_json(self) -> dict[str, Any]:
         return {"family": FAMILY, **to_dict(self.config), "labels": list(self.labels)}

@@ -326,6 +326,29 @@ def _require_wordpiece(tokenizer: Tokenizer, where: Path) -> None:
                               "wordpiece tokenizer of a task: mlm run")
 
 
+WORD2VEC_PREFIX = "word2vec:"  # model.embeddings: word2vec:fortunes trains the vectors first
+
+
+def init_word_vectors(model: Any, tokenizer: Tokenizer, path: str) -> None:
+    """A baseline classifier's embeddings from a word2vec text file (``model.embeddings``), or
+    from vectors trained here and now on a built-in corpus (``word2vec:fortunes``: seconds)."""
+    from seqformer.models.word2vec import WordVectors, corpus_texts, train_word2vec
+
+    if path.startswith(WORD2VEC_PREFIX):
+        corpus = path[len(WORD2VEC_PREFIX):]
+        vectors = train_word2vec(corpus_texts(corpus), dim=model.config.embed_dim,
+                                 progress=False)
+        log(f"model.embeddings: word2vec on the {corpus} corpus, {len(vectors):,} words, "
+            f"{vectors.stats['seconds']:.1f} s")
+    else:
+        vectors = WordVectors.load(path)
+    tokens = tokenizer.pieces(range(tokenizer.vocab_size))
+    found = model.init_embeddings(tokens, vectors)
+    log(f"model.embeddings: {found:,} of {len(tokens):,} tokens have a vector in {path} "
+        f"({100 * found / len(tokens):.0f}%; the rest start random), "
+        f"embeddings_mode {model.config.embeddings_mode}")
+
+
 def init_encoder(recipe: FinetuneRecipe, train_items: list[Any], labels: list[str]
                  ) -> tuple[BERTModel, Tokenizer, str]:
     """The model to fine-tune and its tokenizer: from ``init_from`` or, without it, new."""
@@ -342,13 +365,16 @@ def init_encoder(recipe: FinetuneRecipe, train_items: list[Any], labels: list[st
             from seqformer.models.cnn import CNNClassifier, CNNClassifierConfig
 
             log("model.kind: cnn -- a convolutional classifier trained from scratch")
-            return CNNClassifier(CNNClassifierConfig(**fields), labels), tokenizer, "scratch-cnn"
-        from seqformer.models.rnn_classifier import RNNClassifier, RNNClassifierConfig
+            baseline: Any = CNNClassifier(CNNClassifierConfig(**fields), labels)
+        else:
+            from seqformer.models.rnn_classifier import RNNClassifier, RNNClassifierConfig
 
-        log(f"model.kind: {kind} -- a recurrent {'tagger' if task == 'tag' else 'classifier'} "
-            "trained from scratch")
-        return (RNNClassifier(RNNClassifierConfig(**fields), labels), tokenizer,
-                f"scratch-{kind}")
+            log(f"model.kind: {kind} -- a recurrent "
+                f"{'tagger' if task == 'tag' else 'classifier'} trained from scratch")
+            baseline = RNNClassifier(RNNClassifierConfig(**fields), labels)
+        if baseline.config.embeddings:
+            init_word_vectors(baseline, tokenizer, baseline.config.embeddings)
+        return baseline, tokenizer, f"scratch-{kind}"
     if recipe.init_from is None:
         log("init_from is not set: training the encoder from scratch (no pretraining)")
         texts = ([t for a, b, _ in train_items for t in (a, b) if t] if task == "classify"
