@@ -629,6 +629,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("seqformer: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`seqformer transduce ... | head`): not an error worth a
+        # traceback. Point stdout at /dev/null so the interpreter's final flush stays quiet,
+        # and exit as a process killed by SIGPIPE would (128 + 13).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -166,6 +166,23 @@ def test_console_script_runs() -> None:
     assert "g2p-cmudict-quick" in out and "bible-en-es" in out
 
 
+def test_a_closed_pipe_is_not_a_traceback(trained) -> None:
+    """``seqformer transduce ... | head -1``: the reader leaves early; the command must stop
+    quietly (exit 141, like a process killed by SIGPIPE), not print a traceback."""
+    run, _ = trained
+    words = "\n".join("abcdefgh"[i % 8:] + "ab" for i in range(8000)) + "\n"
+    proc = subprocess.Popen([sys.executable, "-m", "seqformer.cli", "transduce", "--model",
+                             str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdin.write(words.encode())
+    proc.stdin.close()
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert first.strip() and "Traceback" not in err and "BrokenPipe" not in err
+
+
 def test_recipes_lists_each_with_its_task_and_purpose(capsys) -> None:
     from seqformer.recipe import bundled_recipes, load_recipe
 
