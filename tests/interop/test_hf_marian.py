@@ -379,6 +379,7 @@ def test_batches_get_the_model_special_ids_by_position() -> None:
     assert batch.src.tolist() == [[7, 2, 0], [1, 9, 9]]
     assert batch.tgt_in.tolist() == [[9, 2, 0, 1], [9, 5, 9, 9]]
     assert batch.tgt_out.tolist() == [[2, 0, 1, 0], [5, 0, 9, 9]]
+    assert batch.n_tgt_tokens == 6  # the model's pad (9) is padding, its eos (0) a token
     default = collate_pairs(src, tgt, [0, 1])
     assert with_model_ids(default, SimpleNamespace(pad_id=0, bos_id=1, eos_id=2), src,
                           tgt) is default

@@ -39,15 +39,17 @@ class Seq2SeqBatch:
     tgt_in: Tensor | None
     tgt_out: Tensor | None
     index: Tensor
+    pad_id: int = PAD_ID  # an imported model's own (interop.finetune.with_model_ids)
 
     def to(self, device: torch.device | str) -> Seq2SeqBatch:
         return Seq2SeqBatch(to_device(self.src, device), to_device(self.tgt_in, device),
-                            to_device(self.tgt_out, device), to_device(self.index, device))
+                            to_device(self.tgt_out, device), to_device(self.index, device),
+                            self.pad_id)
 
     @property
     def n_tgt_tokens(self) -> int:
         """Non-pad target tokens: the denominator for per-token loss and throughput."""
-        return 0 if self.tgt_out is None else int((self.tgt_out != PAD_ID).sum())
+        return 0 if self.tgt_out is None else int((self.tgt_out != self.pad_id).sum())
 
     def __len__(self) -> int:
         return int(self.src.shape[0])

@@ -100,7 +100,7 @@ def with_model_ids(batch: Seq2SeqBatch, model: Any, src_ids: Sequence[Sequence[i
         tgt_in = batch.tgt_in.masked_fill(pos == 0, bos).masked_fill(pos > tgt_len, pad)
         tgt_out = batch.tgt_out.masked_fill(pos == tgt_len, eos).masked_fill(pos > tgt_len, pad)
         tgt_out = tgt_out.masked_fill(filler.unsqueeze(1), pad)
-    return Seq2SeqBatch(src, tgt_in, tgt_out, batch.index)
+    return Seq2SeqBatch(src, tgt_in, tgt_out, batch.index, pad)
 
 
 class ModelIdStream:
