@@ -441,8 +441,8 @@ def test_profile_steps_writes_a_report_of_the_trainers_phases(tmp_path: Path, ca
     plain_dir, profiled_dir = tmp_path / "plain", tmp_path / "profiled"
     plain = Trainer(Classifier(0), config(), Stream(*make_data()), plain_dir)
     plain.train()
-    profiled = Trainer(Classifier(0), config(profile_steps=3), Stream(*make_data()),
-                       profiled_dir)
+    profiled = Trainer(Classifier(0), config(profile_steps=3, profile_trace=True),
+                       Stream(*make_data()), profiled_dir)
     profiled.train()
     report = json.loads((profiled_dir / "profile.json").read_text())
     text = (profiled_dir / "profile.txt").read_text()
@@ -450,6 +450,7 @@ def test_profile_steps_writes_a_report_of_the_trainers_phases(tmp_path: Path, ca
     assert report["profiled_steps"] == 3
     for phase in ("data", "forward", "backward", "optimizer"):
         assert phase in text
+    assert json.loads((profiled_dir / "profile_trace.json").read_text())["traceEvents"]
     assert not (plain_dir / "profile.txt").exists()
     for a, b in zip(plain.model.parameters(), profiled.model.parameters(), strict=True):
         assert torch.equal(a, b)

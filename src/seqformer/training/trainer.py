@@ -148,6 +148,7 @@ class TrainConfig:
     ema: float = 0.0
     fsdp: bool = False
     profile_steps: int = 0  # > 0: profile that many steps (after 5) into profile.txt
+    profile_trace: bool = False  # also a Chrome/Perfetto trace, profile_trace.json (big)
 
     def __post_init__(self) -> None:
         # Recipes come from YAML, where a pair is a list; freeze it into the declared tuple.
@@ -213,7 +214,7 @@ class TrainConfig:
                 torch.device(self.device)
             except (RuntimeError, TypeError):
                 raise bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'") from None
-        for field in ("progress", "fsdp"):
+        for field in ("progress", "fsdp", "profile_trace"):
             if not isinstance(getattr(self, field), bool):
                 raise bad(field, "true or false")
         if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
@@ -435,7 +436,7 @@ class Trainer:
         )
         # Only rank 0 writes (and profiles); the others log into nowhere.
         profiler = StepProfiler(cfg.profile_steps if self.dist.main else 0, self.run_dir,
-                                self.device)
+                                self.device, trace=cfg.profile_trace)
         log = (open(self.run_dir / LOG_NAME, "a", encoding="utf-8") if self.dist.main
                else open(os.devnull, "w", encoding="utf-8"))
         try:
