@@ -441,13 +441,14 @@ def test_profile_steps_writes_a_report_of_the_trainers_phases(tmp_path: Path, ca
     plain_dir, profiled_dir = tmp_path / "plain", tmp_path / "profiled"
     plain = Trainer(Classifier(0), config(), Stream(*make_data()), plain_dir)
     plain.train()
-    profiled = Trainer(Classifier(0), config(profile_steps=3, profile_trace=True),
+    profiled = Trainer(Classifier(0), config(profile_steps=3, profile_from=4,
+                                             profile_trace=True),
                        Stream(*make_data()), profiled_dir)
     profiled.train()
     report = json.loads((profiled_dir / "profile.json").read_text())
     text = (profiled_dir / "profile.txt").read_text()
     assert "profile.txt" in capsys.readouterr().err
-    assert report["profiled_steps"] == 3
+    assert report["profiled_steps"] == 3 and report["first_step"] == 4
     for phase in ("data", "forward", "backward", "optimizer"):
         assert phase in text
     assert json.loads((profiled_dir / "profile_trace.json").read_text())["traceEvents"]

@@ -147,7 +147,8 @@ class TrainConfig:
     freeze: list[str] = dataclasses.field(default_factory=list)
     ema: float = 0.0
     fsdp: bool = False
-    profile_steps: int = 0  # > 0: profile that many steps (after 5) into profile.txt
+    profile_steps: int = 0  # > 0: profile that many steps into profile.txt
+    profile_from: int = 5  # steps run before profiling (compiled runs: past their compiles)
     profile_trace: bool = False  # also a Chrome/Perfetto trace, profile_trace.json (big)
 
     def __post_init__(self) -> None:
@@ -169,7 +170,7 @@ class TrainConfig:
             if not is_int(getattr(self, field)) or getattr(self, field) < 1:
                 raise bad(field, "an integer >= 1")
         for field in ("warmup_steps", "save_every", "patience", "seed", "keep_checkpoints",
-                      "profile_steps"):
+                      "profile_steps", "profile_from"):
             if not is_int(getattr(self, field)) or getattr(self, field) < 0:
                 raise bad(field, "an integer >= 0")
         for field in ("lr", "eps"):
@@ -436,7 +437,7 @@ class Trainer:
         )
         # Only rank 0 writes (and profiles); the others log into nowhere.
         profiler = StepProfiler(cfg.profile_steps if self.dist.main else 0, self.run_dir,
-                                self.device, trace=cfg.profile_trace)
+                                self.device, skip=cfg.profile_from, trace=cfg.profile_trace)
         log = (open(self.run_dir / LOG_NAME, "a", encoding="utf-8") if self.dist.main
                else open(os.devnull, "w", encoding="utf-8"))
         try:
