@@ -21,7 +21,7 @@ import numpy as np
 from common import emit, hardware
 
 from seqformer.cli_speech import load_transcriber
-from seqformer.tasks.long_form import transcribe_segments
+from seqformer.tasks.long_form import joined, transcribe_segments
 from seqformer.tasks.speech import scores
 
 
@@ -61,13 +61,13 @@ def main() -> None:
     pieces = transcribe_segments(transcriber, recordings, segment=True,
                                  min_silence=args.min_silence, beam=args.beam)
     long_s = time.perf_counter() - t0
-    joined = [" ".join(p.text for p in row if p.text) for row in pieces]
+    long_texts = [joined(row) for row in pieces]
     t0 = time.perf_counter()
     alone = transcriber.transcribe([waves[i] for g in groups for i in g], beam=args.beam)
     alone_s = time.perf_counter() - t0
     alone_joined = [" ".join(alone[k * args.words:(k + 1) * args.words])
                     for k in range(len(groups))]
-    long_scores = scores(joined, references)
+    long_scores = scores(long_texts, references)
     alone_scores = scores(alone_joined, references)
     exact = sum(len(row) == args.words for row in pieces)
     print(f"{len(recordings)} recordings of {args.words} utterances, gap {args.gap} s"
@@ -77,7 +77,7 @@ def main() -> None:
           f"({long_s:.1f} s)")
     print(f"  one by one: CER {alone_scores['cer']:.2f} WER {alone_scores['wer']:.2f} "
           f"({alone_s:.1f} s)")
-    print(f"  same transcript: {sum(a == b for a, b in zip(joined, alone_joined))} / "
+    print(f"  same transcript: {sum(a == b for a, b in zip(long_texts, alone_joined))} / "
           f"{len(recordings)}")
     emit({"benchmark": "long_form", "hardware": hardware(), "model": args.model,
           "words": args.words, "gap": args.gap, "snr": args.snr, "recordings": len(recordings),

@@ -114,7 +114,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                             f"{args.model} is a CTC model")
     if args.min_silence <= 0:
         raise UserError(f"--min-silence must be > 0 seconds, got {args.min_silence}")
-    from seqformer.tasks.long_form import transcribe_segments
+    from seqformer.tasks.long_form import joined, transcribe_segments
 
     # Recordings longer than the model's window are split at pauses (--segment: all of them).
     pieces = transcribe_segments(transcriber, args.wav, args.segment, args.min_silence,
@@ -127,7 +127,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
                 line = f"{piece.start:.2f}-{piece.end:.2f}\t{piece.text}"
                 print(f"{path}\t{line}" if named else line)
             continue
-        text = " ".join(piece.text for piece in row if piece.text)
+        text = joined(row)
         print(f"{path}\t{text}" if named else text)
     return 0
 

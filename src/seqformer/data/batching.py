@@ -55,23 +55,19 @@ class Seq2SeqBatch:
         return int(self.src.shape[0])
 
 
-def _pad(rows: Sequence[Sequence[int]]) -> Tensor:
-    """Right-pad rows with PAD_ID using two tensor constructions, not one per row: at GPU batch
-    sizes (thousands of rows) the per-row copies cost ~8x more and starve the device."""
+def _pad(rows: Sequence[Sequence[int]], width: int | None = None,
+         dtype: torch.dtype = torch.long) -> Tensor:
+    """Right-pad rows with PAD_ID to ``width`` (default: the longest row) using two tensor
+    constructions, not one per row: at GPU batch sizes (thousands of rows) the per-row copies
+    cost ~8x more and starve the device. The training stream keeps a whole corpus padded as
+    int32 (half the memory) and widens each batch when it gathers it."""
     lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
-    width = int(lengths.max()) if len(rows) else 0
-    out = torch.full((len(rows), width), PAD_ID, dtype=torch.long)
+    if width is None:
+        width = int(lengths.max()) if len(rows) else 0
+    out = torch.full((len(rows), width), PAD_ID, dtype=dtype)
     if width:
         filled = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
-        out[filled] = torch.tensor(list(itertools.chain.from_iterable(rows)), dtype=torch.long)
-    return out
-
-
-def _pad_wide(rows: Sequence[Sequence[int]], width: int) -> Tensor:
-    """``_pad`` to a given width, as int32: the whole-corpus tensors a stream gathers from."""
-    out = torch.full((len(rows), width), PAD_ID, dtype=torch.int32)
-    padded = _pad(rows)
-    out[:, : padded.shape[1]] = padded
+        out[filled] = torch.tensor(list(itertools.chain.from_iterable(rows)), dtype=dtype)
     return out
 
 
@@ -158,15 +154,13 @@ class BatchStream:
             raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}; raise it")
         if pad_to < 0:
             raise ConfigError(f"pad_to must be >= 0 (0: no fixed shapes), got {pad_to}")
-        self.src_ids, self.tgt_ids = src_ids, tgt_ids
         self.max_tokens, self.seed, self.pad_to = max_tokens, seed, pad_to
         self.lengths = [self._round(max(len(s), len(t) + 1))
                         for s, t in zip(src_ids, tgt_ids, strict=True)]
-        # int32 halves the memory of a large corpus; a batch is widened to long when gathered.
-        self._src = _pad_wide(src_ids, self._round(max(map(len, src_ids))))
+        self._src = _pad(src_ids, self._round(max(map(len, src_ids))), torch.int32)
         width = self._round(max(map(len, tgt_ids)) + 1)
-        self._tgt_in = _pad_wide([[BOS_ID, *y] for y in tgt_ids], width)
-        self._tgt_out = _pad_wide([[*y, EOS_ID] for y in tgt_ids], width)
+        self._tgt_in = _pad([[BOS_ID, *y] for y in tgt_ids], width, torch.int32)
+        self._tgt_out = _pad([[*y, EOS_ID] for y in tgt_ids], width, torch.int32)
         self._src_len = torch.tensor([len(s) for s in src_ids])
         self._tgt_len = torch.tensor([len(t) + 1 for t in tgt_ids])
         self.epoch = 0

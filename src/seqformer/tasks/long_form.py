@@ -62,9 +62,14 @@ def transcribe_segments(transcriber: Any, audio: Sequence[str | Path | np.ndarra
     return [[Segment(s / rate, e / rate, next(texts)) for s, e in row] for row in spans]
 
 
+def joined(pieces: Sequence[Segment]) -> str:
+    """One recording's transcript: its pieces' texts, the empty ones left out."""
+    return " ".join(piece.text for piece in pieces if piece.text)
+
+
 def transcribe_long(transcriber: Any, audio: Sequence[str | Path | np.ndarray],
                     segment: bool = False, min_silence: float = 0.3, **decode: Any
                     ) -> list[str]:
     """The transcript of each recording: its pieces' texts joined by spaces."""
-    return [" ".join(s.text for s in row if s.text)
+    return [joined(row)
             for row in transcribe_segments(transcriber, audio, segment, min_silence, **decode)]
