@@ -4,6 +4,9 @@ same Marian-shaped weights, same inputs, same work, in one process run.
     python benchmarks/decode_speed.py                      # CPU, the PERF_ANCHORS setting
     python benchmarks/decode_speed.py --device cuda --batch 32,128
     python benchmarks/decode_speed.py --small              # a tiny model, to check the script
+    python benchmarks/decode_speed.py --overhead --batch 32  # the Marian layout at d_model 64:
+        # the arithmetic vanishes, what is left is each tool's host time per step -- on a
+        # CPU, a stand-in for the launch-bound GPU regime of issue #8's batch-32 target
     python benchmarks/decode_speed.py --tools hf,ours_int8,ct2_int8 --isolate   # own processes
 
 The model is a random-weight MarianMTModel (vocab 8000, d512, 6+6 layers, 8 heads, ffn 2048)
@@ -42,11 +45,12 @@ NEW_TOKENS = 32
 SOURCE_LEN = 20
 
 
-def build_marian(directory: Path, small: bool) -> None:
+def build_marian(directory: Path, small: bool, overhead: bool = False) -> None:
     from transformers import MarianConfig, MarianMTModel
 
-    vocab = 1000 if small else 8000
-    d, layers, heads, ffn = (64, 2, 4, 128) if small else (512, 6, 8, 2048)
+    vocab = 1000 if small or overhead else 8000
+    d, layers, heads, ffn = ((64, 2, 4, 128) if small else (64, 6, 8, 128) if overhead
+                             else (512, 6, 8, 2048))
     config = MarianConfig(vocab_size=vocab, decoder_vocab_size=vocab, d_model=d,
                           encoder_layers=layers, decoder_layers=layers,
                           encoder_attention_heads=heads, decoder_attention_heads=heads,
@@ -116,6 +120,8 @@ def main() -> None:
                         help="sentences timed for batch 1 (slow; sent/s is what counts)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--small", action="store_true")
+    parser.add_argument("--overhead", action="store_true",
+                        help="6+6 layers, 8 heads, d_model 64: host time per step, not arithmetic")
     parser.add_argument("--int8", action="store_true",
                         help="also time our model with int8 Linear layers (CPU)")
     parser.add_argument("--ct2", action="store_true",
@@ -148,7 +154,8 @@ def isolated(args: argparse.Namespace, tools: list[str]) -> dict:
 
     passed = [f"--device={args.device}", f"--batch={args.batch}", f"--beams={args.beams}",
               f"--sentences={args.sentences}", f"--one-at-a-time={args.one_at_a_time}",
-              f"--repeats={args.repeats}", *(["--small"] if args.small else [])]
+              f"--repeats={args.repeats}", *(["--small"] if args.small else []),
+              *(["--overhead"] if args.overhead else [])]
     merged: dict = {}
     for tool in (["hf"] + [t for t in tools if t != "hf"]):
         out = Path(tempfile.mkdtemp(prefix="decode-speed-")) / "result.json"
@@ -176,7 +183,7 @@ def measure(args: argparse.Namespace, tools: list[str]) -> dict:
     device = torch.device(args.device)
     torch.set_grad_enabled(False)
     work = Path(tempfile.mkdtemp(prefix="decode-speed-"))
-    build_marian(work, args.small)
+    build_marian(work, args.small, args.overhead)
     theirs = MarianMTModel.from_pretrained(work).eval().to(device)
     ours = Seq2Seq.from_hf(work).eval().to(device)
     ours_int8 = quantize_int8(copy.deepcopy(ours)) if "ours_int8" in tools else None
@@ -223,7 +230,8 @@ def measure(args: argparse.Namespace, tools: list[str]) -> dict:
                "ours_static": lambda src, beam: run_ours(src, beam, ours_static),
                **{f"ct2_{kind}": ct2_runner(kind) for kind in ct2}}
     result = {"benchmark": "decode_speed", "hardware": hardware(), "torch": torch.__version__,
-              "device": str(device), "small": args.small, "tools": tools, "settings": [],
+              "device": str(device), "small": args.small, "overhead": args.overhead,
+              "tools": tools, "settings": [],
               "peak_gflop_s": round(measured_peak(device, torch.float32) / 1e9, 1)}
     print(f"{'setting':<22}" + "".join(f"{t:>14}" for t in tools) + "  (sent/s)")
     for beam in (int(b) for b in args.beams.split(",")):

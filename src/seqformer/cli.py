@@ -455,7 +455,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seqformer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="seqformer", description="Sequence learning with Transformers: train a recipe, "
+        "then decode, score, inspect, compare or convert its models. 'seqformer recipes' "
+        "lists the bundled recipes; 'seqformer COMMAND -h' explains a command.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a recipe")
@@ -615,6 +618,9 @@ def build_parser() -> argparse.ArgumentParser:
     from seqformer.cli_word2vec import add_parsers as add_word2vec_parsers
 
     add_word2vec_parsers(sub)  # word2vec
+    from seqformer.cli_scale import add_parsers as add_scale_parsers
+
+    add_scale_parsers(sub)  # scale
     return parser
 
 

@@ -1,0 +1,68 @@
+"""``seqformer scale RECIPE --sizes 1x32,2x64,4x128 --tokens N``: one GPT recipe trained at
+several sizes on the same tokens, and the power laws of its loss
+(:mod:`seqformer.tasks.scaling`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from seqformer.errors import ConfigError
+from seqformer.tasks.scaling import DEFAULT_EVALS, DEFAULT_SIZES
+
+
+def _count(text: str) -> int:
+    """``2000000``, ``2e6`` or ``2M``: token budgets are easier to type in short forms."""
+    value = text.strip().lower()
+    scale = {"k": 1e3, "m": 1e6, "g": 1e9, "b": 1e9}.get(value[-1:], 1.0)
+    if scale != 1.0:
+        value = value[:-1]
+    try:
+        number = float(value) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count such as 2000000, 2e6 or "
+                                         f"2M") from None
+    if not number >= 1 or number != int(number):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of tokens >= 1")
+    return int(number)
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    from seqformer.recipe import LMRecipe, load_recipe
+    from seqformer.tasks.scaling import head_dim, parse_sizes, report_lines, run_scaling
+
+    recipe = load_recipe(args.recipe, args.set)
+    if not isinstance(recipe, LMRecipe):
+        raise ConfigError(f"{args.recipe}: scale needs a language-model recipe (task: lm, "
+                          f"e.g. gpt-kjv-char), not task: {recipe.task}")
+    sizes = parse_sizes(args.sizes, head_dim(recipe))
+    out = Path(args.out or f"runs/scale-{recipe.name}")
+    result = run_scaling(recipe, sizes, args.tokens, out, evals=args.evals,
+                         max_minutes=args.max_minutes)
+    print("\n".join(report_lines(result)))
+    print(f"table in {out / 'scaling.md'}, numbers in {out / 'scaling.json'}, plot in "
+          f"{out / 'scaling.png'}; each size is a run directory under {out}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``scale``."""
+    p = sub.add_parser("scale", help="train a GPT recipe at several sizes on the same tokens "
+                       "and fit its scaling laws (loss against parameters and compute)")
+    p.add_argument("recipe", help="language-model recipe (task: lm), e.g. gpt-kjv-char")
+    p.add_argument("--sizes", default=DEFAULT_SIZES,
+                   help=f"comma-separated LAYERSxD_MODEL[xHEADS] (default {DEFAULT_SIZES}); "
+                   "without HEADS the recipe's head size is kept")
+    p.add_argument("--tokens", type=_count, default=1_000_000,
+                   help="training tokens for every size, e.g. 2e6 or 2M (default 1M)")
+    p.add_argument("--evals", type=int, default=DEFAULT_EVALS,
+                   help=f"validation points per run, for the compute curves (default "
+                   f"{DEFAULT_EVALS})")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="cap on each size's training time (default none: every size gets "
+                   "all its tokens)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field for every size, e.g. --set train.lr=0.002")
+    p.add_argument("--out", help="output directory (default runs/scale-<recipe name>)")
+    p.set_defaults(func=cmd_scale)
