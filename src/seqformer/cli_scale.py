@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from seqformer.errors import ConfigError
-from seqformer.tasks.scaling import DEFAULT_EVALS, DEFAULT_SIZES
+from seqformer.tasks.scaling import DEFAULT_EVALS, DEFAULT_SIZES, DEFAULT_TOKENS
 
 
 def _count(text: str) -> int:
@@ -38,7 +38,19 @@ def cmd_scale(args: argparse.Namespace) -> int:
                           f"e.g. gpt-kjv-char), not task: {recipe.task}")
     sizes = parse_sizes(args.sizes, head_dim(recipe))
     out = Path(args.out or f"runs/scale-{recipe.name}")
-    result = run_scaling(recipe, sizes, args.tokens, out, evals=args.evals,
+    if args.flops:
+        from seqformer.tasks import isoflop
+
+        if args.tokens is not None:
+            raise ConfigError("--flops sets each run's tokens (budget / FLOPs per token); "
+                              "drop --tokens")
+        iso = isoflop.run_isoflop(recipe, sizes, isoflop.parse_budgets(args.flops), out,
+                                  max_minutes=args.max_minutes)
+        print("\n".join(isoflop.report_lines(iso)))
+        print(f"table in {out / 'isoflop.md'}, numbers in {out / 'isoflop.json'}, plot in "
+              f"{out / 'isoflop.png'}; each run is a directory under {out}/C*/")
+        return 0
+    result = run_scaling(recipe, sizes, args.tokens or DEFAULT_TOKENS, out, evals=args.evals,
                          max_minutes=args.max_minutes)
     print("\n".join(report_lines(result)))
     print(f"table in {out / 'scaling.md'}, numbers in {out / 'scaling.json'}, plot in "
@@ -54,8 +66,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--sizes", default=DEFAULT_SIZES,
                    help=f"comma-separated LAYERSxD_MODEL[xHEADS] (default {DEFAULT_SIZES}); "
                    "without HEADS the recipe's head size is kept")
-    p.add_argument("--tokens", type=_count, default=1_000_000,
+    p.add_argument("--tokens", type=_count, default=None,
                    help="training tokens for every size, e.g. 2e6 or 2M (default 1M)")
+    p.add_argument("--flops", metavar="C1,C2,...",
+                   help="IsoFLOP profiles instead (Chinchilla): at each compute budget every "
+                   "size trains on budget / (its FLOPs per token) tokens, and the best size "
+                   "per budget gives N_opt and D_opt as laws of compute")
     p.add_argument("--evals", type=int, default=DEFAULT_EVALS,
                    help=f"validation points per run, for the compute curves (default "
                    f"{DEFAULT_EVALS})")

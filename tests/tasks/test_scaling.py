@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from scaling_helpers import write_recipe
 
 from seqformer.cli import main
 from seqformer.errors import ConfigError
@@ -15,22 +16,6 @@ from seqformer.metrics.power_law import fit_power_law
 from seqformer.recipe import recipe_from_dict
 from seqformer.tasks.lm import LanguageModel
 from seqformer.tasks.scaling import Size, parse_sizes, size_recipe, tokens_per_step
-
-TEXT = "".join(f"{w} went to {v} on day {i % 7}.\n" for i, (w, v) in enumerate(
-    [("abel", "ur"), ("cain", "nod"), ("seth", "eden")] * 40))
-
-
-def write_recipe(tmp_path: Path) -> Path:
-    (tmp_path / "text.txt").write_text(TEXT, encoding="utf-8")
-    tree = {"name": "tiny-lm", "task": "lm",
-            "data": {"corpus": "files", "train": [str(tmp_path / "text.txt")], "batch_size": 4},
-            "model": {"d_model": 16, "heads": 2, "layers": 1, "ffn_dim": 32, "dropout": 0.0,
-                      "max_len": 16},
-            "train": {"max_steps": 1000, "lr": 0.01, "schedule": "cosine", "warmup_steps": 50,
-                      "eval_every": 500, "progress": False, "device": "cpu"}}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
-    return path
 
 
 def test_sizes_keep_the_head_size_unless_given() -> None:

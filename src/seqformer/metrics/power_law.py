@@ -36,6 +36,11 @@ class PowerLaw:
     def __call__(self, x: float) -> float:
         return self.floor + (self.scale / x) ** self.alpha
 
+    def as_product(self) -> tuple[float, float]:
+        """``(k, a)`` with ``y = k * x ** a`` (floor aside): the form for quantities that grow
+        with x, such as the compute-optimal model size."""
+        return self.scale**self.alpha, -self.alpha
+
     def describe(self, name: str) -> str:
         """One line, in the paper's notation: ``L(N) = (1.2e5 / N)^0.076`` (+ floor)."""
         law = f"({self.scale:.3g} / {name})^{self.alpha:.3f}"

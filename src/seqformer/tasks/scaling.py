@@ -52,6 +52,7 @@ from seqformer.training.checkpoint import atomic_write_text, committed_directory
 PLAN_NAME = "plan.json"
 DEFAULT_SIZES = "1x32,2x48,2x64,3x96,4x128"
 DEFAULT_EVALS = 8
+DEFAULT_TOKENS = 1_000_000
 
 
 @dataclass(frozen=True)
