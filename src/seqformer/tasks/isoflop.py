@@ -244,10 +244,19 @@ def plot(result: IsoFlopResult, path: Path) -> Path:
              title="IsoFLOP profiles (star: optimum)")
     left.legend(fontsize=8)
     c = [p.flops_budget for p in result.profiles]
-    right.plot(c, [p.n_opt for p in result.profiles], "o-", label="N_opt (parameters)")
-    right.plot(c, [p.tokens_opt for p in result.profiles], "s-", label="D_opt (tokens)")
+    for values, law, marker, what in (
+            ([p.n_opt for p in result.profiles], result.law_n_opt, "o", "N_opt (parameters)"),
+            ([p.tokens_opt for p in result.profiles], result.law_d_opt, "s", "D_opt (tokens)")):
+        (dots,) = right.plot(c, values, marker, label=what)
+        if law is not None:
+            k, a = law.as_product()
+            right.plot(c, [k * x**a for x in c], "--", color=dots.get_color(),
+                       label=f"C^{a:.2f}")
     right.set(xscale="log", yscale="log", xlabel="compute budget C (FLOPs)",
               title="compute-optimal size and data")
+    from matplotlib.ticker import NullFormatter
+
+    right.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
     right.legend(fontsize=8)
     fig.tight_layout()
     return save_png(fig, path)
