@@ -61,7 +61,8 @@ def test_isoflop_sweep_end_to_end(tmp_path: Path, capsys) -> None:
     args = ["scale", str(recipe), "--sizes", "1x8,1x16,2x16", "--flops", "2e7,6e7",
             "--out", str(out)]
     assert main(args) == 0
-    assert "N_opt = " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| 2e+07 | 1x8 |" in printed and "| 6e+07 | 2x16 |" in printed
     result = json.loads((out / "isoflop.json").read_text())
     assert [p["flops_budget"] for p in result["profiles"]] == [2e7, 6e7]
     for profile in result["profiles"]:
@@ -74,6 +75,20 @@ def test_isoflop_sweep_end_to_end(tmp_path: Path, capsys) -> None:
     small = result["profiles"][0]["runs"]
     assert small[0]["tokens"] > small[1]["tokens"] > small[2]["tokens"]
     assert (out / "isoflop.png").stat().st_size > 0
+
+    # Extending the sweep by a size and a budget reuses the runs already there.
+    first_log = (out / "C2e+07" / "1x16" / "log.jsonl").read_text()
+    wider = ["scale", str(recipe), "--sizes", "1x8,1x16,2x16,1x24x2", "--flops", "2e7,6e7,1e8",
+             "--out", str(out)]
+    assert main(wider) == 0
+    assert (out / "C2e+07" / "1x16" / "log.jsonl").read_text() == first_log
+    grown = json.loads((out / "isoflop.json").read_text())
+    assert [len(p["runs"]) for p in grown["profiles"]] == [4, 4, 4]
+    assert grown["profiles"][0]["runs"][:3] == result["profiles"][0]["runs"]
+    assert json.loads((out / "plan.json").read_text())["heads"]["1x24"] == 2
+    capsys.readouterr()
+    assert main(wider[:3] + ["1x8,1x16x4,2x16"] + wider[4:]) == 2  # 1x16 had 2 heads there
+    assert "1x16 was trained with 2 heads" in capsys.readouterr().err
     assert main(args[:-2] + ["--tokens", "100", "--out", str(tmp_path / "o")]) == 2
     assert main(["scale", str(recipe), "--sizes", "1x8,1x16", "--flops", "2e7",
                  "--out", str(tmp_path / "two")]) == 2

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,9 @@ from seqformer.metrics.power_law import PowerLaw, fit_power_law
 from seqformer.recipe import LMRecipe
 from seqformer.tasks.scaling import (
     Size,
-    _claim,
     _non_embedding,
-    _plan_record,
+    claim,
+    plan_settings,
     size_recipe,
     tokens_per_step,
 )
@@ -59,7 +58,7 @@ class Profile:
 
     flops_budget: float
     runs: list[IsoRun]
-    parabola: list[float] | None  # loss = p[0] (ln N)^2 + p[1] ln N + p[2]
+    parabola: list[float] | None  # loss = p[0] (ln N)^2 + p[1] ln N + p[2], near the best
     n_opt: float
     tokens_opt: float
     loss_opt: float
@@ -99,23 +98,29 @@ def parse_budgets(text: str) -> list[float]:
 
 
 def profile_optimum(runs: list[IsoRun]) -> Profile:
-    """Fit loss against ln N with a parabola; its vertex is the optimum if it is a minimum
-    inside the sizes tried, else the best run stands in (``bracketed`` False)."""
-    best = min(runs, key=lambda r: r.valid_loss)
-    log_n = np.log([r.non_embedding for r in runs])
-    loss = np.array([r.valid_loss for r in runs])
+    """The parabola in ln N through the best run and its two neighbours in size: its vertex
+    is the optimum when the best run is not the smallest or largest size tried (the three
+    points then bend upward on both sides, so the vertex lies between the neighbours);
+    otherwise the best run stands in and ``bracketed`` is False.
+
+    Only the neighbours, not every size: far from the minimum an IsoFLOP curve is not a
+    parabola (a model given too few tokens loses much faster than one given too few
+    parameters), and a global fit lets those points drag the vertex away from the bottom.
+    """
+    order = sorted(runs, key=lambda r: r.non_embedding)
+    at = min(range(len(order)), key=lambda i: order[i].valid_loss)
+    best = order[at]
     parabola, bracketed = None, False
     n_opt, loss_opt = float(best.non_embedding), best.valid_loss
-    if len(set(log_n.tolist())) >= 3:
-        a, b, c = (float(v) for v in np.polyfit(log_n, loss, 2))
-        parabola = [a, b, c]
-        vertex = -b / (2 * a) if a > 0 else math.nan
-        if a > 0 and log_n.min() <= vertex <= log_n.max():
-            bracketed = True
-            n_opt, loss_opt = math.exp(vertex), a * vertex**2 + b * vertex + c
+    if 0 < at < len(order) - 1:
+        near = order[at - 1: at + 2]
+        log_n = np.log([r.non_embedding for r in near])
+        a, b, c = (float(v) for v in np.polyfit(log_n, [r.valid_loss for r in near], 2))
+        parabola, bracketed = [a, b, c], True
+        vertex = -b / (2 * a)
+        n_opt, loss_opt = math.exp(vertex), a * vertex**2 + b * vertex + c
     tokens_opt = float(best.tokens)
     if bracketed:  # the budget over the FLOPs per token at N_opt (smooth in N: log-log interp)
-        order = sorted(runs, key=lambda r: r.non_embedding)
         per_token = float(np.exp(np.interp(math.log(n_opt),
                                            np.log([r.non_embedding for r in order]),
                                            np.log([r.flops_per_token for r in order]))))
@@ -127,10 +132,11 @@ def fit_isoflop(name: str, per_step: int, runs: list[IsoRun]) -> IsoFlopResult:
     budgets = sorted({r.flops_budget for r in runs})
     profiles = [profile_optimum([r for r in runs if r.flops_budget == c]) for c in budgets]
     law_n = law_d = None
-    if len(profiles) >= 2:
-        c = [p.flops_budget for p in profiles]
-        law_n = fit_power_law(c, [p.n_opt for p in profiles])
-        law_d = fit_power_law(c, [p.tokens_opt for p in profiles])
+    found = [p for p in profiles if p.bracketed]  # a best-size-tried is a bound, not an optimum
+    if len(found) >= 2:
+        c = [p.flops_budget for p in found]
+        law_n = fit_power_law(c, [p.n_opt for p in found])
+        law_d = fit_power_law(c, [p.tokens_opt for p in found])
     return IsoFlopResult(name, per_step, profiles, law_n, law_d)
 
 
@@ -148,9 +154,8 @@ def run_isoflop(recipe: LMRecipe, sizes: list[Size], budgets: list[float], out_d
         raise ConfigError("--flops: give at least three sizes (a parabola needs three points)")
     out = Path(out_dir)
     per_step = tokens_per_step(recipe)
-    plan = _plan_record(recipe, sizes, 0, 1, max_minutes)
-    plan["flops"] = [budget_label(b) for b in budgets]
-    _claim(out, plan)
+    claim(out, plan_settings(recipe, 0, 1, max_minutes, "flops"), sizes,
+          [budget_label(b) for b in budgets])
     # The vocabulary (so each size's FLOPs per token) comes from the tokenizer the runs build.
     train_text, _, _ = lm.load_texts(recipe)
     vocab = lm.build_tokenizer(recipe, train_text).vocab_size
@@ -169,7 +174,6 @@ def run_isoflop(recipe: LMRecipe, sizes: list[Size], budgets: list[float], out_d
             log(f"scale: run {i * len(sizes) + j + 1}/{total}: budget {budget:.2g} FLOPs, "
                 f"size {size.label}, {steps} steps of {per_step:,} tokens"
                 + (" (resuming)" if resume else ""))
-            started = time.perf_counter()
             summary = lm.train(sized, run_dir, resume=resume)
             if summary["interrupted"]:
                 raise KeyboardInterrupt
@@ -180,7 +184,7 @@ def run_isoflop(recipe: LMRecipe, sizes: list[Size], budgets: list[float], out_d
             runs.append(IsoRun(budget, size.label, _non_embedding(model), per_token[size.label],
                                tokens, per_token[size.label] * tokens,
                                last["valid"]["valid_loss"],
-                               round((time.perf_counter() - started) / 60, 2), str(run_dir)))
+                               round(last["elapsed"] / 60, 2), str(run_dir)))
     result = fit_isoflop(recipe.name, per_step, runs)
     write_report(result, out)
     return result
@@ -207,7 +211,11 @@ def report_lines(result: IsoFlopResult) -> list[str]:
     for law, name in ((result.law_n_opt, "N_opt"), (result.law_d_opt, "D_opt")):
         if law is not None:
             k, a = law.as_product()
-            lines.append(f"- {name} = {k:.3g} x C^{a:.3f}  (R^2 {law.r2:.3f} in log space)")
+            lines.append(f"- {name} = {k:.3g} x C^{a:.3f}  (R^2 {law.r2:.3f} in log space, "
+                         f"{law.points} bracketed budgets)")
+    if result.law_n_opt is None:
+        lines.append("- no law of compute: fewer than two budgets have their minimum inside "
+                     "the sizes tried")
     lines.append("")
     lines.append("Hoffmann et al. (2022), for comparison: N_opt ~ C^0.49 and D_opt ~ C^0.51 "
                  "(grow model and data together). An unbracketed budget means the best size "
@@ -243,20 +251,26 @@ def plot(result: IsoFlopResult, path: Path) -> Path:
     left.set(xscale="log", xlabel="non-embedding parameters N", ylabel="validation loss",
              title="IsoFLOP profiles (star: optimum)")
     left.legend(fontsize=8)
-    c = [p.flops_budget for p in result.profiles]
+    found = [p for p in result.profiles if p.bracketed]
+    c = [p.flops_budget for p in found]
     for values, law, marker, what in (
-            ([p.n_opt for p in result.profiles], result.law_n_opt, "o", "N_opt (parameters)"),
-            ([p.tokens_opt for p in result.profiles], result.law_d_opt, "s", "D_opt (tokens)")):
+            ([p.n_opt for p in found], result.law_n_opt, "o", "N_opt (parameters)"),
+            ([p.tokens_opt for p in found], result.law_d_opt, "s", "D_opt (tokens)")):
         (dots,) = right.plot(c, values, marker, label=what)
         if law is not None:
             k, a = law.as_product()
             right.plot(c, [k * x**a for x in c], "--", color=dots.get_color(),
                        label=f"C^{a:.2f}")
-    right.set(xscale="log", yscale="log", xlabel="compute budget C (FLOPs)",
-              title="compute-optimal size and data")
-    from matplotlib.ticker import NullFormatter
+    right.set(xlabel="compute budget C (FLOPs)",
+              title="compute-optimal size and data (bracketed budgets)")
+    if found:
+        from matplotlib.ticker import NullFormatter
 
-    right.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
+        right.set(xscale="log", yscale="log")
+        right.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
+    else:
+        right.text(0.5, 0.5, "no budget has its minimum\ninside the sizes tried",
+                   ha="center", va="center", transform=right.transAxes)
     right.legend(fontsize=8)
     fig.tight_layout()
     return save_png(fig, path)

@@ -25,7 +25,8 @@ conservative one.
 
 Each size is an ordinary run directory (``OUT/4x128``) that ``generate`` and ``evaluate``
 accept. An interrupted sweep continues where it stopped when run again with the same
-arguments: finished sizes are kept, an unfinished one resumes from its last checkpoint.
+arguments: finished sizes are kept, an unfinished one resumes from its last checkpoint. Sizes
+may be added to a sweep the same way (the runs already there are reused).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import json
 import math
 import re
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,7 @@ class SizeResult:
     flops: float  # training compute: FLOPs per token (6N + attention) x tokens
     valid_loss: float
     valid_bpc: float
-    minutes: float
+    minutes: float  # training time, from the run's log (resumes included, evaluation too)
     run_dir: str
     curve: list[tuple[float, float]]  # (compute, validation loss) at every evaluation
 
@@ -163,28 +163,45 @@ def size_recipe(recipe: LMRecipe, size: Size, steps: int, evals: int,
     return built
 
 
-def _plan_record(recipe: LMRecipe, sizes: list[Size], tokens: int, evals: int,
-                 max_minutes: float) -> dict[str, Any]:
+def plan_settings(recipe: LMRecipe, tokens: int, evals: int, max_minutes: float,
+                  mode: str) -> dict[str, Any]:
+    """What every run of a sweep shares; a sweep continued or extended must match it."""
     base = recipe.to_dict()
     base.pop("fingerprints", None)
-    return {"recipe": base, "sizes": [s.label + f"x{s.heads}" for s in sizes], "tokens": tokens,
-            "evals": evals, "max_minutes": max_minutes}
+    return {"mode": mode, "recipe": base, "tokens": tokens, "evals": evals,
+            "max_minutes": max_minutes}
 
 
-def _claim(out: Path, plan: dict[str, Any]) -> None:
-    """Write OUT/plan.json, or check an existing one is this sweep's: re-running the same
-    command continues it; other arguments would mix two sweeps in one table."""
+def claim(out: Path, settings: dict[str, Any], sizes: list[Size],
+          budgets: list[str] | None = None) -> None:
+    """Write OUT/plan.json, or check an existing one is this sweep's.
+
+    Re-running the same command continues a sweep; more sizes (or budgets) may be added, and
+    runs already there are reused -- they are seeded, so retraining would only repeat them.
+    Other settings would mix two sweeps in one table, and a size label whose head count
+    changed would reuse the wrong run: both are refused.
+    """
     path = out / PLAN_NAME
+    heads = {s.label: s.heads for s in sizes}
+    plan: dict[str, Any] = {"settings": settings, "heads": heads, "budgets": budgets or []}
     if path.is_file():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            same = old["settings"] == settings
+            clash = [label for label, h in heads.items() if old["heads"].get(label, h) != h]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise UserError(f"{path}: unreadable; choose another --out") from None
-        if old != plan:
-            raise UserError(f"{out} holds a scaling sweep with other settings (recipe, sizes, "
-                            f"tokens or evals); choose another --out or repeat its command")
-        return
-    if out.exists() and any(out.iterdir()):
+        if not same:
+            raise UserError(f"{out} holds a scaling sweep with other settings (recipe, "
+                            f"tokens, evals or mode); choose another --out or repeat its "
+                            f"command")
+        if clash:
+            raise UserError(f"{out}: size {clash[0]} was trained with {old['heads'][clash[0]]} "
+                            f"heads there; give {clash[0]}x{old['heads'][clash[0]]} or "
+                            f"another --out")
+        plan["heads"] = {**old["heads"], **heads}
+        plan["budgets"] = sorted(set(old["budgets"]) | set(plan["budgets"]))
+    elif out.exists() and any(out.iterdir()):
         raise UserError(f"{out} exists and is not a scaling sweep; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(plan, indent=1) + "\n")
@@ -213,7 +230,7 @@ def run_scaling(recipe: LMRecipe, sizes: list[Size], tokens: int, out_dir: str |
     out = Path(out_dir)
     per_step = tokens_per_step(recipe)
     steps = math.ceil(tokens / per_step)
-    _claim(out, _plan_record(recipe, sizes, tokens, evals, max_minutes))
+    claim(out, plan_settings(recipe, tokens, evals, max_minutes, "tokens"), sizes)
     results: list[SizeResult] = []
     for number, size in enumerate(sizes, 1):
         sized = size_recipe(recipe, size, steps, evals, max_minutes)
@@ -224,11 +241,9 @@ def run_scaling(recipe: LMRecipe, sizes: list[Size], tokens: int, out_dir: str |
         log(f"scale: size {number}/{len(sizes)}: {size.label} ({size.heads} head"
             f"{'s' if size.heads > 1 else ''}), {steps} "
             f"steps of {per_step:,} tokens" + (" (resuming)" if resume else ""))
-        started = time.perf_counter()
         summary = lm.train(sized, run_dir, resume=resume)
         if summary["interrupted"]:
             raise KeyboardInterrupt
-        minutes = (time.perf_counter() - started) / 60
         model = lm.LanguageModel.load(run_dir).model
         per_token = model.flops_per_token()
         _, evaluations = read_log(run_dir)
@@ -239,8 +254,8 @@ def run_scaling(recipe: LMRecipe, sizes: list[Size], tokens: int, out_dir: str |
         results.append(SizeResult(size.label, size.layers, size.d_model, size.heads,
                                   model.num_parameters(), _non_embedding(model), trained,
                                   per_token * trained, last["valid"]["valid_loss"],
-                                  last["valid"]["valid_bpc"], round(minutes, 2), str(run_dir),
-                                  curve))
+                                  last["valid"]["valid_bpc"], round(last["elapsed"] / 60, 2),
+                                  str(run_dir), curve))
     result = fit(recipe.name, tokens, per_step, steps, results)
     write_report(result, out)
     return result
