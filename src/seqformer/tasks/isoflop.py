@@ -59,6 +59,7 @@ class Profile:
     flops_budget: float
     runs: list[IsoRun]
     parabola: list[float] | None  # loss = p[0] (ln N)^2 + p[1] ln N + p[2], near the best
+    fit_range: list[float] | None  # the N of the neighbours it went through
     n_opt: float
     tokens_opt: float
     loss_opt: float
@@ -110,10 +111,11 @@ def profile_optimum(runs: list[IsoRun]) -> Profile:
     order = sorted(runs, key=lambda r: r.non_embedding)
     at = min(range(len(order)), key=lambda i: order[i].valid_loss)
     best = order[at]
-    parabola, bracketed = None, False
+    parabola, fit_range, bracketed = None, None, False
     n_opt, loss_opt = float(best.non_embedding), best.valid_loss
     if 0 < at < len(order) - 1:
         near = order[at - 1: at + 2]
+        fit_range = [float(near[0].non_embedding), float(near[-1].non_embedding)]
         log_n = np.log([r.non_embedding for r in near])
         a, b, c = (float(v) for v in np.polyfit(log_n, [r.valid_loss for r in near], 2))
         parabola, bracketed = [a, b, c], True
@@ -125,7 +127,8 @@ def profile_optimum(runs: list[IsoRun]) -> Profile:
                                            np.log([r.non_embedding for r in order]),
                                            np.log([r.flops_per_token for r in order]))))
         tokens_opt = runs[0].flops_budget / per_token
-    return Profile(runs[0].flops_budget, runs, parabola, n_opt, tokens_opt, loss_opt, bracketed)
+    return Profile(runs[0].flops_budget, runs, parabola, fit_range, n_opt, tokens_opt, loss_opt,
+                   bracketed)
 
 
 def fit_isoflop(name: str, per_step: int, runs: list[IsoRun]) -> IsoFlopResult:
@@ -242,14 +245,17 @@ def plot(result: IsoFlopResult, path: Path) -> Path:
         n = [r.non_embedding for r in p.runs]
         (dots,) = left.plot(n, [r.valid_loss for r in p.runs], "o",
                             label=f"C = {p.flops_budget:.2g}")
-        if p.parabola is not None:
-            grid = np.linspace(math.log(min(n)), math.log(max(n)), 60)
+        if p.parabola is not None and p.fit_range is not None:  # only where it was fitted
+            grid = np.linspace(math.log(p.fit_range[0]), math.log(p.fit_range[1]), 60)
             left.plot(np.exp(grid), np.polyval(p.parabola, grid), "-", color=dots.get_color(),
                       alpha=0.6)
         left.plot([p.n_opt], [p.loss_opt], "*" if p.bracketed else "x", color=dots.get_color(),
                   markersize=11)
+    from matplotlib.ticker import NullFormatter
+
     left.set(xscale="log", xlabel="non-embedding parameters N", ylabel="validation loss",
              title="IsoFLOP profiles (star: optimum)")
+    left.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
     left.legend(fontsize=8)
     found = [p for p in result.profiles if p.bracketed]
     c = [p.flops_budget for p in found]
@@ -264,8 +270,6 @@ def plot(result: IsoFlopResult, path: Path) -> Path:
     right.set(xlabel="compute budget C (FLOPs)",
               title="compute-optimal size and data (bracketed budgets)")
     if found:
-        from matplotlib.ticker import NullFormatter
-
         right.set(xscale="log", yscale="log")
         right.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap
     else:
