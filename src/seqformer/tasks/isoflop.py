@@ -16,7 +16,6 @@ the sizes should then be widened in the direction the losses still fall.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from dataclasses import asdict, dataclass
@@ -35,8 +34,9 @@ from seqformer.tasks.scaling import (
     plan_settings,
     size_recipe,
     tokens_per_step,
+    write_outputs,
 )
-from seqformer.training.checkpoint import atomic_write_text, committed_directory
+from seqformer.training.checkpoint import committed_directory
 
 
 @dataclass
@@ -229,9 +229,8 @@ def report_lines(result: IsoFlopResult) -> list[str]:
 
 
 def write_report(result: IsoFlopResult, out: Path) -> None:
-    atomic_write_text(out / "isoflop.md", "\n".join(report_lines(result)) + "\n")
-    atomic_write_text(out / "isoflop.json", json.dumps(result.to_json(), indent=1) + "\n")
-    plot(result, out / "isoflop.png")
+    write_outputs(out, "isoflop", report_lines(result), result.to_json(),
+                  lambda path: plot(result, path))
 
 
 def plot(result: IsoFlopResult, path: Path) -> Path:

@@ -35,6 +35,7 @@ import json
 import math
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -303,10 +304,18 @@ def report_lines(result: ScalingResult) -> list[str]:
     return lines
 
 
+def write_outputs(out: Path, stem: str, lines: list[str], numbers: dict[str, Any],
+                  draw: Callable[[Path], Path]) -> None:
+    """``STEM.md`` (the report), ``STEM.json`` (the numbers) and ``STEM.png`` in ``out``:
+    what both kinds of sweep leave behind."""
+    atomic_write_text(out / f"{stem}.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / f"{stem}.json", json.dumps(numbers, indent=1) + "\n")
+    draw(out / f"{stem}.png")
+
+
 def write_report(result: ScalingResult, out: Path) -> None:
-    atomic_write_text(out / "scaling.md", "\n".join(report_lines(result)) + "\n")
-    atomic_write_text(out / "scaling.json", json.dumps(result.to_json(), indent=1) + "\n")
-    plot(result, out / "scaling.png")
+    write_outputs(out, "scaling", report_lines(result), result.to_json(),
+                  lambda path: plot(result, path))
 
 
 def plot(result: ScalingResult, path: Path) -> Path:
