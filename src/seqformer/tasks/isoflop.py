@@ -17,7 +17,6 @@ the sizes should then be widened in the direction the losses still fall.
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +33,9 @@ from seqformer.tasks.scaling import (
     plan_settings,
     size_recipe,
     tokens_per_step,
+    train_run,
     write_outputs,
 )
-from seqformer.training.checkpoint import committed_directory
 
 
 @dataclass
@@ -149,7 +148,6 @@ def run_isoflop(recipe: LMRecipe, sizes: list[Size], budgets: list[float], out_d
     from seqformer.models.gpt import GPT
     from seqformer.tasks import lm
     from seqformer.tasks.rundir import log
-    from seqformer.viz.curves import read_log
 
     if recipe.init_from:
         raise ConfigError("scale trains every size from scratch; drop init_from")
@@ -169,21 +167,13 @@ def run_isoflop(recipe: LMRecipe, sizes: list[Size], budgets: list[float], out_d
     for i, budget in enumerate(budgets):
         for j, size in enumerate(sizes):
             steps = max(1, round(budget / per_token[size.label] / per_step))
-            sized = size_recipe(recipe, size, steps, 1, max_minutes)
             run_dir = out / budget_label(budget) / size.label
-            resume = committed_directory(run_dir / "last") is not None
-            if not resume and run_dir.exists():
-                shutil.rmtree(run_dir)
             log(f"scale: run {i * len(sizes) + j + 1}/{total}: budget {budget:.2g} FLOPs, "
-                f"size {size.label}, {steps} steps of {per_step:,} tokens"
-                + (" (resuming)" if resume else ""))
-            summary = lm.train(sized, run_dir, resume=resume)
-            if summary["interrupted"]:
-                raise KeyboardInterrupt
-            _, evaluations = read_log(run_dir)
+                f"size {size.label}, {steps} steps of {per_step:,} tokens")
+            model, evaluations = train_run(size_recipe(recipe, size, steps, 1, max_minutes),
+                                           run_dir)
             last = evaluations[-1]
             tokens = last["step"] * per_step
-            model = lm.LanguageModel.load(run_dir).model
             runs.append(IsoRun(budget, size.label, _non_embedding(model), per_token[size.label],
                                tokens, per_token[size.label] * tokens,
                                last["valid"]["valid_loss"],

@@ -215,12 +215,27 @@ def _non_embedding(model) -> int:
     return n - (table.weight.numel() if table is not None else 0)
 
 
+def train_run(recipe: LMRecipe, run_dir: Path) -> tuple[Any, list[dict[str, Any]]]:
+    """Train (or finish, or just reopen) one run of a sweep -> its model and evaluations.
+
+    A run with a checkpoint resumes (a finished one returns at once); a directory without
+    one was stopped before its first save and starts over.
+    """
+    from seqformer.tasks import lm
+    from seqformer.viz.curves import read_log
+
+    resume = committed_directory(run_dir / "last") is not None
+    if not resume and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if lm.train(recipe, run_dir, resume=resume)["interrupted"]:
+        raise KeyboardInterrupt
+    return lm.LanguageModel.load(run_dir).model, read_log(run_dir)[1]
+
+
 def run_scaling(recipe: LMRecipe, sizes: list[Size], tokens: int, out_dir: str | Path,
                 evals: int = DEFAULT_EVALS, max_minutes: float = 0.0) -> ScalingResult:
     """Train every size for ``tokens`` tokens (rounded up to whole updates), then fit."""
-    from seqformer.tasks import lm
     from seqformer.tasks.rundir import log
-    from seqformer.viz.curves import read_log
 
     if tokens < 1:
         raise ConfigError(f"--tokens must be >= 1, got {tokens}")
@@ -234,20 +249,12 @@ def run_scaling(recipe: LMRecipe, sizes: list[Size], tokens: int, out_dir: str |
     claim(out, plan_settings(recipe, tokens, evals, max_minutes, "tokens"), sizes)
     results: list[SizeResult] = []
     for number, size in enumerate(sizes, 1):
-        sized = size_recipe(recipe, size, steps, evals, max_minutes)
-        run_dir = out / size.label
-        resume = committed_directory(run_dir / "last") is not None
-        if not resume and run_dir.exists():  # stopped before its first checkpoint
-            shutil.rmtree(run_dir)
         log(f"scale: size {number}/{len(sizes)}: {size.label} ({size.heads} head"
-            f"{'s' if size.heads > 1 else ''}), {steps} "
-            f"steps of {per_step:,} tokens" + (" (resuming)" if resume else ""))
-        summary = lm.train(sized, run_dir, resume=resume)
-        if summary["interrupted"]:
-            raise KeyboardInterrupt
-        model = lm.LanguageModel.load(run_dir).model
+            f"{'s' if size.heads > 1 else ''}), {steps} steps of {per_step:,} tokens")
+        run_dir = out / size.label
+        model, evaluations = train_run(size_recipe(recipe, size, steps, evals, max_minutes),
+                                       run_dir)
         per_token = model.flops_per_token()
-        _, evaluations = read_log(run_dir)
         curve = [(per_token * r["step"] * per_step, r["valid"]["valid_loss"])
                  for r in evaluations if r["step"] > 0]
         last = evaluations[-1]
