@@ -37,7 +37,8 @@ def cmd_scale(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.recipe}: scale needs a language-model recipe (task: lm, "
                           f"e.g. gpt-kjv-char), not task: {recipe.task}")
     sizes = parse_sizes(args.sizes, head_dim(recipe))
-    out = Path(args.out or f"runs/scale-{recipe.name}")
+    # Two kinds of sweep, two default homes: one directory holds one kind.
+    out = Path(args.out or f"runs/{'isoflop' if args.flops else 'scale'}-{recipe.name}")
     if args.flops:
         from seqformer.tasks import isoflop
 
@@ -80,5 +81,6 @@ def add_parsers(sub: Any) -> None:
                    "all its tokens)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field for every size, e.g. --set train.lr=0.002")
-    p.add_argument("--out", help="output directory (default runs/scale-<recipe name>)")
+    p.add_argument("--out", help="output directory (default runs/scale-<recipe name>, with "
+                   "--flops runs/isoflop-<recipe name>)")
     p.set_defaults(func=cmd_scale)
