@@ -328,6 +328,15 @@ def check_resumable(out: Path) -> None:
         raise CheckpointError(f"{out}: nothing to resume (no recipe.yaml); drop --resume")
 
 
+def accumulation(recipe: LMRecipe, block: int) -> int:
+    """Micro-batches per update: ``data.tokens_per_step`` in blocks of ``block`` tokens
+    (rounded, at least one), else the recipe's ``train.accumulate``."""
+    d = recipe.data
+    if d.tokens_per_step:
+        return max(1, round(d.tokens_per_step / (d.batch_size * block)))
+    return recipe.train.accumulate
+
+
 def train(recipe: LMRecipe, out_dir: str | Path, resume: bool = False) -> dict:
     """Train ``recipe`` into ``out_dir`` and return the trainer's summary."""
     out = Path(out_dir)
@@ -374,7 +383,7 @@ def train(recipe: LMRecipe, out_dir: str | Path, resume: bool = False) -> dict:
 
     train_config = recipe.train
     if d.tokens_per_step:
-        accumulate = max(1, round(d.tokens_per_step / (d.batch_size * config.max_len)))
+        accumulate = accumulation(recipe, config.max_len)
         train_config = dataclasses.replace(train_config, accumulate=accumulate)
         log(f"batch: {accumulate} x {d.batch_size} blocks of {config.max_len} = "
             f"{accumulate * d.batch_size * config.max_len:,} tokens per update")

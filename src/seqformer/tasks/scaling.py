@@ -130,17 +130,23 @@ class ScalingResult:
         return asdict(self)
 
 
+def _model_field(recipe: LMRecipe, name: str) -> int:
+    """A shape field of the recipe's model section, or GPTConfig's default for it."""
+    from seqformer.models.gpt import GPTConfig
+
+    return int(recipe.model.get(name, getattr(GPTConfig, name)))
+
+
 def tokens_per_step(recipe: LMRecipe) -> int:
     """Tokens in one update, as :func:`seqformer.tasks.lm.train` will batch them."""
-    d, block = recipe.data, int(recipe.model.get("max_len", 256))
-    if d.tokens_per_step:
-        return max(1, round(d.tokens_per_step / (d.batch_size * block))) * d.batch_size * block
-    return recipe.train.accumulate * d.batch_size * block
+    from seqformer.tasks.lm import accumulation
+
+    block = _model_field(recipe, "max_len")
+    return accumulation(recipe, block) * recipe.data.batch_size * block
 
 
 def head_dim(recipe: LMRecipe) -> int:
-    model = recipe.model
-    return max(1, int(model.get("d_model", 256)) // int(model.get("heads", 4)))
+    return max(1, _model_field(recipe, "d_model") // _model_field(recipe, "heads"))
 
 
 def size_recipe(recipe: LMRecipe, size: Size, steps: int, evals: int,
@@ -149,7 +155,7 @@ def size_recipe(recipe: LMRecipe, size: Size, steps: int, evals: int,
     tree = recipe.to_dict()
     tree.pop("fingerprints", None)
     model = tree.setdefault("model", {})
-    ffn_ratio = int(model.get("ffn_dim", 1024)) / int(model.get("d_model", 256))
+    ffn_ratio = _model_field(recipe, "ffn_dim") / _model_field(recipe, "d_model")
     model.update(layers=size.layers, d_model=size.d_model, heads=size.heads,
                  ffn_dim=max(1, round(ffn_ratio * size.d_model)))
     every = max(1, steps // evals)
