@@ -230,7 +230,7 @@ def load_transducer(args: argparse.Namespace):
     from seqformer.tasks.transduction import Transducer
 
     return Transducer.load_ensemble(args.model, _device(args.device), args.combine,
-                                    args.int8)
+                                    args.int8, args.static)
 
 
 def one_model(args: argparse.Namespace, command: str) -> str:
@@ -398,6 +398,8 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
     if not args.out and not args.html:
         raise UserError("attention: give --out FIG.png and/or --html REPORT.html")
+    if args.static:
+        raise UserError("attention reads weights off the plain model; drop --static")
     transducer = Transducer.load(one_model(args, "attention"), _device(args.device), args.int8)
     maps = attention_maps(transducer, args.text, beam=args.beam or 1)
     print(f"{maps.source} -> {maps.output}")
@@ -487,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     decode_args.add_argument("--int8", action="store_true",
                              help="int8 weights in the Linear layers: faster CPU decoding, "
                              "slightly different scores")
+    decode_args.add_argument("--static", action="store_true",
+                             help="fixed-shape caches, each decoding step one CUDA graph: "
+                             "several times faster on a GPU once each batch shape has been "
+                             "captured (the first batches compile); no gain on a CPU")
 
     controls = argparse.ArgumentParser(add_help=False)
     controls.add_argument("--max-length", type=int, default=None,

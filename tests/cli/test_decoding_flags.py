@@ -3,6 +3,7 @@ are one-line errors with exit code 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -160,3 +161,40 @@ def test_int8_decoding_replaces_the_linear_layers_and_keeps_the_outputs(run: Pat
         a, _ = plain.step(torch.tensor([plain.bos_id]), plain.start(src))
         b, _ = quantized.step(torch.tensor([plain.bos_id]), quantized.start(src))
     assert (a - b).abs().max() < 0.1 * a.abs().max()
+
+
+def test_static_decoding_gives_the_dynamic_outputs_in_a_few_replayed_shapes(run: Path,
+                                                                            capsys) -> None:
+    from seqformer.tasks.transduction import Transducer
+
+    rng = random.Random(9)
+    inputs = ["".join(rng.choice(ALPHABET) for _ in range(rng.randint(1, 12)))
+              for _ in range(60)]
+    dynamic, static = Transducer.load(run), Transducer.load(run, static=True)
+    for t in (dynamic, static):  # several batches per width, a partial one in each
+        t.decode = dataclasses.replace(t.decode, batch_tokens=400)
+    for beam, nbest in ((1, 1), (3, 2)):
+        # An explicit bound: by default a static batch may grow to its rounded width's bound.
+        ref = dynamic.transduce(inputs, beam=beam, nbest=nbest, max_length=10)
+        ours = static.transduce(inputs, beam=beam, nbest=nbest, max_length=10)
+        assert [t.texts for t in ours] == [t.texts for t in ref]
+        for a, b in zip(ours, ref, strict=True):
+            assert [h.score for h in a.hypotheses] == pytest.approx(
+                [h.score for h in b.hypotheses], abs=1e-4)
+    shapes = set(static._static._pool)
+    assert {key[1] for key in shapes} <= {8, 16}  # source widths rounded to multiples of 8
+    assert len(shapes) <= 12
+    # The same file again needs no new shape: on a GPU every step replays a captured graph.
+    static.transduce(inputs, beam=3, nbest=2, max_length=10)
+    static.transduce(inputs[::-1], beam=1, max_length=10)
+    assert set(static._static._pool) == shapes
+    # Through the CLI, unbounded: one output per input, as many as without --static.
+    assert len(transduce(run, capsys, *inputs[:5], "--static", "--beam", "2")) == 5
+
+
+def test_static_refuses_what_it_cannot_decode(run: Path, capsys, tmp_path: Path) -> None:
+    assert "not an ensemble" in error_of(
+        ["transduce", "--model", str(run), "--model", str(run), "--static", "abc"], capsys)
+    assert "drop --static" in error_of(
+        ["attention", "--model", str(run), "--static", "abc", "--out",
+         str(tmp_path / "a.png")], capsys)

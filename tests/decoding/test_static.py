@@ -7,7 +7,7 @@ import torch
 
 from seqformer.decoding.processors import MinLength
 from seqformer.decoding.search import beam_search, greedy_search
-from seqformer.decoding.static import StaticDecoding
+from seqformer.decoding.static import StaticDecoding, bucket_rows, bucket_width, fixed_shape
 from seqformer.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
 
@@ -62,3 +62,16 @@ def test_the_step_compiles_without_graph_breaks() -> None:
     static = StaticDecoding(m, compile=True, backend="eager")
     src = sources()
     same(greedy_search(static, src, 10), greedy_search(m, src, 10))
+
+
+def test_batches_round_up_to_a_few_shapes() -> None:
+    assert [bucket_width(n, 64) for n in (1, 8, 9, 17, 63)] == [8, 8, 16, 24, 64]
+    assert bucket_width(30, 28) == 30 and bucket_width(27, 28) == 28  # never past the model
+    assert [bucket_rows(n, 48) for n in (1, 2, 3, 5, 17, 33, 48)] == [1, 2, 4, 8, 32, 48, 48]
+    assert bucket_rows(50, 48) == 50  # a batch over the budget's rows is not cut
+    src = torch.tensor([[5, 6, 0], [7, 0, 0]])
+    fixed = fixed_shape(src, 0, 8, 4)
+    assert fixed.shape == (4, 8)
+    assert fixed[:2, :3].equal(src) and not fixed[:, 3:].any()
+    assert fixed[2:].equal(fixed[:1].expand(2, -1))  # filler rows: copies of the first
+    assert fixed_shape(src, 0, 3, 2) is src

@@ -32,6 +32,7 @@ from seqformer.decoding.processors import (
     RepetitionPenalty,
 )
 from seqformer.decoding.search import Hypothesis, beam_search, greedy_search
+from seqformer.decoding.static import StaticDecoding, bucket_rows, bucket_width, fixed_shape
 from seqformer.errors import CheckpointError, ConfigError, DataError
 from seqformer.interop.finetune import ModelIdStream, load_init, with_model_ids
 from seqformer.metrics import bleu, char_error_rate, chrf, error_rates, ter
@@ -151,15 +152,28 @@ class Transducer:
     """A trained model with its tokenizers: text in, text out."""
 
     def __init__(self, model: Seq2Seq, src_tok: Tokenizer, tgt_tok: Tokenizer,
-                 decode: DecodeConfig | None = None) -> None:
+                 decode: DecodeConfig | None = None, static: bool = False) -> None:
+        """``static``: decode through fixed-shape caches (:mod:`seqformer.decoding.static`),
+        each batch rounded up to one of a few shapes, the step compiled into a CUDA graph on a
+        GPU. It pays on a GPU, where a small model's step is bounded by kernel launches."""
         self.model, self.src_tok, self.tgt_tok = model, src_tok, tgt_tok
         self.decode = decode or DecodeConfig()
         self.device = next(model.parameters()).device
+        self.static = static
+        self._static: StaticDecoding | None = None  # built on first use; keeps its graphs
+        if static:
+            if not isinstance(model, Seq2Seq):
+                raise ConfigError("--static decodes one Transformer model, not an ensemble or "
+                                  "a recurrent baseline; drop --static or give one --model")
+            if self.device.type != "cuda":
+                log("warning: --static pays on a GPU (one CUDA graph per step); on "
+                    f"{self.device.type} it decodes uncompiled and is no faster")
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu", int8: bool = False) -> Transducer:
+    def load(cls, run_dir: str | Path, device: str = "cpu", int8: bool = False,
+             static: bool = False) -> Transducer:
         """``int8``: dynamic int8 Linear layers for faster CPU decoding (see
-        :mod:`seqformer.decoding.quantize`)."""
+        :mod:`seqformer.decoding.quantize`); ``static``: see :class:`Transducer`."""
         run_dir = Path(run_dir)
         model = load_seq2seq(run_dir, map_location=device)
         src_tok = load_tokenizer(run_dir / "tokenizer" / "source")
@@ -186,18 +200,22 @@ class Transducer:
             from seqformer.decoding.quantize import quantize_int8
 
             model = quantize_int8(model)
-        return cls(model, src_tok, tgt_tok, decode)
+        return cls(model, src_tok, tgt_tok, decode, static)
 
     @classmethod
     def load_ensemble(cls, run_dirs: Sequence[str | Path], device: str = "cpu",
-                      combine: str = "logprob", int8: bool = False) -> Transducer:
+                      combine: str = "logprob", int8: bool = False,
+                      static: bool = False) -> Transducer:
         """One Transducer over several runs whose per-step distributions are combined.
 
         The members must share both tokenizers exactly (same fingerprints): averaging
         distributions over different vocabularies would silently mix unrelated tokens. The
         first run's recipe supplies the decoding defaults.
         """
-        members = [cls.load(d, device, int8) for d in run_dirs]
+        if static and len(run_dirs) > 1:
+            raise ConfigError("--static decodes one model, not an ensemble; drop --static or "
+                              "give one --model")
+        members = [cls.load(d, device, int8, static) for d in run_dirs]
         if len(members) == 1:
             return members[0]
         first = members[0]
@@ -313,7 +331,10 @@ class Transducer:
         # Decoding holds batch x beam hypotheses, each with its source and its output so far:
         # the budget counts exactly that, so one long batch cannot exhaust memory.
         model_max = self.model.config.max_len
-        costs = [decode_cost(len(r), 1, max_length, model_max) for r in ids]
+        static = self._static_decoding() if self.static else None
+        # Static shapes are costed at their rounded width: that is what they will hold.
+        widths = [bucket_width(len(r), model_max) if static else len(r) for r in ids]
+        costs = [decode_cost(w, 1, max_length, model_max) for w in widths]
         budget = max(1, self.decode.batch_tokens // beam)
         batches = token_budget_batches(costs, budget, shuffle=False, seed=0)
         results: list[Transduction | None] = [None] * len(ids)
@@ -328,10 +349,21 @@ class Transducer:
             batch = collate_pairs([ids[i] for i in indices], None, list(indices))
             # An imported vocabulary (Marian) pads with its own id; 0 is a real token there.
             src = with_model_ids(batch, self.model, ids, None).src.to(self.device)
+            model, length = self.model, max_length
+            if static is not None:
+                # One of a few shapes (and output lengths), so the step's graph is replayed.
+                width = bucket_width(src.shape[1], model_max)
+                cap = max(1, budget // decode_cost(width, 1, max_length, model_max))
+                length = max_length or max(1, min(model_max - 1, 2 * width + 10))
+                src = fixed_shape(src, getattr(self.model, "pad_id", 0), width,
+                                  bucket_rows(len(indices), cap))
+                model = static
             if beam == 1 and nbest == 1:
-                return [[h] for h in greedy_search(self.model, src, max_length, processors)]
-            return beam_search(self.model, src, beam, max_length, alpha, penalty, nbest,
-                               processors=processors)
+                hyps = [[h] for h in greedy_search(model, src, length, processors)]
+            else:
+                hyps = beam_search(model, src, beam, length, alpha, penalty, nbest,
+                                   processors=processors)
+            return hyps[:len(indices)]  # fixed_shape's filler rows are dropped
 
         def on_split(n: int) -> None:
             log(f"warning: out of memory decoding {n} inputs at once; splitting the batch")
@@ -346,6 +378,11 @@ class Transducer:
         if bar:
             bar.close()
         return results  # type: ignore[return-value]
+
+    def _static_decoding(self) -> StaticDecoding:
+        if self._static is None:
+            self._static = StaticDecoding(self.model, compile=self.device.type == "cuda")
+        return self._static
 
     def evaluate(self, pairs: list[Pair], **decode_args) -> tuple[dict[str, float], list[str]]:
         """Metrics of the 1-best outputs against every acceptable reference of each source.
