@@ -192,9 +192,18 @@ def test_static_decoding_gives_the_dynamic_outputs_in_a_few_replayed_shapes(run:
     assert len(transduce(run, capsys, *inputs[:5], "--static", "--beam", "2")) == 5
 
 
-def test_static_refuses_what_it_cannot_decode(run: Path, capsys, tmp_path: Path) -> None:
-    assert "not an ensemble" in error_of(
-        ["transduce", "--model", str(run), "--model", str(run), "--static", "abc"], capsys)
+def test_static_ensembles_decode_like_dynamic_ones(run: Path, capsys, tmp_path: Path) -> None:
+    inputs = ["abcab", "hgf", "aaaa", "bcd", "hhgfe", "gfedcbah"]
+    for beam in ("1", "3"):
+        args = [*inputs, "--beam", beam, "--max-length", "9", "--model", str(run)]
+        assert transduce(run, capsys, *args, "--static") == transduce(run, capsys, *args)
+    from seqformer.decoding.static import StaticDecoding
+    from seqformer.tasks.transduction import Transducer
+
+    both = Transducer.load_ensemble([run, run], static=True)
+    both.transduce(inputs, max_length=9)
+    assert [type(m) for m in both._static.decoders] == [StaticDecoding, StaticDecoding]
+    assert all(m._pool for m in both._static.decoders)  # each member decoded fixed-shape
     assert "drop --static" in error_of(
         ["attention", "--model", str(run), "--static", "abc", "--out",
          str(tmp_path / "a.png")], capsys)

@@ -14,6 +14,10 @@ At each step the members' next-token distributions are combined:
 
 Both are proper distributions, so a hypothesis' ``log_prob`` stays a log-probability, and an
 ensemble of one model with itself scores exactly like the model.
+
+Members may also be decoders that wrap a model (:class:`~seqformer.decoding.static.
+StaticDecoding`, whose step is one CUDA graph): the wrapped modules are what the ensemble
+holds as submodules (device, ``eval()``), the wrappers are what it decodes with.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+
+from seqformer.decoding.search import start as start_member
 
 COMBINE_RULES = ("logprob", "prob")
 
@@ -58,7 +64,10 @@ class Ensemble(nn.Module):
                 if getattr(m, name) != getattr(first, name):
                     raise ValueError(f"model {i} has {name} {getattr(m, name)}, model 1 has "
                                      f"{getattr(first, name)}")
-        self.members = nn.ModuleList(models)
+        self.members = nn.ModuleList([m if isinstance(m, nn.Module) else m.model for m in models])
+        self.decoders = list(models)  # what start/step run: the members or their wrappers
+        # Fixed-size caches must know how long outputs may grow (see search.start).
+        self.sized_start = any(getattr(m, "sized_start", False) for m in models)
         self.combine = combine
         self.pad_id, self.bos_id, self.eos_id = first.pad_id, first.bos_id, first.eos_id
         # Decoding reads config.max_len (how long an output may be): the shortest member wins,
@@ -67,11 +76,11 @@ class Ensemble(nn.Module):
         self.config = dataclasses.replace(first.config, max_len=max_len) \
             if dataclasses.is_dataclass(first.config) else first.config
 
-    def start(self, src: Tensor) -> EnsembleState:
-        return EnsembleState([m.start(src) for m in self.members])
+    def start(self, src: Tensor, max_length: int | None = None) -> EnsembleState:
+        return EnsembleState([start_member(m, src, max_length) for m in self.decoders])
 
     def step(self, tokens: Tensor, state: EnsembleState) -> tuple[Tensor, EnsembleState]:
-        outs = [m.step(tokens, s) for m, s in zip(self.members, state.states)]
+        outs = [m.step(tokens, s) for m, s in zip(self.decoders, state.states)]
         stacked = torch.stack([lp for lp, _ in outs])  # (members, batch, vocab)
         if len(outs) == 1:
             combined = stacked[0]

@@ -54,7 +54,7 @@ def default_max_length(src: Tensor, model_max: int, a: float = 2.0, b: int = 10)
     return max(1, min(model_max - 1, int(a * src_len) + b))
 
 
-def start(model, src: Tensor, max_length: int):
+def start(model, src: Tensor, max_length: int | None):
     """``model.start(src)``; a model with fixed-size caches (``sized_start``, see
     decoding/static.py) is also told how long the outputs may grow."""
     if getattr(model, "sized_start", False):

@@ -160,11 +160,12 @@ class Transducer:
         self.decode = decode or DecodeConfig()
         self.device = next(model.parameters()).device
         self.static = static
-        self._static: StaticDecoding | None = None  # built on first use; keeps its graphs
+        self._static: StaticDecoding | Ensemble | None = None  # built on first use
         if static:
-            if not isinstance(model, Seq2Seq):
-                raise ConfigError("--static decodes one Transformer model, not an ensemble or "
-                                  "a recurrent baseline; drop --static or give one --model")
+            members = model.members if isinstance(model, Ensemble) else [model]
+            if not all(isinstance(m, Seq2Seq) for m in members):
+                raise ConfigError("--static decodes Transformer models, not the recurrent "
+                                  "baselines; drop --static")
             if self.device.type != "cuda":
                 log("warning: --static pays on a GPU (one CUDA graph per step); on "
                     f"{self.device.type} it decodes uncompiled and is no faster")
@@ -212,10 +213,7 @@ class Transducer:
         distributions over different vocabularies would silently mix unrelated tokens. The
         first run's recipe supplies the decoding defaults.
         """
-        if static and len(run_dirs) > 1:
-            raise ConfigError("--static decodes one model, not an ensemble; drop --static or "
-                              "give one --model")
-        members = [cls.load(d, device, int8, static) for d in run_dirs]
+        members = [cls.load(d, device, int8, static and len(run_dirs) == 1) for d in run_dirs]
         if len(members) == 1:
             return members[0]
         first = members[0]
@@ -227,7 +225,7 @@ class Transducer:
                         f"{run_dir}: its {which} tokenizer differs from {run_dirs[0]}'s; "
                         "an ensemble needs models trained with the same tokenizers")
         model = Ensemble([m.model for m in members], combine)
-        return cls(model, first.src_tok, first.tgt_tok, first.decode)
+        return cls(model, first.src_tok, first.tgt_tok, first.decode, static)
 
     def encode_sources(self, sources: Sequence[str], where: Sequence[str] | None = None
                        ) -> list[list[int]]:
@@ -379,9 +377,15 @@ class Transducer:
             bar.close()
         return results  # type: ignore[return-value]
 
-    def _static_decoding(self) -> StaticDecoding:
+    def _static_decoding(self) -> StaticDecoding | Ensemble:
+        """The fixed-shape decoder, made once: it holds the captured graphs and buffers."""
         if self._static is None:
-            self._static = StaticDecoding(self.model, compile=self.device.type == "cuda")
+            def fixed(m: Seq2Seq) -> StaticDecoding:
+                return StaticDecoding(m, compile=self.device.type == "cuda")
+
+            model = self.model
+            self._static = (Ensemble([fixed(m) for m in model.members], model.combine)
+                            if isinstance(model, Ensemble) else fixed(model))
         return self._static
 
     def evaluate(self, pairs: list[Pair], **decode_args) -> tuple[dict[str, float], list[str]]:
