@@ -85,14 +85,41 @@ def cmd_embed(args: argparse.Namespace) -> int:
         texts = list(args.text)
     else:
         raise UserError("embed: give TEXT arguments or --input FILE (one text per line)")
+    layers = parse_layers(args.layers)
     run = EncoderRun.load(args.model, _device(args.device))
-    vectors = run.embed(texts, args.pooling)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    which = f"layers {args.layers} ({args.combine})" if layers else "the last layer"
+    if args.tokens:
+        rows = run.token_vectors(texts, layers, args.combine)
+        vectors = np.concatenate([v for _, v in rows])
+        offsets = np.cumsum([0] + [len(p) for p, _ in rows])
+        pieces = np.array([piece for p, _ in rows for piece in p])
+        with out.open("wb") as f:  # np.savez would append .npz to a name without it
+            np.savez(f, vectors=vectors, offsets=offsets, pieces=pieces)
+        print(f"{len(pieces)} token vectors of dimension {vectors.shape[1]} from {len(rows)} "
+              f"texts ({which}) written to {out}: arrays vectors, pieces, offsets "
+              "(text i is rows offsets[i]:offsets[i+1])")
+        return 0
+    vectors = run.embed(texts, args.pooling, layers=layers, combine=args.combine)
     np.save(out, vectors)
     print(f"{vectors.shape[0]} embeddings of dimension {vectors.shape[1]} "
-          f"({args.pooling or 'recipe'} pooling) written to {out}")
+          f"({args.pooling or 'recipe'} pooling of {which}) written to {out}")
     return 0
+
+
+def parse_layers(spec: str | None) -> list[int] | None:
+    """``--layers``: comma-separated layer numbers (0 = embeddings, -1 = the top), or
+    ``last4`` for BERT's best feature set (the last four layers)."""
+    if not spec:
+        return None
+    if spec == "last4":
+        return [-4, -3, -2, -1]
+    try:
+        return [int(x) for x in spec.split(",")]
+    except ValueError:
+        raise UserError(f"--layers {spec!r}: give layer numbers like -4,-3,-2,-1 or 0,6,12 "
+                        "(0 = embeddings, negative from the top), or last4") from None
 
 
 def evaluate_encoder(args: argparse.Namespace) -> int:
@@ -136,7 +163,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.set_defaults(func=cmd_fill_mask)
 
-    p = sub.add_parser("embed", help="sentence embeddings of a BERT run, written as .npy")
+    p = sub.add_parser("embed", help="sentence (or --tokens: word-piece) features of a BERT "
+                       "run, written as .npy (.npz)")
     p.add_argument("text", nargs="*", help="texts (default: lines of --input)")
     p.add_argument("--input", help="file with one text per line")
     p.add_argument("--model", required=True, help="run directory of an encoder run")
@@ -144,5 +172,14 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--pooling", choices=["mean", "cls"], default=None,
                    help="mean of the token states or the [CLS] state (default: the recipe's "
                    "pooling, mean)")
+    p.add_argument("--layers", default=None, metavar="L1,L2,...|last4",
+                   help="features from these hidden states instead of the last layer: 0 = "
+                   "embeddings, 1..L the layers, negative from the top (write "
+                   "--layers=-2,-1); last4 = the last four, BERT's best frozen features for NER")
+    p.add_argument("--combine", choices=["concat", "sum", "mean"], default="concat",
+                   help="how several --layers are joined (concat: dimension n x d_model)")
+    p.add_argument("--tokens", action="store_true",
+                   help="one vector per word piece instead of per text: --out is an .npz of "
+                   "vectors, pieces and offsets")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.set_defaults(func=cmd_embed)

@@ -94,6 +94,45 @@ def test_embed_writes_npy_and_pooling_differs(pretrained, tmp_path) -> None:
     assert not np.allclose(mean, cls)
 
 
+def test_embed_layers_and_token_features(pretrained, tmp_path, capsys) -> None:
+    import torch
+
+    from seqformer.tasks.encoder import EncoderRun
+
+    run, _ = pretrained  # 2 layers: hidden states 0 (embeddings), 1, 2
+    texts = ["The cat sees the dog.", "A fox."]
+    encoder = EncoderRun.load(run)
+    top = tmp_path / "top.npy"
+    assert main(["embed", "--model", str(run), "--layers", "-1", "--out", str(top), *texts]) == 0
+    assert np.allclose(np.load(top), encoder.embed(texts), atol=1e-6)  # the default's layer
+    three = tmp_path / "three.npy"
+    assert main(["embed", "--model", str(run), "--layers=-3,-2,-1", "--out", str(three),
+                 *texts]) == 0
+    blocks = np.load(three).reshape(2, 3, 16)  # concatenated: one block per layer
+    assert np.allclose(blocks.sum(1), encoder.embed(texts, layers=[0, 1, 2], combine="sum"),
+                       atol=1e-5)
+    assert np.allclose(blocks[:, 1], encoder.embed(texts, layers=[1]), atol=1e-6)
+    assert not np.allclose(blocks[:, 1], blocks[:, 2])
+    tokens = tmp_path / "tok.npz"
+    assert main(["embed", "--model", str(run), "--tokens", "--layers", "0,-1", "--out",
+                 str(tokens), *texts]) == 0
+    saved = np.load(tokens)
+    rows = encoder.token_vectors(texts, [0, -1])
+    n0, n1 = len(rows[0][0]), len(rows[1][0])
+    assert list(saved["offsets"]) == [0, n0, n0 + n1] and saved["vectors"].shape == (n0 + n1, 32)
+    assert saved["pieces"][0] == "[CLS]" and saved["pieces"][n0 - 1] == "[SEP]"
+    # Layer 0 is the embedding output: the first 16 columns are the model's own embeddings.
+    ids, types = encoder._encode(texts[:1])
+    with torch.no_grad():
+        embedded = encoder.model.bert.embeddings(ids, types)[0].numpy()
+    assert np.allclose(saved["vectors"][:n0, :16], embedded, atol=1e-6)
+    capsys.readouterr()
+    assert main(["embed", "--model", str(run), "--layers", "3", "--out", str(top), "a"]) == 2
+    assert "layer 3 does not exist" in capsys.readouterr().err
+    assert main(["embed", "--model", str(run), "--layers", "x,y", "--out", str(top), "a"]) == 2
+    assert "--layers 'x,y'" in capsys.readouterr().err
+
+
 def write_classify(root: Path, name: str, n: int, seed: int, pair: bool = False) -> Path:
     rng = random.Random(seed)
     lines = []

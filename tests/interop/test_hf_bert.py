@@ -127,3 +127,24 @@ def test_unknown_weight_is_a_clear_error():
     with pytest.raises(CheckpointError, match="bert.encoder.layer.0.crossattention"):
         hf_to_seqformer({"bert.encoder.layer.0.crossattention.self.query.weight":
                          torch.zeros(2, 2)})
+
+
+@torch.no_grad()
+def test_layer_features_equal_transformers_hidden_states():
+    """BERT's feature-based recipe on the reference model: concatenated / summed hidden
+    states of chosen layers, as a user would build them from HF's ``hidden_states``."""
+    torch.manual_seed(1)
+    hf = transformers.BertModel(hf_config()).eval()
+    ours, _ = ours_from(hf, "classify", labels=2)
+    ids, types = batch()
+    ref = hf(input_ids=ids, token_type_ids=types, attention_mask=ids.ne(0).long(),
+             output_hidden_states=True).hidden_states  # embeddings, layer 1, layer 2
+    real = ids.ne(0)
+    concat = ours.token_states(ids, types, [-3, -1], "concat")
+    close(concat[real], torch.cat([ref[0], ref[2]], dim=-1)[real])
+    summed = ours.token_states(ids, types, [1, 2], "sum")
+    close(summed[real], (ref[1] + ref[2])[real])
+    pooled = ours.embed(ids, types, "mean", [0, 1, 2], "mean")
+    keep = real.unsqueeze(-1).float()
+    mean_ref = ((ref[0] + ref[1] + ref[2]) / 3 * keep).sum(1) / keep.sum(1)
+    close(pooled, mean_ref)

@@ -12,6 +12,7 @@ Token ids follow the project's fixed specials, read as BERT's: pad=0, [CLS]=1 (b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from seqformer.nn.positional import LearnedPositionalEmbedding
 
 PAD_ID, CLS_ID, SEP_ID, UNK_ID, MASK_ID = 0, 1, 2, 3, 4
 IGNORE = -100  # label of positions that are not scored (torch's cross_entropy default)
+LAYER_COMBINE = ("concat", "sum", "mean")  # how BERTModel.token_states joins several layers
 
 
 @dataclass(frozen=True)
@@ -238,12 +240,43 @@ class BERTModel(nn.Module):
         return EncoderOutput(loss, loss.detach(), logits, hidden, batch.n_tgt_tokens)
 
     @torch.no_grad()
+    def token_states(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
+                     layers: Sequence[int] | None = None, combine: str = "concat") -> Tensor:
+        """Per-token features (batch, time, dim): the final states, or ``layers`` combined.
+
+        BERT's feature-based use (Devlin et al. 2019, section 5.3): a frozen model's hidden
+        states fed to another model, where concatenating the last four layers did best on NER,
+        nearly as well as fine-tuning. ``layers``: 0 is the embedding output, 1..L the layers,
+        negative counts from the top (-1 is the final states as the model outputs them, after
+        the last LayerNorm of a pre-LN stack); several are concatenated (dim = n x d_model),
+        summed or averaged (``combine``).
+        """
+        if not layers:
+            return self.bert(input_ids, token_type_ids)
+        if combine not in LAYER_COMBINE:
+            raise ConfigError(f"combine={combine!r}; use one of {', '.join(LAYER_COMBINE)}")
+        final, states = self.bert(input_ids, token_type_ids, all_hidden=True)
+        states[-1] = final
+        top = len(states) - 1
+        picked = []
+        for i in layers:
+            if not -top - 1 <= i <= top:
+                raise ConfigError(f"layer {i} does not exist: this model has layers 0 "
+                                  f"(embeddings) to {top}, or -1 to {-top - 1} from the top")
+            picked.append(states[i])
+        if combine == "concat":
+            return torch.cat(picked, dim=-1)
+        total = torch.stack(picked).sum(0)
+        return total / len(picked) if combine == "mean" else total
+
+    @torch.no_grad()
     def embed(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
-              pooling: str = "mean") -> Tensor:
-        """Sentence embeddings (batch, d_model): the mean of the non-padding final states, or
-        the [CLS] state. Mean pooling is the better default without a fine-tuned [CLS]
-        (Reimers & Gurevych, 2019)."""
-        hidden = self.bert(input_ids, token_type_ids)
+              pooling: str = "mean", layers: Sequence[int] | None = None,
+              combine: str = "concat") -> Tensor:
+        """Sentence embeddings (batch, dim): the mean of the non-padding token states, or the
+        [CLS] state, of the final layer or of ``layers`` (see :meth:`token_states`). Mean
+        pooling is the better default without a fine-tuned [CLS] (Reimers & Gurevych, 2019)."""
+        hidden = self.token_states(input_ids, token_type_ids, layers, combine)
         if pooling == "cls":
             return hidden[:, 0]
         if pooling != "mean":

@@ -47,6 +47,7 @@ from seqformer.errors import CheckpointError, DataError
 from seqformer.metrics.classification import accuracy, entity_f1, macro_f1, squad
 from seqformer.models.bert import (
     IGNORE,
+    PAD_ID,
     BERTConfig,
     BERTModel,
     EncoderBatch,
@@ -584,20 +585,42 @@ class EncoderRun:
             out.append([(self.tokenizer.pieces([int(t)])[0], float(q)) for q, t in zip(p, i)])
         return out
 
-    @torch.no_grad()
-    def embed(self, texts: Sequence[str], pooling: str | None = None,
-              batch_size: int = EVAL_BATCH) -> np.ndarray:
-        """(len(texts), d_model) float32 sentence embeddings (see ``BERTModel.embed``)."""
+    def _bert(self) -> BERTModel:
         if not isinstance(self.model, BERTModel):
             kind = "CNN" if self.model.config_json()["family"] == "cnn" else "recurrent"
             raise DataError(f"embed needs a BERT encoder run; this is a {kind} classifier, "
                             "which has no token states to pool")
+        return self.model
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], pooling: str | None = None,
+              batch_size: int = EVAL_BATCH, layers: Sequence[int] | None = None,
+              combine: str = "concat") -> np.ndarray:
+        """(len(texts), dim) float32 sentence embeddings (see ``BERTModel.embed``)."""
+        model = self._bert()
         pooling = pooling or getattr(self.recipe, "pooling", "mean")
         parts = []
         for i in range(0, len(texts), batch_size):
             ids, types = self._encode(texts[i:i + batch_size])
-            parts.append(self.model.embed(ids, types, pooling).float().cpu().numpy())
+            vectors = model.embed(ids, types, pooling, layers, combine)
+            parts.append(vectors.float().cpu().numpy())
         return np.concatenate(parts).astype(np.float32)
+
+    @torch.no_grad()
+    def token_vectors(self, texts: Sequence[str], layers: Sequence[int] | None = None,
+                      combine: str = "concat", batch_size: int = EVAL_BATCH
+                      ) -> list[tuple[list[str], np.ndarray]]:
+        """Each text's word pieces (with [CLS] and [SEP]) and their (pieces, dim) float32
+        features (see ``BERTModel.token_states``): the input of a feature-based tagger."""
+        model = self._bert()
+        out = []
+        for i in range(0, len(texts), batch_size):
+            ids, types = self._encode(texts[i:i + batch_size])
+            states = model.token_states(ids, types, layers, combine).float().cpu().numpy()
+            for row, vectors in zip(ids.tolist(), states, strict=True):
+                n = sum(1 for t in row if t != PAD_ID)
+                out.append((self.tokenizer.pieces(row[:n]), vectors[:n].astype(np.float32)))
+        return out
 
     def classify(self, texts: Sequence[str], top_k: int = 1) -> list[list[tuple[str, float]]]:
         """The ``top_k`` likeliest (label, probability) of each text, best first; a text with
