@@ -178,6 +178,10 @@ class LMDataConfig:
     character stay exact for any tokenizer); ``seqformer evaluate`` scores everything.
     ``tokens_per_step`` sets ``train.accumulate`` to reach about that many tokens per update
     (nanoGPT's gradient accumulation to a target batch), whatever fits in memory at once.
+    ``train_tokens`` trains on only the first N tokens of the training text, with the
+    tokenizer still learnt from all of it and the validation text unchanged: unlike
+    ``max_chars``, runs with different amounts of data stay comparable (``seqformer scale
+    --data``, the loss as a law of the dataset size).
     """
 
     corpus: str = "kjv"
@@ -188,6 +192,7 @@ class LMDataConfig:
     batch_size: int = 32
     valid_chars: int | None = None
     tokens_per_step: int | None = None
+    train_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.corpus not in LM_CORPORA:
@@ -200,7 +205,7 @@ class LMDataConfig:
             raise ConfigError(f"data.batch_size must be >= 1, got {self.batch_size}")
         if not 0.0 < self.valid_percent < 100.0:
             raise ConfigError(f"data.valid_percent must be in (0, 100), got {self.valid_percent}")
-        for name in ("max_chars", "valid_chars", "tokens_per_step"):
+        for name in ("max_chars", "valid_chars", "tokens_per_step", "train_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"data.{name} must be >= 1 (or null for no limit), got {value}")

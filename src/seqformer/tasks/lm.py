@@ -360,6 +360,11 @@ def train(recipe: LMRecipe, out_dir: str | Path, resume: bool = False) -> dict:
         config = recipe.model_config(tokenizer.vocab_size)
         model = GPT(config)
     train_ids = encode_text(tokenizer, train_text, config.bos_id)
+    if d.train_tokens:
+        if d.train_tokens > len(train_ids):
+            raise ConfigError(f"data.train_tokens={d.train_tokens:,} but the training text has "
+                              f"{len(train_ids):,} tokens; lower it (or drop it for all)")
+        train_ids = train_ids[: d.train_tokens]  # the vocabulary above saw the whole text
     scored_valid = valid_text[: d.valid_chars] if d.valid_chars else valid_text
     valid_ids = encode_text(tokenizer, scored_valid, config.bos_id)
     log(f"model: {model.num_parameters() / 1e6:.2f}M parameters, {tokenizer.kind} vocab "

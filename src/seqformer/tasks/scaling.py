@@ -69,7 +69,7 @@ class Size:
         return f"{self.layers}x{self.d_model}"
 
 
-def parse_sizes(text: str, head_dim: int) -> list[Size]:
+def parse_sizes(text: str, head_dim: int, least: int = 2) -> list[Size]:
     """``"2x64,4x128"`` or ``"4x128x8"`` (an explicit head count) -> sizes, smallest first.
 
     Without a head count a size gets ``d_model // head_dim`` heads (at least one), so the
@@ -92,7 +92,7 @@ def parse_sizes(text: str, head_dim: int) -> list[Size]:
     labels = [s.label for s in sizes]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"--sizes: {text!r} lists a size twice")
-    if len(sizes) < 2:
+    if len(sizes) < least:
         raise ConfigError("--sizes: give at least two sizes (a law needs two points)")
     return sizes
 
