@@ -400,7 +400,10 @@ def cmd_attention(args: argparse.Namespace) -> int:
         raise UserError("attention: give --out FIG.png and/or --html REPORT.html")
     if args.static:
         raise UserError("attention reads weights off the plain model; drop --static")
-    transducer = Transducer.load(one_model(args, "attention"), _device(args.device), args.int8)
+    model_dir = one_model(args, "attention")
+    if _family(model_dir) == "vit":
+        return vit_attention(args, model_dir)
+    transducer = Transducer.load(model_dir, _device(args.device), args.int8)
     maps = attention_maps(transducer, args.text, beam=args.beam or 1)
     print(f"{maps.source} -> {maps.output}")
     if args.out:
@@ -411,6 +414,37 @@ def cmd_attention(args: argparse.Namespace) -> int:
     if args.html:
         images = html_report(maps, args.html)
         print(f"report with {images} charts written to {args.html}")
+    return 0
+
+
+# The attention flags that chart a decoding, with their defaults: a ViT run refuses them, since
+# its one chart already shows every layer (mean of heads) and the rollout.
+DECODING_ATTENTION_FLAGS = {"kind": "cross", "layer": -1, "head": None, "heads": False,
+                            "grid": False, "html": None, "beam": None, "alpha": None,
+                            "penalty": None, "int8": False, "combine": "logprob"}
+
+
+def vit_attention(args: argparse.Namespace, model_dir: str) -> int:
+    """``attention`` of a ``family: vit`` run: the image (read as ``classify`` reads it), its
+    attention rollout and each layer's [CLS] attention, one PNG."""
+    from seqformer.cli_classify import read_image_inputs
+    from seqformer.tasks.vision import ImageClassifier
+    from seqformer.viz.attention import save_png
+    from seqformer.viz.vit_attention import draw, vit_attention_maps
+
+    given = [f"--{name.replace('_', '-')}" for name, default in DECODING_ATTENTION_FLAGS.items()
+             if getattr(args, name) != default]
+    if given or not args.out:
+        raise UserError(f"attention: {model_dir} is a ViT run, charted whole (rollout and "
+                        "every layer, mean of heads): give IMAGE --out FIG.png"
+                        + (f"; drop {' '.join(given)}" if given else ""))
+    if not Path(args.text).is_file():  # before the model: a bad path fails fast
+        raise DataError(f"{args.text}: no such image file (give a .png or .npy image)")
+    classifier = ImageClassifier.load(model_dir, _device(args.device))
+    maps = vit_attention_maps(classifier, read_image_inputs([args.text], classifier)[0],
+                              args.text)
+    print(f"{args.text} -> {maps.label} ({maps.probability:.4f})")
+    print(f"chart written to {save_png(draw(maps), args.out)}")
     return 0
 
 
@@ -567,8 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("attention", parents=[decode_args],
-                       help="draw what the model attends to for one input")
-    p.add_argument("text", help="the input to decode and chart")
+                       help="draw what the model attends to for one input (text for an "
+                       "encoder-decoder, an image file for a ViT)")
+    p.add_argument("text", help="the input to decode and chart; for a ViT run an image file "
+                   "(.png or .npy, read like classify's), charted as attention rollout and "
+                   "each layer's [CLS] attention")
     p.add_argument("--kind", default="cross", choices=["cross", "encoder", "decoder"],
                    help="encoder-decoder (cross), encoder self- or decoder self-attention")
     p.add_argument("--layer", type=int, default=-1, help="layer index (default: last)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -146,8 +146,10 @@ class ViT(nn.Module, SavedClassifier):
         # HF's and timm's ViT init: truncated N(0, 0.02), then [CLS] and positions.
         init_vit(self, self.cls_token, self.position.embedding.weight)
 
-    def hidden(self, pixels: Tensor) -> Tensor:
-        """Final (normalised) states (batch, 1 + num_patches, d_model); [CLS] at position 0."""
+    def encoder_input(self, pixels: Tensor) -> Tensor:
+        """The encoder's input (batch, 1 + num_patches, d_model): [CLS], then the patches in
+        row-major order, positions added. One method for :meth:`hidden` and
+        :meth:`logits_and_attention`, so the attention maps are those of the real forward."""
         c = self.config
         if pixels.dim() != 4 or tuple(pixels.shape[1:]) != (c.channels, c.image_size,
                                                             c.image_size):
@@ -155,9 +157,33 @@ class ViT(nn.Module, SavedClassifier):
                              f"{c.image_size}), got {tuple(pixels.shape)}")
         x = self.patch_embed(pixels)
         x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1)
-        x = self.dropout(x + self.position(x.shape[1]))
-        x, _ = self.encoder(x)
+        return self.dropout(x + self.position(x.shape[1]))
+
+    def hidden(self, pixels: Tensor) -> Tensor:
+        """Final (normalised) states (batch, 1 + num_patches, d_model); [CLS] at position 0."""
+        x, _ = self.encoder(self.encoder_input(pixels))
         return x
+
+    def logits_and_attention(self, pixels: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """``(logits, weights)``: the logits and every layer's self-attention weights, layer 0
+        first, each (batch, heads, 1 + num_patches, 1 + num_patches) with rows summing to 1;
+        row 0 is what [CLS] -- the position the classifier reads -- attends to.
+
+        The encoder's ``need_weights`` path computes them (an explicit softmax(QK^T/sqrt(d))V
+        instead of the fused kernel, which never materialises them), so the logits equal
+        :meth:`logits` up to float rounding. It runs in eval mode, restored afterwards:
+        dropout would perturb the embeddings and residuals the maps are read from."""
+        was_training = self.training
+        self.eval()
+        try:
+            x, weights = self.encoder(self.encoder_input(pixels), need_weights=True)
+        finally:
+            self.train(was_training)
+        return self.classifier(x[:, 0]), cast(list[Tensor], weights)
+
+    def attention_weights(self, pixels: Tensor) -> list[Tensor]:
+        """Every layer's self-attention weights; see :meth:`logits_and_attention`."""
+        return self.logits_and_attention(pixels)[1]
 
     def logits(self, pixels: Tensor) -> Tensor:
         return self.classifier(self.hidden(pixels)[:, 0])
