@@ -50,9 +50,10 @@ SMILE_DERIVED = {"num_labels", "num_features"}
 # wav2vec 2.0's fine-tuning mask rate (HF Wav2Vec2Config's default), unless model sets one.
 FINETUNE_MASK_TIME_PROB = 0.05
 AUDIO_CORPORA = ("speech-commands", "files")
-# What a speech-commands clip is labelled with: the word, or the sex of the espeak-ng voice
-# variant (m1..m7 male, f1..f5 female) -- a paralinguistic task on the same clips.
-AUDIO_LABELS = ("word", "voice-sex")
+# What a speech-commands clip is labelled with: the word, the sex of the espeak-ng voice
+# variant (m1..m7 male, f1..f5 female) or the voice's accent (en-us, en-gb-scotland, ...):
+# paralinguistic tasks on the same clips, accent ID standing in for language identification.
+AUDIO_LABELS = ("word", "voice-sex", "accent")
 # Metrics the validation returns, and which way is better.
 AUDIO_METRICS = {"valid_loss": "min", "valid_accuracy": "max", "valid_macro_f1": "max"}
 
@@ -64,9 +65,10 @@ class AudioDataConfig:
     ``valid_variants`` voice variants are held out of training in every accent (split by
     ``split_seed``); each clip is ``clip_seconds`` long with a random time shift (``shift``) and
     white noise at an SNR in ``snr_db``, a function of ``seed``. Empty lists mean the built-in
-    ones. ``label``: ``word`` (the default) or ``voice-sex`` (``male`` / ``female`` from the
+    ones. ``label``: ``word`` (the default), ``voice-sex`` (``male`` / ``female`` from the
     voice variant; every split needs both: hold out two variants for each, the default, as
-    the split takes males and females in turn). ``corpus:
+    the split takes males and females in turn) or ``accent`` (the voice's espeak-ng accent;
+    every split has every accent, spoken by variants never heard in training). ``corpus:
     files``: ``train`` (required), ``valid``, ``test`` are TSVs of ``path.wav<TAB>label`` or
     directories of ``LABEL/*.wav``; a missing ``valid`` is a seeded
     ``valid_fraction`` of train."""
@@ -97,6 +99,9 @@ class AudioDataConfig:
         if self.corpus == "files" and not self.train:
             raise ConfigError("data.train is required with data.corpus: files (a TSV of "
                               "'path.wav<TAB>label' lines or a directory of LABEL/*.wav)")
+        if self.label == "accent" and len(self.accents) == 1:
+            raise ConfigError("data.label: accent needs two accents or more in data.accents "
+                              "(empty: all eight)")
         if self.label not in AUDIO_LABELS:
             raise ConfigError(f"data.label={self.label!r}; use one of {', '.join(AUDIO_LABELS)}")
         if self.label != "word" and self.corpus != "speech-commands":

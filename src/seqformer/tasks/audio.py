@@ -79,7 +79,7 @@ def voice_sex(voice: str) -> str:
 
 def load_audio_splits(recipe: AudioRecipe) -> dict[str, SpeechSet | None]:
     """train / valid / test clips of the recipe (test may be None for files), labelled by
-    ``data.label`` (the word, or the voice variant's sex)."""
+    ``data.label`` (the word, the voice variant's sex, or the voice's accent)."""
     d = recipe.data
     if d.corpus == "speech-commands":
         splits = speech_commands_splits(
@@ -89,6 +89,9 @@ def load_audio_splits(recipe: AudioRecipe) -> dict[str, SpeechSet | None]:
         if d.label == "voice-sex":  # both sexes in every split: checked by the recipe
             for data in splits.values():
                 data.labels = [voice_sex(v) for v in data.speakers]
+        elif d.label == "accent":  # every accent is in every split (held out by variant)
+            for data in splits.values():
+                data.labels = [v.split("+", 1)[0] for v in data.speakers]
         return dict(splits)
     train = read_clip_list(d.train, "data.train")
     if d.valid:
