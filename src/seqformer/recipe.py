@@ -36,8 +36,9 @@ from seqformer.training.trainer import TrainConfig
 
 CORPORA = ("files", "cmudict", "bible")
 TOKENIZER_KINDS = ("char", "word", "bpe")
-METRICS = ("valid_loss", "valid_nll", "per", "wer", "cer", "ter", "bleu", "chrf", "exact")
-HIGHER_IS_BETTER = ("bleu", "chrf", "exact")
+METRICS = ("valid_loss", "valid_nll", "per", "wer", "cer", "ter", "bleu", "chrf", "exact",
+           "rouge1", "rouge2", "rougeL")
+HIGHER_IS_BETTER = ("bleu", "chrf", "exact", "rouge1", "rouge2", "rougeL")
 TASKS = ("transduction", "lm", "mlm", "classify", "tag", "qa", "distil", "decision",
          "image-classify", "audio-classify", "speech-to-text", "speech-pretrain", "speech-ctc",
          "image-caption", "text-to-speech", "codec", "codec-tts")

@@ -64,7 +64,7 @@ def test_transduce_and_evaluate(trained, capsys) -> None:
     assert len(nbest) == 2 and all(line.startswith("abc\t") for line in nbest)
     assert main(["evaluate", "--model", str(run), "--data", str(root / "test.tsv")]) == 0
     out = capsys.readouterr().out
-    assert "PER" in out and "WER" in out and "BLEU" in out
+    assert "PER" in out and "WER" in out and "BLEU" in out and "ROUGEL" in out
     hyps = (run / "eval.hyp.tsv").read_text().strip().splitlines()
     assert len(hyps) == len({line.split("\t")[0] for line in
                              (root / "test.tsv").read_text().splitlines()})
@@ -127,6 +127,8 @@ def test_bad_inputs_give_one_line_errors(trained, tmp_path, capsys) -> None:
         ["train", str(plain), "--set", "train.max_steps=many"], capsys)
     assert "bleu is better when higher; set train.metric_mode: max" in error_of(
         ["train", str(plain), "--set", "train.metric=bleu"], capsys)
+    assert "rougeL is better when higher; set train.metric_mode: max" in error_of(
+        ["train", str(plain), "--set", "train.metric=rougeL"], capsys)
 
     bad_tsv = tmp_path / "bad.tsv"
     bad_tsv.write_text("ab\tb a\nno tab here\n")

@@ -35,7 +35,7 @@ from seqformer.decoding.search import Hypothesis, beam_search, greedy_search
 from seqformer.decoding.static import StaticDecoding, bucket_rows, bucket_width, fixed_shape
 from seqformer.errors import CheckpointError, ConfigError, DataError
 from seqformer.interop.finetune import ModelIdStream, load_init, with_model_ids
-from seqformer.metrics import bleu, char_error_rate, chrf, error_rates, ter
+from seqformer.metrics import bleu, char_error_rate, chrf, error_rates, rouge, ter
 from seqformer.models.registry import build_seq2seq, load_seq2seq, seq2seq_config_json
 from seqformer.models.seq2seq import Seq2Seq
 from seqformer.recipe import DecodeConfig, Recipe, recipe_from_dict
@@ -137,7 +137,8 @@ def score(hypotheses: list[str], references: list[tuple[str, ...]]) -> dict[str,
     refs = [list(r) for r in references]
     return {"per": rates["per"], "wer": rates["wer"], "exact": 100.0 - rates["wer"],
             "cer": char_error_rate(hypotheses, refs), "ter": ter(hypotheses, refs),
-            "bleu": bleu(hypotheses, refs), "chrf": chrf(hypotheses, refs)}
+            "bleu": bleu(hypotheses, refs), "chrf": chrf(hypotheses, refs),
+            **rouge(hypotheses, refs)}
 
 
 # -- the inference side ---------------------------------------------------------------------------
