@@ -130,12 +130,13 @@ def report_lines(result: DataScalingResult) -> list[str]:
     if result.law_d is not None:
         lines.append(f"- dataset size: {result.law_d.describe('D')}")
     lines += ["", "Kaplan et al. (2020), for comparison: alpha_D = 0.095 (word-piece tokens of "
-              "WebText2, a 1.5e9-parameter model, early stopping). A run whose best loss is at "
-              "its last step was still learning: its D did not limit it within these tokens, "
-              "so the law there measures the token budget, not the data; give more --tokens."]
-    if any(r.best_step == r.curve[-1][0] for r in result.runs[:-1]):
-        lines.append("Here some smaller datasets were still improving at the end (see 'at "
-                     "step').")
+              "WebText2, a 1.5e9-parameter model, early stopping). A run whose best loss comes "
+              "in the last tenth of its steps was not stopped by its data: within these tokens "
+              "its D did not limit it, so the law there measures the token budget, not the "
+              "data; give more --tokens."]
+    late = [f"{r.data_tokens:,}" for r in result.runs if r.best_step >= 0.9 * result.steps]
+    if late:
+        lines.append(f"Best in the last tenth of the steps here: D = {', '.join(late)}.")
     return lines
 
 
