@@ -664,6 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
     from seqformer.cli_scale import add_parsers as add_scale_parsers
 
     add_scale_parsers(sub)  # scale
+    from seqformer.cli_fewshot import add_parsers as add_fewshot_parsers
+
+    add_fewshot_parsers(sub)
     return parser
 
 
